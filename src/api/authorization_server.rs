@@ -1,0 +1,371 @@
+//! `AuthorizationServer`: one issuer, its keys, and the workload that serves it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Duration, LabelSelector, cel_https_or_loopback, conditions};
+
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tessera.dev",
+    version = "v1alpha1",
+    kind = "AuthorizationServer",
+    namespaced,
+    status = "AuthorizationServerStatus",
+    shortname = "authz",
+    shortname = "authserver",
+    category = "tessera",
+    printcolumn = r#"{"name":"Issuer","type":"string","jsonPath":".spec.issuer"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Active Key","type":"string","jsonPath":".status.signing.activeKeyId"}"#,
+    printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.readyReplicas","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new(
+    "!has(self.storage) || self.storage.type != 'Memory' || !has(self.workload) || !has(self.workload.replicas) || self.workload.replicas == 1"
+).message("storage.type Memory keeps token state in one pod: set workload.replicas to 1, or use storage.type Redis for several replicas").field_path(".workload.replicas"))]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationServerSpec {
+    /// Issuer URI: becomes `iss` and the base of every endpoint. https, or http on localhost only.
+    #[x_kube(validation = Rule::new(cel_https_or_loopback("self")).message("issuer must be an absolute https URL (http is allowed only for localhost, 127.0.0.1 or [::1])"))]
+    #[x_kube(validation = Rule::new("!self.contains('?') && !self.contains('#') && !self.endsWith('/')").message("issuer must have no query, no fragment and no trailing slash"))]
+    #[schemars(length(min = 1, max = 512))]
+    pub issuer: String,
+
+    /// Default `aud` of access tokens.
+    #[schemars(length(min = 1, max = 16))]
+    #[x_kube(validation = Rule::new("self.all(a, size(a) > 0 && size(a) <= 512)").message("each audience must be 1 to 512 characters"))]
+    #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b == a))").message("audiences must not repeat"))]
+    pub audiences: Vec<String>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+
+    /// When true, token and authorize requests answer 503; keys keep rotating.
+    #[serde(default)]
+    pub suspended: bool,
+
+    #[serde(default)]
+    pub signing: SigningSpec,
+
+    #[serde(default)]
+    pub client_namespaces: ClientNamespaces,
+
+    /// Origins allowed for CORS and browser redirects: `scheme://host[:port]`, no path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new(r"self.all(o, size(o) <= 256 && (o.matches('^https://[^/?#\\s]+$') || o.matches('^http://(localhost|127\\.0\\.0\\.1|\\[::1\\])(:[0-9]+)?$')))").message("each trusted origin must be scheme://host[:port] with no path: https, or http on localhost"))]
+    pub trusted_origins: Vec<String>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimit>,
+
+    #[serde(default)]
+    pub storage: Storage,
+
+    #[serde(default)]
+    pub workload: Workload,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+
+    /// JWT issuers whose tokens are accepted as client assertions and token-exchange subjects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub trusted_issuers: Vec<TrustedIssuer>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+pub enum SigningAlgorithm {
+    #[default]
+    RS256,
+    ES256,
+    EdDSA,
+}
+
+impl SigningAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RS256 => "RS256",
+            Self::ES256 => "ES256",
+            Self::EdDSA => "EdDSA",
+        }
+    }
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningSpec {
+    #[serde(default)]
+    pub algorithm: SigningAlgorithm,
+    #[serde(default)]
+    pub rotation: RotationSpec,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RotationMode {
+    #[default]
+    Automatic,
+    Manual,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationSpec {
+    #[serde(default)]
+    pub mode: RotationMode,
+    /// How long a key signs before the next one takes over.
+    #[serde(default = "default_period")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('5s') && duration(self) <= duration('8760h')").message("rotation.period must be between 5s and 8760h (one year)"))]
+    pub period: Duration,
+    /// How long a Next key is published before it signs (raised to the JWKS cache lifetime if lower).
+    #[serde(default = "default_week")]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('2160h')").message("rotation.prePublish must be at most 2160h (90 days)"))]
+    pub pre_publish: Duration,
+    /// How long a Retired key stays published (raised to cover the longest token lifetime if lower).
+    #[serde(default = "default_week")]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('2160h')").message("rotation.retainRetired must be at most 2160h (90 days)"))]
+    pub retain_retired: Duration,
+}
+
+fn default_period() -> Duration {
+    Duration::from_secs(2160 * 3600)
+}
+
+fn default_week() -> Duration {
+    Duration::from_secs(168 * 3600)
+}
+
+impl Default for RotationSpec {
+    fn default() -> Self {
+        Self { mode: RotationMode::Automatic, period: default_period(), pre_publish: default_week(), retain_retired: default_week() }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum NamespaceFrom {
+    #[default]
+    Same,
+    All,
+    Selector,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.from != 'Selector' || has(self.selector)").message("clientNamespaces.from Selector needs clientNamespaces.selector").field_path(".selector"))]
+pub struct ClientNamespaces {
+    #[serde(default)]
+    pub from: NamespaceFrom,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.burst >= self.perClient").message("rateLimit.burst must be at least rateLimit.perClient").field_path(".burst"))]
+pub struct RateLimit {
+    /// Token endpoint requests per second per client.
+    #[schemars(range(min = 1, max = 100000))]
+    pub per_client: u32,
+    #[schemars(range(min = 1, max = 1000000))]
+    pub burst: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum StorageType {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.type != 'Redis' || has(self.redis)").message("storage.type Redis needs storage.redis.urlSecretRef").field_path(".redis"))]
+pub struct Storage {
+    #[serde(default, rename = "type")]
+    pub type_: StorageType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisStorage>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisStorage {
+    /// Secret in the server's namespace holding the Redis URL (`redis://` or `rediss://`).
+    pub url_secret_ref: SecretKeyRef,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[serde(default = "default_url_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_url_key() -> String {
+    "url".into()
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Workload {
+    #[serde(default = "one")]
+    #[schemars(range(min = 1, max = 20))]
+    pub replicas: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub priority_class_name: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+}
+
+fn one() -> i32 {
+    1
+}
+
+impl Default for Workload {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            resources: None,
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            affinity: None,
+            priority_class_name: None,
+            pod_labels: BTreeMap::new(),
+            pod_annotations: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A `kubernetes.io/tls` Secret in the server's namespace.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.kubernetes) && self.kubernetes) != has(self.issuer)").message("a trusted issuer sets either kubernetes: true or issuer, not both and not neither"))]
+#[x_kube(validation = Rule::new("!has(self.jwksUri) || self.jwksUri == '' || has(self.issuer)").message("jwksUri needs issuer").field_path(".jwksUri"))]
+pub struct TrustedIssuer {
+    /// This cluster's ServiceAccount issuer (discovery and JWKS of the API server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = Rule::new(cel_https_or_loopback("self")).message("trusted issuer must be an https URL (http only on localhost)"))]
+    pub issuer: Option<String>,
+    /// Audiences accepted from this issuer; default: this server's issuer URI.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(a, size(a) > 0 && size(a) <= 512)").message("each audience must be 1 to 512 characters"))]
+    pub audiences: Vec<String>,
+    /// Default: from the issuer's discovery document.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 512))]
+    #[x_kube(validation = Rule::new(format!("self == '' || ({})", cel_https_or_loopback("self"))).message("jwksUri must be an https URL (http only on localhost)"))]
+    pub jwks_uri: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorizationServerStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions::schema")]
+    pub conditions: Vec<conditions::Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoints: Option<Endpoints>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningStatus>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoints {
+    pub discovery: String,
+    pub jwks: String,
+    pub token: String,
+    pub authorize: String,
+    pub introspect: String,
+    pub revoke: String,
+    pub userinfo: String,
+}
+
+impl Endpoints {
+    /// Okta-compatible endpoint URLs under `issuer`.
+    pub fn for_issuer(issuer: &str) -> Self {
+        let at = |p: &str| format!("{issuer}{p}");
+        Self {
+            discovery: at("/.well-known/openid-configuration"),
+            jwks: at("/v1/keys"),
+            token: at("/v1/token"),
+            authorize: at("/v1/authorize"),
+            introspect: at("/v1/introspect"),
+            revoke: at("/v1/revoke"),
+            userinfo: at("/v1/userinfo"),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_rotation_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyStatus>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum KeyState {
+    Next,
+    Active,
+    Retired,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyStatus {
+    pub kid: String,
+    pub algorithm: SigningAlgorithm,
+    pub state: KeyState,
+    pub created_at: String,
+    pub activates_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_at: Option<String>,
+}

@@ -1,0 +1,3 @@
+//! Tessera: self-hosted, Okta-style custom authorization servers on Kubernetes.
+
+pub mod api;

@@ -1,0 +1,469 @@
+// kube-testenv runs a small Kubernetes control plane in one process, for
+// integration tests: embedded etcd, kube-apiserver and kube-controller-manager.
+//
+// Usage:
+//
+//	kube-testenv --data-dir DIR [--kubeconfig PATH] [--apiserver-arg=--flag=value ...]
+//
+// When the control plane is ready it writes an admin kubeconfig (atomically)
+// and prints one line on stdout:
+//
+//	READY <kubeconfig path> <https://127.0.0.1:port>
+//
+// It exits with code 0 on SIGTERM, SIGINT, or when stdin reaches EOF (the
+// parent holds a pipe to our stdin; when the parent dies, we go too).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+	"go.etcd.io/etcd/server/v3/embed"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/client-go/rest"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	"k8s.io/klog/v2"
+	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
+	apiserveroptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
+	cmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	cmoptions "k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
+)
+
+// controllers run by the in-process kube-controller-manager.
+var controllers = []string{
+	"garbage-collector-controller",
+	"namespace-controller",
+	"deployment-controller",
+	"replicaset-controller",
+	"serviceaccount-controller",
+	"serviceaccount-token-controller",
+	"root-ca-certificate-publisher-controller",
+	"clusterrole-aggregation-controller",
+	"disruption-controller",
+}
+
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, " ") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+type options struct {
+	dataDir      string
+	kubeconfig   string
+	logFile      string
+	verbosity    int
+	watchStdin   bool
+	timeout      time.Duration
+	apiserverArg stringList
+}
+
+func main() {
+	var o options
+	fs := flag.NewFlagSet("kube-testenv", flag.ContinueOnError)
+	fs.StringVar(&o.dataDir, "data-dir", "", "directory for all state: certificates, etcd data, logs, kubeconfig (required)")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "where to write the admin kubeconfig (default DATA-DIR/kubeconfig)")
+	fs.StringVar(&o.logFile, "log-file", "", "where component logs go (default DATA-DIR/testenv.log; '-' for stderr)")
+	fs.IntVar(&o.verbosity, "v", 0, "klog verbosity of kube-apiserver and kube-controller-manager")
+	fs.BoolVar(&o.watchStdin, "exit-on-stdin-eof", true, "exit when stdin reaches EOF")
+	fs.DurationVar(&o.timeout, "startup-timeout", 2*time.Minute, "give up if not ready within this time")
+	fs.Var(&o.apiserverArg, "apiserver-arg", "extra kube-apiserver flag, e.g. --apiserver-arg=--authentication-config=/path (repeatable)")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		os.Exit(2)
+	}
+	if o.dataDir == "" || fs.NArg() != 0 {
+		fmt.Fprintln(os.Stderr, "kube-testenv: --data-dir is required and no positional arguments are accepted")
+		fs.Usage()
+		os.Exit(2)
+	}
+	if err := run(&o); err != nil {
+		fmt.Fprintf(os.Stderr, "kube-testenv: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// shutdown is the single exit path once etcd has started.
+type shutdown struct {
+	once   sync.Once
+	etcd   *embed.Etcd
+	etcdWD string
+}
+
+func (s *shutdown) exit(code int, reason string) {
+	s.once.Do(func() {
+		klog.InfoS("kube-testenv shutting down", "reason", reason)
+		fmt.Fprintf(os.Stderr, "kube-testenv: stopping (%s)\n", reason)
+		if s.etcd != nil {
+			done := make(chan struct{})
+			go func() { s.etcd.Close(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				fmt.Fprintln(os.Stderr, "kube-testenv: etcd did not stop within 5s")
+			}
+		}
+		if s.etcdWD != "" {
+			_ = os.RemoveAll(s.etcdWD)
+		}
+		klog.Flush()
+		os.Exit(code)
+	})
+	select {} // another goroutine is exiting
+}
+
+func run(o *options) error {
+	start := time.Now()
+	dataDir, err := filepath.Abs(o.dataDir)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return err
+	}
+	if o.kubeconfig == "" {
+		o.kubeconfig = filepath.Join(dataDir, "kubeconfig")
+	}
+	if o.kubeconfig, err = filepath.Abs(o.kubeconfig); err != nil {
+		return err
+	}
+	if o.logFile == "" {
+		o.logFile = filepath.Join(dataDir, "testenv.log")
+	}
+	if err := setupKlog(o.logFile, o.verbosity); err != nil {
+		return err
+	}
+
+	sd := &shutdown{}
+
+	// Exit triggers: signals and stdin EOF.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		s := <-sigs
+		sd.exit(0, "signal "+s.String())
+	}()
+	if o.watchStdin {
+		go func() {
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			sd.exit(0, "stdin closed")
+		}()
+	}
+
+	// Ports.
+	ports, err := freePorts(3)
+	if err != nil {
+		return err
+	}
+	etcdClientPort, etcdPeerPort, apiPort := ports[0], ports[1], ports[2]
+	serverURL := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
+
+	// Certificates and keys.
+	pkiDir := filepath.Join(dataDir, "pki")
+	p, err := writePKI(pkiDir)
+	if err != nil {
+		return fmt.Errorf("pki: %w", err)
+	}
+	kubeconfigData := p.kubeconfig(serverURL)
+	internalKubeconfig := filepath.Join(pkiDir, "admin.kubeconfig")
+	if err := writeFileAtomic(internalKubeconfig, kubeconfigData, 0o600); err != nil {
+		return err
+	}
+
+	// etcd.
+	etcdDir, err := os.MkdirTemp(dataDir, "etcd-")
+	if err != nil {
+		return err
+	}
+	sd.etcdWD = etcdDir
+	etcd, err := startEtcd(etcdDir, etcdClientPort, etcdPeerPort, filepath.Join(dataDir, "etcd.log"))
+	if err != nil {
+		_ = os.RemoveAll(etcdDir)
+		return fmt.Errorf("etcd: %w", err)
+	}
+	sd.etcd = etcd
+	klog.InfoS("etcd ready", "elapsed", time.Since(start))
+	fail := func(err error) {
+		fmt.Fprintf(os.Stderr, "kube-testenv: %v (logs: %s)\n", err, o.logFile)
+		sd.exit(1, "error")
+	}
+	go func() {
+		select {
+		case err := <-etcd.Err():
+			fail(fmt.Errorf("etcd: %w", err))
+		case <-etcd.Server.StopNotify():
+		}
+	}()
+
+	ctx := context.Background()
+	rest.SetDefaultWarningHandler(rest.NoWarnings{})
+
+	// kube-apiserver.
+	issuer := serverURL
+	apiArgs := []string{
+		"--etcd-servers=" + fmt.Sprintf("http://127.0.0.1:%d", etcdClientPort),
+		"--cert-dir=" + filepath.Join(dataDir, "apiserver-certs"),
+		"--tls-cert-file=" + p.servingCert,
+		"--tls-private-key-file=" + p.servingKey,
+		"--client-ca-file=" + p.caCert,
+		"--secure-port=" + strconv.Itoa(apiPort),
+		"--bind-address=127.0.0.1",
+		"--advertise-address=127.0.0.1",
+		"--service-cluster-ip-range=10.0.0.0/24",
+		"--allow-privileged=true",
+		"--authorization-mode=RBAC",
+		"--service-account-issuer=" + issuer,
+		"--service-account-key-file=" + p.saPub,
+		"--service-account-signing-key-file=" + p.saKey,
+		"--api-audiences=" + issuer,
+		"--enable-priority-and-fairness=false",
+		"--profiling=false",
+	}
+	apiArgs = append(apiArgs, o.apiserverArg...)
+	apiErr := make(chan error, 1)
+	if err := startAPIServer(ctx, apiArgs, o.verbosity, apiErr); err != nil {
+		return fmt.Errorf("kube-apiserver: %w", err)
+	}
+	go func() {
+		err := <-apiErr
+		if err == nil {
+			err = errors.New("stopped")
+		}
+		fail(fmt.Errorf("kube-apiserver: %w", err))
+	}()
+
+	client, err := p.httpClient()
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(o.timeout)
+	if err := waitFor(client, serverURL+"/readyz", deadline); err != nil {
+		fail(fmt.Errorf("kube-apiserver not ready: %w", err))
+	}
+	klog.InfoS("kube-apiserver ready", "elapsed", time.Since(start))
+
+	// kube-controller-manager.
+	cmArgs := []string{
+		"--kubeconfig=" + internalKubeconfig,
+		"--controllers=" + strings.Join(controllers, ","),
+		"--service-account-private-key-file=" + p.saKey,
+		"--root-ca-file=" + p.caCert,
+		"--leader-elect=false",
+		"--use-service-account-credentials=false",
+		"--secure-port=0",
+		"--concurrent-gc-syncs=5",
+		"--namespace-sync-period=10s",
+	}
+	cmErr := make(chan error, 1)
+	if err := startControllerManager(ctx, cmArgs, cmErr); err != nil {
+		fail(fmt.Errorf("kube-controller-manager: %w", err))
+	}
+	go func() {
+		err := <-cmErr
+		if err == nil {
+			err = errors.New("stopped")
+		}
+		fail(fmt.Errorf("kube-controller-manager: %w", err))
+	}()
+	// The serviceaccount controller creating default/default proves that the
+	// controller manager is up and its controllers are running.
+	if err := waitFor(client, serverURL+"/api/v1/namespaces/default/serviceaccounts/default", deadline); err != nil {
+		fail(fmt.Errorf("kube-controller-manager not running: %w", err))
+	}
+	klog.InfoS("kube-controller-manager running", "elapsed", time.Since(start))
+
+	if err := writeFileAtomic(o.kubeconfig, kubeconfigData, 0o600); err != nil {
+		fail(err)
+	}
+	fmt.Fprintf(os.Stdout, "READY %s %s\n", o.kubeconfig, serverURL)
+	fmt.Fprintf(os.Stderr, "kube-testenv: ready in %s (logs: %s)\n", time.Since(start).Round(time.Millisecond), o.logFile)
+	select {}
+}
+
+func setupKlog(logFile string, v int) error {
+	kfs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(kfs)
+	set := map[string]string{"v": strconv.Itoa(v)}
+	if logFile != "-" {
+		f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+		if err != nil {
+			return err
+		}
+		f.Close()
+		set["logtostderr"] = "false"
+		set["alsologtostderr"] = "false"
+		set["log_file"] = logFile
+		set["log_file_max_size"] = "0"
+		set["stderrthreshold"] = "FATAL"
+		set["one_output"] = "true"
+	}
+	for k, val := range set {
+		if err := kfs.Set(k, val); err != nil {
+			return fmt.Errorf("klog flag %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+func freePorts(n int) ([]int, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	var ports []int
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}
+
+func startEtcd(dir string, clientPort, peerPort int, logFile string) (*embed.Etcd, error) {
+	cfg := embed.NewConfig()
+	cfg.Name = "kube-testenv"
+	cfg.Dir = dir
+	cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", clientPort))
+	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", peerPort))
+	cfg.ListenClientUrls = []url.URL{*cu}
+	cfg.AdvertiseClientUrls = []url.URL{*cu}
+	cfg.ListenPeerUrls = []url.URL{*pu}
+	cfg.AdvertisePeerUrls = []url.URL{*pu}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	cfg.UnsafeNoFsync = true
+	cfg.Logger = "zap"
+	cfg.LogLevel = "warn"
+	cfg.LogOutputs = []string{logFile}
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		return e, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, err
+	case <-time.After(60 * time.Second):
+		e.Close()
+		return nil, errors.New("not ready after 60s")
+	}
+}
+
+// startAPIServer does what kube-apiserver's cobra command does, minus its
+// process-wide signal handler (we own signals).
+func startAPIServer(ctx context.Context, args []string, v int, errCh chan<- error) error {
+	s := apiserveroptions.NewServerRunOptions()
+	fs := pflag.NewFlagSet("kube-apiserver", pflag.ContinueOnError)
+	for _, f := range s.Flags().FlagSets {
+		fs.AddFlagSet(f)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := s.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
+		return err
+	}
+	// Logging is applied once for the whole process (a second apply is an error).
+	s.Logs.Verbosity = logsapi.VerbosityLevel(v)
+	if err := logsapi.ValidateAndApply(s.Logs, s.GenericServerRunOptions.ComponentGlobalsRegistry.FeatureGateFor("kube")); err != nil {
+		return err
+	}
+	completed, err := s.Complete(ctx)
+	if err != nil {
+		return err
+	}
+	if errs := completed.Validate(); len(errs) != 0 {
+		return utilerrors.NewAggregate(errs)
+	}
+	go func() { errCh <- apiserverapp.Run(ctx, completed) }()
+	return nil
+}
+
+// startControllerManager does what kube-controller-manager's cobra command does.
+func startControllerManager(ctx context.Context, args []string, errCh chan<- error) error {
+	s, err := cmoptions.NewKubeControllerManagerOptions()
+	if err != nil {
+		return err
+	}
+	fs := pflag.NewFlagSet("kube-controller-manager", pflag.ContinueOnError)
+	nfs := s.Flags(cmapp.KnownControllers(), cmapp.ControllersDisabledByDefault(), cmapp.ControllerAliases())
+	s.ParsedFlags = &nfs
+	for _, f := range nfs.FlagSets {
+		fs.AddFlagSet(f)
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := s.ComponentGlobalsRegistry.Set(); err != nil {
+		return err
+	}
+	c, err := s.Config(ctx, cmapp.KnownControllers(), cmapp.ControllersDisabledByDefault(), cmapp.ControllerAliases())
+	if err != nil {
+		return err
+	}
+	go func() { errCh <- cmapp.Run(ctx, c.Complete()) }()
+	return nil
+}
+
+func waitFor(client *http.Client, u string, deadline time.Time) error {
+	var last error
+	for time.Now().Before(deadline) {
+		resp, err := client.Get(u)
+		if err == nil {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("GET %s: %d %s", u, resp.StatusCode, strings.TrimSpace(string(body)))
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("timed out: %v", last)
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
