@@ -34,6 +34,7 @@ import (
 
 	"github.com/spf13/pflag"
 	"go.etcd.io/etcd/server/v3/embed"
+	"golang.org/x/sys/unix"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/rest"
 	logsapi "k8s.io/component-base/logs/api/v1"
@@ -56,6 +57,9 @@ var controllers = []string{
 	"clusterrole-aggregation-controller",
 	"disruption-controller",
 }
+
+// stderr is the original standard error, for our own messages.
+var stderr = os.Stderr
 
 type stringList []string
 
@@ -89,12 +93,12 @@ func main() {
 		os.Exit(2)
 	}
 	if o.dataDir == "" || fs.NArg() != 0 {
-		fmt.Fprintln(os.Stderr, "kube-testenv: --data-dir is required and no positional arguments are accepted")
+		fmt.Fprintln(stderr, "kube-testenv: --data-dir is required and no positional arguments are accepted")
 		fs.Usage()
 		os.Exit(2)
 	}
 	if err := run(&o); err != nil {
-		fmt.Fprintf(os.Stderr, "kube-testenv: %v\n", err)
+		fmt.Fprintf(stderr, "kube-testenv: %v\n", err)
 		os.Exit(1)
 	}
 }
@@ -109,14 +113,14 @@ type shutdown struct {
 func (s *shutdown) exit(code int, reason string) {
 	s.once.Do(func() {
 		klog.InfoS("kube-testenv shutting down", "reason", reason)
-		fmt.Fprintf(os.Stderr, "kube-testenv: stopping (%s)\n", reason)
+		fmt.Fprintf(stderr, "kube-testenv: stopping (%s)\n", reason)
 		if s.etcd != nil {
 			done := make(chan struct{})
 			go func() { s.etcd.Close(); close(done) }()
 			select {
 			case <-done:
 			case <-time.After(5 * time.Second):
-				fmt.Fprintln(os.Stderr, "kube-testenv: etcd did not stop within 5s")
+				fmt.Fprintln(stderr, "kube-testenv: etcd did not stop within 5s")
 			}
 		}
 		if s.etcdWD != "" {
@@ -146,7 +150,7 @@ func run(o *options) error {
 	if o.logFile == "" {
 		o.logFile = filepath.Join(dataDir, "testenv.log")
 	}
-	if err := setupKlog(o.logFile, o.verbosity); err != nil {
+	if err := setupLogs(o.logFile, o.verbosity); err != nil {
 		return err
 	}
 
@@ -192,7 +196,7 @@ func run(o *options) error {
 		return err
 	}
 	sd.etcdWD = etcdDir
-	etcd, err := startEtcd(etcdDir, etcdClientPort, etcdPeerPort, filepath.Join(dataDir, "etcd.log"))
+	etcd, err := startEtcd(etcdDir, etcdClientPort, etcdPeerPort)
 	if err != nil {
 		_ = os.RemoveAll(etcdDir)
 		return fmt.Errorf("etcd: %w", err)
@@ -200,7 +204,7 @@ func run(o *options) error {
 	sd.etcd = etcd
 	klog.InfoS("etcd ready", "elapsed", time.Since(start))
 	fail := func(err error) {
-		fmt.Fprintf(os.Stderr, "kube-testenv: %v (logs: %s)\n", err, o.logFile)
+		fmt.Fprintf(stderr, "kube-testenv: %v (logs: %s)\n", err, o.logFile)
 		sd.exit(1, "error")
 	}
 	go func() {
@@ -238,7 +242,7 @@ func run(o *options) error {
 	apiArgs = append(apiArgs, o.apiserverArg...)
 	apiErr := make(chan error, 1)
 	if err := startAPIServer(ctx, apiArgs, o.verbosity, apiErr); err != nil {
-		return fmt.Errorf("kube-apiserver: %w", err)
+		fail(fmt.Errorf("kube-apiserver: %w", err))
 	}
 	go func() {
 		err := <-apiErr
@@ -250,7 +254,7 @@ func run(o *options) error {
 
 	client, err := p.httpClient()
 	if err != nil {
-		return err
+		fail(err)
 	}
 	deadline := time.Now().Add(o.timeout)
 	if err := waitFor(client, serverURL+"/readyz", deadline); err != nil {
@@ -292,32 +296,36 @@ func run(o *options) error {
 		fail(err)
 	}
 	fmt.Fprintf(os.Stdout, "READY %s %s\n", o.kubeconfig, serverURL)
-	fmt.Fprintf(os.Stderr, "kube-testenv: ready in %s (logs: %s)\n", time.Since(start).Round(time.Millisecond), o.logFile)
+	fmt.Fprintf(stderr, "kube-testenv: ready in %s (logs: %s)\n", time.Since(start).Round(time.Millisecond), o.logFile)
 	select {}
 }
 
-func setupKlog(logFile string, v int) error {
+// setupLogs sends everything the components log (klog, the etcd server's and
+// the etcd client's zap loggers, Go runtime panics) to logFile by pointing
+// file descriptor 2 at it. Our own few messages go to the original stderr.
+func setupLogs(logFile string, v int) error {
 	kfs := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(kfs)
-	set := map[string]string{"v": strconv.Itoa(v)}
-	if logFile != "-" {
-		f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-		if err != nil {
-			return err
-		}
-		f.Close()
-		set["logtostderr"] = "false"
-		set["alsologtostderr"] = "false"
-		set["log_file"] = logFile
-		set["log_file_max_size"] = "0"
-		set["stderrthreshold"] = "FATAL"
-		set["one_output"] = "true"
+	if err := kfs.Set("v", strconv.Itoa(v)); err != nil {
+		return err
 	}
-	for k, val := range set {
-		if err := kfs.Set(k, val); err != nil {
-			return fmt.Errorf("klog flag %s: %w", k, err)
-		}
+	if logFile == "-" {
+		return nil
 	}
+	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	orig, err := unix.Dup(2)
+	if err != nil {
+		return err
+	}
+	unix.CloseOnExec(orig)
+	if err := unix.Dup3(int(f.Fd()), 2, 0); err != nil {
+		return err
+	}
+	f.Close()
+	stderr = os.NewFile(uintptr(orig), "stderr")
 	return nil
 }
 
@@ -340,7 +348,7 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-func startEtcd(dir string, clientPort, peerPort int, logFile string) (*embed.Etcd, error) {
+func startEtcd(dir string, clientPort, peerPort int) (*embed.Etcd, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = "kube-testenv"
 	cfg.Dir = dir
@@ -354,7 +362,7 @@ func startEtcd(dir string, clientPort, peerPort int, logFile string) (*embed.Etc
 	cfg.UnsafeNoFsync = true
 	cfg.Logger = "zap"
 	cfg.LogLevel = "warn"
-	cfg.LogOutputs = []string{logFile}
+	cfg.LogOutputs = []string{"stderr"}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, err
