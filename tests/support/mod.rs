@@ -191,3 +191,5 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+pub mod operator;

@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -105,27 +106,54 @@ func main() {
 
 // shutdown is the single exit path once etcd has started.
 type shutdown struct {
-	once   sync.Once
+	once       sync.Once
+	cancel     context.CancelFunc // stops kube-apiserver and kube-controller-manager
+	apiStarted atomic.Bool
+	apiDone    chan struct{} // closed when kube-apiserver's Run has returned
+	stopping   atomic.Bool
+
+	mu     sync.Mutex
 	etcd   *embed.Etcd
 	etcdWD string
 }
 
+func (s *shutdown) setEtcd(e *embed.Etcd) { s.mu.Lock(); s.etcd = e; s.mu.Unlock() }
+func (s *shutdown) setEtcdDir(d string)   { s.mu.Lock(); s.etcdWD = d; s.mu.Unlock() }
+
 func (s *shutdown) exit(code int, reason string) {
 	s.once.Do(func() {
+		s.stopping.Store(true)
 		klog.InfoS("kube-testenv shutting down", "reason", reason)
 		fmt.Fprintf(stderr, "kube-testenv: stopping (%s)\n", reason)
-		if s.etcd != nil {
-			done := make(chan struct{})
-			go func() { s.etcd.Close(); close(done) }()
+		t0 := time.Now()
+		// Stop kube-apiserver first: etcd's Close waits for open watch
+		// streams, and the apiserver's are closed when it shuts down.
+		s.cancel()
+		if s.apiStarted.Load() {
 			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				fmt.Fprintln(stderr, "kube-testenv: etcd did not stop within 5s")
+			case <-s.apiDone:
+				klog.InfoS("kube-apiserver stopped", "elapsed", time.Since(t0))
+			case <-time.After(3 * time.Second):
+				klog.InfoS("kube-apiserver did not stop within 3s")
 			}
 		}
-		if s.etcdWD != "" {
-			_ = os.RemoveAll(s.etcdWD)
+		s.mu.Lock()
+		etcd, etcdWD := s.etcd, s.etcdWD
+		s.mu.Unlock()
+		if etcd != nil {
+			done := make(chan struct{})
+			go func() { etcd.Close(); close(done) }()
+			select {
+			case <-done:
+				klog.InfoS("etcd stopped", "elapsed", time.Since(t0))
+			case <-time.After(3 * time.Second):
+				fmt.Fprintln(stderr, "kube-testenv: etcd did not stop within 3s")
+			}
 		}
+		if etcdWD != "" {
+			_ = os.RemoveAll(etcdWD)
+		}
+		klog.InfoS("kube-testenv exiting", "code", code, "elapsed", time.Since(t0))
 		klog.Flush()
 		os.Exit(code)
 	})
@@ -154,7 +182,8 @@ func run(o *options) error {
 		return err
 	}
 
-	sd := &shutdown{}
+	ctx, cancel := context.WithCancel(context.Background())
+	sd := &shutdown{cancel: cancel, apiDone: make(chan struct{})}
 
 	// Exit triggers: signals and stdin EOF.
 	sigs := make(chan os.Signal, 1)
@@ -170,12 +199,13 @@ func run(o *options) error {
 		}()
 	}
 
-	// Ports.
-	ports, err := freePorts(3)
+	// The API server's listener is opened now and handed over, so its port
+	// cannot be taken by someone else in between.
+	apiListener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	etcdClientPort, etcdPeerPort, apiPort := ports[0], ports[1], ports[2]
+	apiPort := apiListener.Addr().(*net.TCPAddr).Port
 	serverURL := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
 
 	// Certificates and keys.
@@ -190,20 +220,46 @@ func run(o *options) error {
 		return err
 	}
 
-	// etcd.
+	// etcd, in a fresh directory; directories left by killed runs are removed
+	// (one kube-testenv per data dir).
+	if old, _ := filepath.Glob(filepath.Join(dataDir, "etcd-*")); len(old) > 0 {
+		for _, d := range old {
+			_ = os.RemoveAll(d)
+		}
+	}
 	etcdDir, err := os.MkdirTemp(dataDir, "etcd-")
 	if err != nil {
 		return err
 	}
-	sd.etcdWD = etcdDir
-	etcd, err := startEtcd(etcdDir, etcdClientPort, etcdPeerPort)
-	if err != nil {
+	sd.setEtcdDir(etcdDir)
+	var etcd *embed.Etcd
+	var etcdClientPort int
+	for attempt := 1; ; attempt++ {
+		ports, err := freePorts(2)
+		if err != nil {
+			return err
+		}
+		etcdClientPort = ports[0]
+		etcd, err = startEtcd(etcdDir, ports[0], ports[1])
+		if err == nil {
+			break
+		}
+		// Another process may have taken a port between our probe and etcd's bind.
+		if attempt < 3 && strings.Contains(err.Error(), "address already in use") {
+			klog.InfoS("etcd port taken, retrying", "err", err)
+			_ = os.RemoveAll(etcdDir)
+			_ = os.MkdirAll(etcdDir, 0o700)
+			continue
+		}
 		_ = os.RemoveAll(etcdDir)
 		return fmt.Errorf("etcd: %w", err)
 	}
-	sd.etcd = etcd
+	sd.setEtcd(etcd)
 	klog.InfoS("etcd ready", "elapsed", time.Since(start))
 	fail := func(err error) {
+		if sd.stopping.Load() {
+			select {} // expected during shutdown
+		}
 		fmt.Fprintf(stderr, "kube-testenv: %v (logs: %s)\n", err, o.logFile)
 		sd.exit(1, "error")
 	}
@@ -215,7 +271,6 @@ func run(o *options) error {
 		}
 	}()
 
-	ctx := context.Background()
 	rest.SetDefaultWarningHandler(rest.NoWarnings{})
 
 	// kube-apiserver.
@@ -241,11 +296,12 @@ func run(o *options) error {
 	}
 	apiArgs = append(apiArgs, o.apiserverArg...)
 	apiErr := make(chan error, 1)
-	if err := startAPIServer(ctx, apiArgs, o.verbosity, apiErr); err != nil {
+	if err := startAPIServer(ctx, apiArgs, apiListener, o.verbosity, &sd.apiStarted, apiErr); err != nil {
 		fail(fmt.Errorf("kube-apiserver: %w", err))
 	}
 	go func() {
 		err := <-apiErr
+		close(sd.apiDone)
 		if err == nil {
 			err = errors.New("stopped")
 		}
@@ -381,7 +437,7 @@ func startEtcd(dir string, clientPort, peerPort int) (*embed.Etcd, error) {
 
 // startAPIServer does what kube-apiserver's cobra command does, minus its
 // process-wide signal handler (we own signals).
-func startAPIServer(ctx context.Context, args []string, v int, errCh chan<- error) error {
+func startAPIServer(ctx context.Context, args []string, l net.Listener, v int, started *atomic.Bool, errCh chan<- error) error {
 	s := apiserveroptions.NewServerRunOptions()
 	fs := pflag.NewFlagSet("kube-apiserver", pflag.ContinueOnError)
 	for _, f := range s.Flags().FlagSets {
@@ -390,6 +446,7 @@ func startAPIServer(ctx context.Context, args []string, v int, errCh chan<- erro
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	s.SecureServing.Listener = l
 	if err := s.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
 		return err
 	}
@@ -405,6 +462,7 @@ func startAPIServer(ctx context.Context, args []string, v int, errCh chan<- erro
 	if errs := completed.Validate(); len(errs) != 0 {
 		return utilerrors.NewAggregate(errs)
 	}
+	started.Store(true)
 	go func() { errCh <- apiserverapp.Run(ctx, completed) }()
 	return nil
 }
