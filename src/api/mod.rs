@@ -32,19 +32,30 @@ pub const RESERVED_SCOPES: &[&str] = &["openid", "profile", "email", "address", 
 
 /// Claims the issuer sets itself; an AuthClaim may not set them.
 pub const RESERVED_CLAIMS: &[&str] = &[
-    "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "cid", "uid", "scp", "ver", "client_id", "auth_time", "nonce",
-    "at_hash", "c_hash", "amr", "azp", "typ",
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "cid",
+    "uid",
+    "scp",
+    "ver",
+    "client_id",
+    "auth_time",
+    "nonce",
+    "at_hash",
+    "c_hash",
+    "amr",
+    "azp",
+    "typ",
 ];
 
 /// Every CRD this crate defines, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
-        AuthorizationServer::crd(),
-        AuthScope::crd(),
-        AuthClaim::crd(),
-        AccessPolicy::crd(),
-        AuthClient::crd(),
-    ]
+    vec![AuthorizationServer::crd(), AuthScope::crd(), AuthClaim::crd(), AccessPolicy::crd(), AuthClient::crd()]
 }
 
 /// All CRDs as one multi-document YAML stream, as `tessera crds` prints and `crds/` holds.
