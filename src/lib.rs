@@ -1,3 +1,4 @@
 //! Tessera: self-hosted, Okta-style custom authorization servers on Kubernetes.
 
 pub mod api;
+pub mod config;

@@ -142,7 +142,11 @@ impl AuthClient {
     /// `spec.clientId`, or `<namespace>.<name>`.
     pub fn client_id(&self) -> String {
         self.spec.client_id.clone().unwrap_or_else(|| {
-            format!("{}.{}", self.metadata.namespace.as_deref().unwrap_or("default"), self.metadata.name.as_deref().unwrap_or_default())
+            format!(
+                "{}.{}",
+                self.metadata.namespace.as_deref().unwrap_or("default"),
+                self.metadata.name.as_deref().unwrap_or_default()
+            )
         })
     }
 

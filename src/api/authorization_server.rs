@@ -143,7 +143,12 @@ fn default_week() -> Duration {
 
 impl Default for RotationSpec {
     fn default() -> Self {
-        Self { mode: RotationMode::Automatic, period: default_period(), pre_publish: default_week(), retain_retired: default_week() }
+        Self {
+            mode: RotationMode::Automatic,
+            period: default_period(),
+            pre_publish: default_week(),
+            retain_retired: default_week(),
+        }
     }
 }
 

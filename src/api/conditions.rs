@@ -67,7 +67,8 @@ pub fn new(
 
 /// True when the two lists differ in anything but timestamps.
 pub fn differ_beyond_timestamps(a: &[Condition], b: &[Condition]) -> bool {
-    let key = |c: &Condition| (c.type_.clone(), c.status.clone(), c.reason.clone(), c.message.clone(), c.observed_generation);
+    let key =
+        |c: &Condition| (c.type_.clone(), c.status.clone(), c.reason.clone(), c.message.clone(), c.observed_generation);
     let mut ka: Vec<_> = a.iter().map(key).collect();
     let mut kb: Vec<_> = b.iter().map(key).collect();
     ka.sort();

@@ -11,7 +11,6 @@ mod auth_scope;
 mod authorization_server;
 pub mod conditions;
 mod duration;
-mod selector;
 
 pub use access_policy::*;
 pub use auth_claim::*;
@@ -19,7 +18,6 @@ pub use auth_client::*;
 pub use auth_scope::*;
 pub use authorization_server::*;
 pub use duration::Duration;
-pub use selector::selector_matches;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -34,19 +32,30 @@ pub const RESERVED_SCOPES: &[&str] = &["openid", "profile", "email", "address", 
 
 /// Claims the issuer sets itself; an AuthClaim may not set them.
 pub const RESERVED_CLAIMS: &[&str] = &[
-    "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "cid", "uid", "scp", "ver", "client_id", "auth_time", "nonce",
-    "at_hash", "c_hash", "amr", "azp", "typ",
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "cid",
+    "uid",
+    "scp",
+    "ver",
+    "client_id",
+    "auth_time",
+    "nonce",
+    "at_hash",
+    "c_hash",
+    "amr",
+    "azp",
+    "typ",
 ];
 
 /// Every CRD this crate defines, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![
-        AuthorizationServer::crd(),
-        AuthScope::crd(),
-        AuthClaim::crd(),
-        AccessPolicy::crd(),
-        AuthClient::crd(),
-    ]
+    vec![AuthorizationServer::crd(), AuthScope::crd(), AuthClaim::crd(), AccessPolicy::crd(), AuthClient::crd()]
 }
 
 /// All CRDs as one multi-document YAML stream, as `tessera crds` prints and `crds/` holds.

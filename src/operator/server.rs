@@ -31,7 +31,7 @@ use super::{
 use crate::{
     api::{
         AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer, AuthorizationServerStatus, Endpoints,
-        NamespaceFrom, conditions, selector_matches,
+        NamespaceFrom, conditions,
     },
     config::{ClientInput, CompileInput},
     keys,
@@ -102,7 +102,7 @@ async fn namespace_refusal(server: &AuthorizationServer, client: &AuthClient, ct
             client_ns == server_ns || {
                 let namespace = Api::<Namespace>::all(ctx.client.clone()).get_opt(&client_ns).await?;
                 let labels = namespace.map(|n| n.labels().clone()).unwrap_or_default();
-                cn.selector.as_ref().is_some_and(|s| selector_matches(s, &labels))
+                cn.selector.as_ref().is_some_and(|s| crate::config::selector::matches(s, &labels))
             }
         }
     };

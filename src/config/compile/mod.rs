@@ -1,0 +1,335 @@
+//! The one compiler from resources to `ServerConfig`, used by the operator and by `serve`.
+
+use std::collections::{BTreeMap, HashSet};
+
+use crate::api::{
+    AccessPolicy, AuthClaim, AuthClient, AuthMethod, AuthScope, AuthorizationServer, RESERVED_CLAIMS, RESERVED_SCOPES,
+};
+
+use super::{
+    ClaimConfig, ClientConfig, PolicyClients, PolicyConfig, RuleConfig, ScopeConfig, ServerConfig, ServiceAccountRef,
+    SigningConfig, TrustedIssuerConfig, selector,
+};
+
+const HOUR: u64 = 3600;
+/// Allowance for clocks of verifiers that run a little behind.
+const CLOCK_SKEW_SECS: u64 = 60;
+
+/// What the compiler reads: one server and the objects that point at it (already filtered by namespace).
+#[derive(Clone, Debug)]
+pub struct CompileInput {
+    pub server: AuthorizationServer,
+    pub scopes: Vec<AuthScope>,
+    pub claims: Vec<AuthClaim>,
+    pub policies: Vec<AccessPolicy>,
+    pub clients: Vec<ClientInput>,
+}
+
+#[derive(Clone)]
+pub struct ClientInput {
+    pub client: AuthClient,
+    /// Hex SHA-256 of each currently valid secret.
+    pub secret_hashes: Vec<String>,
+}
+
+impl std::fmt::Debug for ClientInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientInput")
+            .field("client", &self.client.metadata.name)
+            .field("secret_hashes", &format_args!("[{} redacted]", self.secret_hashes.len()))
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    pub config: ServerConfig,
+    /// Objects left out of `config`, each with the reason to put on its status.
+    pub rejected: Vec<Rejection>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// `AuthScope`, `AuthClaim`, `AccessPolicy` or `AuthClient`.
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+    /// `Conflict`, `InvalidExpression`, `Reserved`.
+    pub reason: String,
+    pub message: String,
+}
+
+/// `Cache-Control: max-age` of the JWKS: an hour at most, and at most half of prePublish so a
+/// Next key is in every verifier's cache before it signs.
+pub fn jwks_max_age_secs(pre_publish_secs: u64) -> u64 {
+    HOUR.min(pre_publish_secs / 2)
+}
+
+/// Compiles `input` into a `ServerConfig`; objects that cannot be used are listed in `rejected`.
+pub fn compile(input: &CompileInput) -> Compiled {
+    let mut rejected = Vec::new();
+    let server = &input.server;
+    let spec = &server.spec;
+    let issuer = spec.issuer.trim_end_matches('/').to_owned();
+
+    let scopes = compile_scopes(&input.scopes, &mut rejected);
+    let claims = compile_claims(&input.claims, &mut rejected);
+    let clients = compile_clients(&input.clients, &mut rejected);
+    let policies = compile_policies(&input.policies, &clients, &mut rejected);
+
+    let rotation = &spec.signing.rotation;
+    let pre_publish_secs = rotation.pre_publish.as_secs();
+    let jwks_max_age = jwks_max_age_secs(pre_publish_secs);
+    let longest_token = policies
+        .iter()
+        .flat_map(|p| &p.rules)
+        .map(|r| r.access_token_lifetime_secs.max(r.id_token_lifetime_secs))
+        .max()
+        .unwrap_or(HOUR);
+    let signing = SigningConfig {
+        algorithm: spec.signing.algorithm,
+        mode: rotation.mode,
+        period_secs: rotation.period.as_secs().max(1),
+        pre_publish_secs,
+        // A retired key must outlive every token it signed in every verifier's cache.
+        retain_retired_secs: rotation.retain_retired.as_secs().max(longest_token + jwks_max_age + CLOCK_SKEW_SECS),
+    };
+
+    let trusted_issuers = spec
+        .trusted_issuers
+        .iter()
+        .map(|t| TrustedIssuerConfig {
+            kubernetes: t.kubernetes.unwrap_or(false),
+            issuer: t.issuer.clone().filter(|s| !s.is_empty()),
+            audiences: if t.audiences.is_empty() { vec![issuer.clone()] } else { t.audiences.clone() },
+            jwks_uri: t.jwks_uri.clone().filter(|s| !s.is_empty()),
+        })
+        .collect();
+
+    let config = ServerConfig {
+        name: server.metadata.name.clone().unwrap_or_default(),
+        namespace: server.metadata.namespace.clone().unwrap_or_default(),
+        issuer,
+        audiences: spec.audiences.clone(),
+        suspended: spec.suspended,
+        signing,
+        jwks_max_age_secs: jwks_max_age,
+        trusted_origins: spec.trusted_origins.clone(),
+        rate_limit: spec.rate_limit.clone(),
+        storage: spec.storage.clone(),
+        trusted_issuers,
+        scopes,
+        claims,
+        policies,
+        clients,
+    };
+    Compiled { config, rejected }
+}
+
+/// Order in which duplicates are resolved: older first, then by namespace and name.
+fn age_key(meta: &kube::api::ObjectMeta) -> (Option<jiff::Timestamp>, String, String) {
+    // Objects without a timestamp (files on disk) sort after those with one.
+    let ts = meta.creation_timestamp.as_ref().map(|t| t.0);
+    (
+        ts.or(Some(jiff::Timestamp::MAX)),
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+fn reject(kind: &'static str, meta: &kube::api::ObjectMeta, reason: &str, message: String) -> Rejection {
+    Rejection {
+        kind,
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+        reason: reason.to_owned(),
+        message,
+    }
+}
+
+fn cel_error(source: &str) -> Option<String> {
+    cel::Program::compile(source).err().map(|e| e.to_string())
+}
+
+fn compile_scopes(scopes: &[AuthScope], rejected: &mut Vec<Rejection>) -> Vec<ScopeConfig> {
+    let mut sorted: Vec<&AuthScope> = scopes.iter().collect();
+    sorted.sort_by_key(|s| age_key(&s.metadata));
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut out = Vec::new();
+    for s in sorted {
+        let name = s.scope_name();
+        if RESERVED_SCOPES.contains(&name.as_str()) || name == "*" {
+            rejected.push(reject("AuthScope", &s.metadata, "Reserved", format!("scope {name:?} is built in")));
+            continue;
+        }
+        if let Some(owner) = seen.get(&name) {
+            rejected.push(reject(
+                "AuthScope",
+                &s.metadata,
+                "Conflict",
+                format!("scope {name:?} is already defined by AuthScope {owner}"),
+            ));
+            continue;
+        }
+        seen.insert(name.clone(), s.metadata.name.clone().unwrap_or_default());
+        out.push(ScopeConfig {
+            name,
+            display_name: s.spec.display_name.clone(),
+            description: s.spec.description.clone(),
+            consent: s.spec.consent,
+            default: s.spec.default,
+            discoverable: s.spec.discoverable,
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn compile_claims(claims: &[AuthClaim], rejected: &mut Vec<Rejection>) -> Vec<ClaimConfig> {
+    let mut sorted: Vec<&AuthClaim> = claims.iter().collect();
+    sorted.sort_by_key(|c| age_key(&c.metadata));
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for c in sorted {
+        let name = &c.spec.name;
+        if RESERVED_CLAIMS.contains(&name.as_str()) {
+            rejected.push(reject("AuthClaim", &c.metadata, "Reserved", format!("claim {name:?} is set by the issuer")));
+            continue;
+        }
+        if let Some(err) = cel_error(&c.spec.value) {
+            rejected.push(reject(
+                "AuthClaim",
+                &c.metadata,
+                "InvalidExpression",
+                format!("value does not compile: {err}"),
+            ));
+            continue;
+        }
+        if !seen.insert((name.clone(), c.spec.token as u8)) {
+            rejected.push(reject(
+                "AuthClaim",
+                &c.metadata,
+                "Conflict",
+                format!("claim {name:?} is already defined for {:?} by an older AuthClaim", c.spec.token),
+            ));
+            continue;
+        }
+        out.push(ClaimConfig {
+            name: name.clone(),
+            token: c.spec.token,
+            value: c.spec.value.clone(),
+            always_include: c.spec.always_include.unwrap_or(true),
+            scopes: c.spec.scopes.clone(),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+fn compile_clients(clients: &[ClientInput], rejected: &mut Vec<Rejection>) -> Vec<ClientConfig> {
+    let mut sorted: Vec<&ClientInput> = clients.iter().collect();
+    sorted.sort_by_key(|c| age_key(&c.client.metadata));
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
+    let mut out = Vec::new();
+    for input in sorted {
+        let c = &input.client;
+        let client_id = c.client_id();
+        let namespace = c.metadata.namespace.clone().unwrap_or_default();
+        let name = c.metadata.name.clone().unwrap_or_default();
+        if let Some(owner) = seen.get(&client_id) {
+            rejected.push(reject(
+                "AuthClient",
+                &c.metadata,
+                "Conflict",
+                format!("clientId {client_id:?} is already used by AuthClient {owner}"),
+            ));
+            continue;
+        }
+        seen.insert(client_id.clone(), format!("{namespace}/{name}"));
+        let auth = &c.spec.authentication;
+        let service_account = match (auth.method, &auth.service_account_name) {
+            (AuthMethod::ServiceAccount, Some(sa)) => {
+                Some(ServiceAccountRef { namespace: namespace.clone(), name: sa.clone() })
+            }
+            _ => None,
+        };
+        out.push(ClientConfig {
+            client_id,
+            namespace,
+            name,
+            display_name: c.spec.display_name.clone(),
+            grant_types: c.spec.grant_types.clone(),
+            redirect_uris: c.spec.redirect_uris.clone(),
+            auth_method: auth.method,
+            secret_hashes: if auth.method.uses_secret() { input.secret_hashes.clone() } else { Vec::new() },
+            jwks: auth.jwks.clone(),
+            jwks_uri: auth.jwks_uri.clone().filter(|s| !s.is_empty()),
+            service_account,
+            metadata: c.spec.metadata.clone(),
+            labels: c.metadata.labels.clone().unwrap_or_default(),
+        });
+    }
+    out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+    out
+}
+
+fn compile_policies(
+    policies: &[AccessPolicy],
+    clients: &[ClientConfig],
+    rejected: &mut Vec<Rejection>,
+) -> Vec<PolicyConfig> {
+    let mut out = Vec::new();
+    'policies: for p in policies {
+        let spec = &p.spec;
+        let mut rules = Vec::with_capacity(spec.rules.len());
+        for r in &spec.rules {
+            if let Some(condition) = &r.condition
+                && let Some(err) = cel_error(condition)
+            {
+                rejected.push(reject(
+                    "AccessPolicy",
+                    &p.metadata,
+                    "InvalidExpression",
+                    format!("rule {:?}: condition does not compile: {err}", r.name),
+                ));
+                continue 'policies;
+            }
+            let secs = |d: &Option<crate::api::Duration>, default: u64| d.as_ref().map_or(default, |d| d.as_secs());
+            rules.push(RuleConfig {
+                name: r.name.clone(),
+                grant_types: r.grant_types.clone(),
+                scopes: r.scopes.clone(),
+                users: r.users.clone(),
+                condition: r.condition.clone(),
+                access_token_lifetime_secs: secs(&r.access_token_lifetime, HOUR),
+                refresh_token_lifetime_secs: secs(&r.refresh_token_lifetime, 0),
+                refresh_token_idle_timeout_secs: secs(&r.refresh_token_idle_timeout, 168 * HOUR),
+                id_token_lifetime_secs: secs(&r.id_token_lifetime, HOUR),
+            });
+        }
+        let m = &spec.clients;
+        let policy_clients = if m.all.unwrap_or(false) {
+            PolicyClients::All
+        } else if let Some(ids) = &m.ids {
+            PolicyClients::Ids(ids.clone())
+        } else if let Some(sel) = &m.selector {
+            PolicyClients::Ids(
+                clients.iter().filter(|c| selector::matches(sel, &c.labels)).map(|c| c.client_id.clone()).collect(),
+            )
+        } else {
+            PolicyClients::Ids(Vec::new())
+        };
+        out.push(PolicyConfig {
+            name: p.metadata.name.clone().unwrap_or_default(),
+            priority: spec.priority,
+            description: spec.description.clone(),
+            clients: policy_clients,
+            rules,
+        });
+    }
+    out.sort_by(|a, b| (a.priority, &a.name).cmp(&(b.priority, &b.name)));
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,285 @@
+//! `ServerConfig`: the compiled, flattened configuration of one authorization server.
+//!
+//! It is the contract between the operator (which writes it to Secret `<server>-config`,
+//! data key `config.json`) and the issuer (which serves it). `serve` builds the same value
+//! from files through the same [`compile`].
+
+mod compile;
+mod selector;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{
+    AuthMethod, Consent, GrantType, JwkSet, RateLimit, RotationMode, SigningAlgorithm, Storage, TokenKind, UserMatch,
+};
+
+pub use compile::{ClientInput, CompileInput, Compiled, Rejection, compile, jwks_max_age_secs};
+
+/// Name of the Secret holding the compiled config of server `server`.
+pub fn config_secret_name(server: &str) -> String {
+    format!("{server}-config")
+}
+
+/// Data key of the compiled config in its Secret.
+pub const CONFIG_SECRET_KEY: &str = "config.json";
+
+/// Everything an issuer needs to serve one authorization server.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerConfig {
+    pub name: String,
+    pub namespace: String,
+    /// Issuer URI, without a trailing slash.
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub suspended: bool,
+    pub signing: SigningConfig,
+    /// `Cache-Control: max-age` of the JWKS, in seconds (never more than half of prePublish).
+    pub jwks_max_age_secs: u64,
+    #[serde(default)]
+    pub trusted_origins: Vec<String>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    #[serde(default)]
+    pub storage: Storage,
+    #[serde(default)]
+    pub trusted_issuers: Vec<TrustedIssuerConfig>,
+    pub scopes: Vec<ScopeConfig>,
+    pub claims: Vec<ClaimConfig>,
+    /// Sorted by priority, then name: the order of evaluation.
+    pub policies: Vec<PolicyConfig>,
+    pub clients: Vec<ClientConfig>,
+}
+
+/// Signing settings with the safe minimums already applied.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SigningConfig {
+    pub algorithm: SigningAlgorithm,
+    pub mode: RotationMode,
+    /// How long a key signs.
+    pub period_secs: u64,
+    /// How long a Next key is published before it signs.
+    pub pre_publish_secs: u64,
+    /// How long a Retired key stays published.
+    pub retain_retired_secs: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustedIssuerConfig {
+    /// This cluster's ServiceAccount issuer; the issuer process knows its URL.
+    #[serde(default)]
+    pub kubernetes: bool,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Accepted `aud` values; never empty after compile (default: this server's issuer).
+    pub audiences: Vec<String>,
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeConfig {
+    pub name: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub consent: Consent,
+    #[serde(default)]
+    pub default: bool,
+    #[serde(default)]
+    pub discoverable: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimConfig {
+    pub name: String,
+    pub token: TokenKind,
+    /// CEL expression, known to compile.
+    pub value: String,
+    #[serde(default = "yes")]
+    pub always_include: bool,
+    /// Include only when one of these is granted; empty: always.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyConfig {
+    /// `metadata.name` of the AccessPolicy.
+    pub name: String,
+    pub priority: u32,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub clients: PolicyClients,
+    pub rules: Vec<RuleConfig>,
+}
+
+/// Which clients a policy applies to, selectors already resolved to client ids.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum PolicyClients {
+    All,
+    Ids(Vec<String>),
+}
+
+impl PolicyClients {
+    pub fn matches(&self, client_id: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Ids(ids) => ids.iter().any(|i| i == client_id),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleConfig {
+    pub name: String,
+    pub grant_types: Vec<GrantType>,
+    /// Allowed scopes; `*` = any scope of the server.
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub users: Option<UserMatch>,
+    /// CEL expression returning bool, known to compile.
+    #[serde(default)]
+    pub condition: Option<String>,
+    pub access_token_lifetime_secs: u64,
+    /// 0 = unlimited.
+    pub refresh_token_lifetime_secs: u64,
+    pub refresh_token_idle_timeout_secs: u64,
+    pub id_token_lifetime_secs: u64,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientConfig {
+    pub client_id: String,
+    pub namespace: String,
+    pub name: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    pub grant_types: Vec<GrantType>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    pub auth_method: AuthMethod,
+    /// Hex SHA-256 of every currently valid client secret.
+    #[serde(default)]
+    pub secret_hashes: Vec<String>,
+    #[serde(default)]
+    pub jwks: Option<JwkSet>,
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    #[serde(default)]
+    pub service_account: Option<ServiceAccountRef>,
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("client_id", &self.client_id)
+            .field("namespace", &self.namespace)
+            .field("name", &self.name)
+            .field("grant_types", &self.grant_types)
+            .field("auth_method", &self.auth_method)
+            .field("secret_hashes", &format_args!("[{} redacted]", self.secret_hashes.len()))
+            .field("service_account", &self.service_account)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceAccountRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ServiceAccountRef {
+    /// The `sub` of this ServiceAccount's tokens.
+    pub fn subject(&self) -> String {
+        format!("system:serviceaccount:{}:{}", self.namespace, self.name)
+    }
+}
+
+impl ServerConfig {
+    pub fn client(&self, client_id: &str) -> Option<&ClientConfig> {
+        self.clients.iter().find(|c| c.client_id == client_id)
+    }
+
+    pub fn scope(&self, name: &str) -> Option<&ScopeConfig> {
+        self.scopes.iter().find(|s| s.name == name)
+    }
+
+    /// The path part of the issuer URI (`/oauth2/payments`), empty for a bare origin.
+    pub fn issuer_path(&self) -> &str {
+        issuer_path(&self.issuer)
+    }
+
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        serde_json::to_string_pretty(self)
+    }
+
+    pub fn from_json(json: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(json)
+    }
+}
+
+/// The path of an issuer URI: what follows `scheme://authority`, without a trailing slash.
+pub fn issuer_path(issuer: &str) -> &str {
+    let rest = issuer.split_once("://").map_or(issuer, |(_, r)| r);
+    match rest.find('/') {
+        Some(i) => rest[i..].trim_end_matches('/'),
+        None => "",
+    }
+}
+
+/// Hex SHA-256 of a client secret, as `ServerConfig` stores it.
+pub fn hash_secret(secret: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    hex(digest.as_ref())
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issuer_path_is_what_follows_the_authority() {
+        assert_eq!(issuer_path("http://127.0.0.1:8080/oauth2/payments"), "/oauth2/payments");
+        assert_eq!(issuer_path("https://auth.example.com"), "");
+        assert_eq!(issuer_path("https://auth.example.com/"), "");
+    }
+
+    #[test]
+    fn secret_hash_is_hex_sha256() {
+        assert_eq!(hash_secret("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+}
