@@ -2,3 +2,5 @@
 
 pub mod api;
 pub mod config;
+pub mod operator;
+pub mod telemetry;

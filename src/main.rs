@@ -18,12 +18,15 @@ enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// Run the controllers that turn AuthorizationServers into issuer workloads.
+    Operator(tessera::operator::OperatorArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds { dir } => report(print_crds(dir.as_deref())),
+        Command::Operator(args) => report(run_async(tessera::operator::main(args))),
     }
 }
 
@@ -35,6 +38,12 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs an async subcommand on a multi-threaded runtime, with JSON logs on stderr.
+fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tessera::telemetry::init();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(fut)
 }
 
 fn print_crds(dir: Option<&std::path::Path>) -> anyhow::Result<()> {

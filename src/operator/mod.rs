@@ -198,3 +198,58 @@ async fn run_controllers(ctx: Arc<Context>) {
 pub(crate) fn retry_after_error() -> kube::runtime::controller::Action {
     kube::runtime::controller::Action::requeue(Duration::from_secs(5))
 }
+
+/// Command-line options of `tessera operator`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct OperatorArgs {
+    /// Watch only these namespaces (repeatable); default: the whole cluster.
+    #[arg(long = "namespace", short = 'n', env = "TESSERA_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
+    /// Image of the issuer pods (the same image as the operator's).
+    #[arg(long, env = "TESSERA_ISSUER_IMAGE", default_value = concat!("tessera:", env!("CARGO_PKG_VERSION")))]
+    pub issuer_image: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8081")]
+    pub listen: SocketAddr,
+    /// Elect a leader through a Lease, so that only one replica writes.
+    #[arg(long, env = "TESSERA_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease (default: the pod's namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// This replica's identity in the Lease (default: the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Path of a kubeconfig; default: in-cluster, then $KUBECONFIG, then ~/.kube/config.
+    #[arg(long)]
+    pub kubeconfig: Option<std::path::PathBuf>,
+}
+
+/// A Kubernetes client from `--kubeconfig`, or the usual inference.
+pub async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+pub async fn main(args: OperatorArgs) -> anyhow::Result<()> {
+    let client = kube_client(args.kubeconfig.as_deref()).await?;
+    let identity = args.identity.clone().unwrap_or_else(|| format!("tessera-operator-{}", std::process::id()));
+    run(
+        client,
+        OperatorOptions {
+            namespaces: args.namespaces,
+            issuer_image: args.issuer_image,
+            listen: args.listen,
+            leader_election: args.leader_elect,
+            lease_namespace: args.lease_namespace,
+            identity,
+        },
+    )
+    .await
+}

@@ -5,9 +5,8 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
-    core::v1::{Namespace, Secret, Service, ServiceAccount},
+    core::v1::{Namespace, Secret},
     policy::v1::PodDisruptionBudget,
-    rbac::v1::{Role, RoleBinding},
 };
 use kube::{
     Api, Resource, ResourceExt,
@@ -31,10 +30,10 @@ use super::{
 use crate::{
     api::{
         AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer, AuthorizationServerStatus, Endpoints,
-        NamespaceFrom, conditions,
+        KeyStatus, NamespaceFrom, SigningStatus, conditions,
     },
     config::{ClientInput, CompileInput},
-    keys,
+    keys::{self, KeySet},
 };
 
 pub const FINALIZER: &str = "tessera.dev/cleanup";
@@ -157,7 +156,7 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
         .map_err(|source| Error::Serialize { what: "ServerConfig", source })?;
 
     // keys: the operator is their only writer
-    let keys_outcome = ensure_keys(server, ctx, now).await?;
+    let keys_outcome = ensure_keys(server, &compiled.config.signing, ctx, now).await?;
 
     // build + apply
     apply_object(ctx, &ns, children::service_account(server)).await?;
@@ -365,50 +364,98 @@ struct KeysOutcome {
     ready: bool,
     reason: String,
     message: String,
-    status: crate::api::SigningStatus,
+    status: SigningStatus,
     next_due: Option<Duration>,
     active_age: Option<Duration>,
 }
 
-async fn ensure_keys(server: &AuthorizationServer, ctx: &Context, now: jiff::Timestamp) -> Result<KeysOutcome, Error> {
+fn rfc3339(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// What `status.signing` shows of a key set at `now`.
+fn signing_status(keys: &KeySet, next_due: Option<jiff::Timestamp>, now: jiff::Timestamp) -> SigningStatus {
+    let active = keys.signing_key(now);
+    SigningStatus {
+        active_key_id: active.map(|k| k.kid.clone()),
+        next_rotation_time: next_due.map(rfc3339),
+        last_rotation_time: active.map(|k| rfc3339(k.activates_at)),
+        keys: keys
+            .keys
+            .iter()
+            .filter_map(|k| {
+                Some(KeyStatus {
+                    kid: k.kid.clone(),
+                    algorithm: k.algorithm,
+                    state: keys.state(k, now)?,
+                    created_at: rfc3339(k.created_at),
+                    activates_at: rfc3339(k.activates_at),
+                    retires_at: k.retires_at.map(rfc3339),
+                    delete_at: k.delete_at.map(rfc3339),
+                })
+            })
+            .collect(),
+    }
+}
+
+async fn ensure_keys(
+    server: &AuthorizationServer,
+    settings: &crate::keys::RotationSettings,
+    ctx: &Context,
+    now: jiff::Timestamp,
+) -> Result<KeysOutcome, Error> {
     let ns = server.namespace().unwrap_or_default();
     let secret_name = children::keys_secret_name(&server.name_any());
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let existing = api.get_opt(&secret_name).await?;
-    let current = existing
-        .as_ref()
-        .and_then(|s| s.data.as_ref()?.get(children::KEYS_KEY).cloned())
-        .map(|b| keys::KeySet::from_json(&b.0))
-        .transpose()
-        .map_err(|e| Error::Invalid(format!("Secret {ns}/{secret_name} does not hold a valid key set: {e}")))?;
-    let plan = keys::plan(&server.spec.signing, current.as_ref(), now).map_err(|e| Error::Invalid(e.to_string()))?;
-    if plan.changed {
-        let json = plan.keys.to_json().map_err(|source| Error::Serialize { what: "key set", source })?;
-        let mut secret = children::keys_secret(server, json);
-        // Precondition on the version we read: two operators never both write a key set.
-        secret.metadata.resource_version = existing.as_ref().and_then(|s| s.metadata.resource_version.clone());
-        if existing.is_none() {
-            api.create(&kube::api::PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &secret).await?;
-        } else {
-            api.replace(&secret_name, &kube::api::PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &secret)
-                .await?;
+    let current = match existing.as_ref().and_then(|s| s.data.as_ref()?.get(children::KEYS_KEY).cloned()) {
+        Some(bytes) => KeySet::from_json(&bytes.0)
+            .map_err(|e| Error::Invalid(format!("Secret {ns}/{secret_name} does not hold a valid key set: {e}")))?,
+        None => KeySet::default(),
+    };
+    let plan = keys::plan(settings, &current, now);
+    let keys = if plan.is_empty() {
+        current
+    } else {
+        let next = plan.apply(&current, settings, now).map_err(|e| Error::Invalid(e.to_string()))?;
+        let json = next.to_json().map_err(|e| Error::Invalid(e.to_string()))?;
+        let mut secret = children::keys_secret(server, json.into_bytes());
+        let params = kube::api::PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+        match &existing {
+            None => {
+                api.create(&params, &secret).await?;
+                ctx.metrics.write("Secret", "create");
+            }
+            Some(old) => {
+                // Precondition on the version we read: a concurrent writer makes this fail, not duplicate.
+                secret.metadata.resource_version = old.metadata.resource_version.clone();
+                api.replace(&secret_name, &params, &secret).await?;
+                ctx.metrics.write("Secret", "replace");
+            }
         }
-        ctx.metrics.write("Secret", if existing.is_none() { "create" } else { "replace" });
-        for note in &plan.events {
-            info!(note, "signing keys changed");
-            publish(ctx, server, EventType::Normal, "KeyRotated", note.clone()).await;
-        }
-    }
-    let status = plan.keys.status(now);
-    let active_age = plan.keys.active(now).map(|k| k.age(now));
-    let ready = status.active_key_id.is_some();
+        let note = match plan.reason {
+            Some(reason) => format!("signing keys changed ({reason})"),
+            None => "retired keys updated".to_owned(),
+        };
+        info!(reason = plan.reason, "signing keys changed");
+        publish(ctx, server, EventType::Normal, "KeyRotated", note).await;
+        next
+    };
+    let status = signing_status(&keys, plan.next_due, now);
+    let active = keys.signing_key(now);
+    let ready = active.is_some();
+    let published = status.keys.len();
     Ok(KeysOutcome {
         ready,
         reason: if ready { "KeysPublished".into() } else { "NoActiveKey".into() },
-        message: plan.message.clone(),
-        status,
+        message: if ready {
+            format!("{published} key(s) published; {} signs", status.active_key_id.clone().unwrap_or_default())
+        } else {
+            "no key can sign yet".into()
+        },
+        active_age: active.map(|k| now.duration_since(k.activates_at).unsigned_abs()),
         next_due: plan.next_due.map(|t| t.duration_since(now).unsigned_abs()),
-        active_age,
+        status,
     })
 }
 
@@ -436,6 +483,3 @@ async fn cleanup(server: &AuthorizationServer, ctx: &Context) -> Result<Action, 
     publish(ctx, server, EventType::Normal, "Deleted", "client Secrets removed; the workload goes with its owner".into()).await;
     Ok(Action::await_change())
 }
-
-#[allow(dead_code)]
-fn _types(_: ServiceAccount, _: Role, _: RoleBinding, _: Service) {}
