@@ -2,5 +2,6 @@
 
 pub mod api;
 pub mod config;
+pub mod keys;
 pub mod operator;
 pub mod telemetry;
