@@ -70,9 +70,13 @@ async fn examples_are_accepted() {
 
 fn base(kind: &str) -> Value {
     let spec = match kind {
-        "AuthorizationServer" => json!({ "issuer": "https://auth.example.com/payments", "audiences": ["api://payments"] }),
+        "AuthorizationServer" => {
+            json!({ "issuer": "https://auth.example.com/payments", "audiences": ["api://payments"] })
+        }
         "AuthScope" => json!({ "serverRef": { "name": "payments" }, "name": "payments:read" }),
-        "AuthClaim" => json!({ "serverRef": { "name": "payments" }, "name": "tenant", "value": "client.metadata.tenant" }),
+        "AuthClaim" => {
+            json!({ "serverRef": { "name": "payments" }, "name": "tenant", "value": "client.metadata.tenant" })
+        }
         "AccessPolicy" => json!({
             "serverRef": { "name": "payments" },
             "clients": { "all": true },
@@ -90,7 +94,11 @@ fn set(doc: &mut Value, pointer: &str, value: Value) {
     let last = parts.pop().unwrap();
     let mut cur = doc;
     for p in parts {
-        cur = if let Ok(i) = p.parse::<usize>() { &mut cur[i] } else { cur.as_object_mut().unwrap().entry(p).or_insert(json!({})) };
+        cur = if let Ok(i) = p.parse::<usize>() {
+            &mut cur[i]
+        } else {
+            cur.as_object_mut().unwrap().entry(p).or_insert(json!({}))
+        };
     }
     if value.is_null() {
         cur.as_object_mut().unwrap().remove(last);
@@ -121,66 +129,265 @@ fn invalid_cases() -> Vec<Case> {
     const CI: &str = "AuthClient";
     vec![
         // AuthorizationServer
-        case(AS, vec![("/spec/issuer", j!("http://auth.example.com/payments"))], "spec.issuer", "issuer must be an absolute https URL"),
+        case(
+            AS,
+            vec![("/spec/issuer", j!("http://auth.example.com/payments"))],
+            "spec.issuer",
+            "issuer must be an absolute https URL",
+        ),
         case(AS, vec![("/spec/issuer", j!("payments"))], "spec.issuer", "issuer must be an absolute https URL"),
         case(AS, vec![("/spec/issuer", j!("https://auth.example.com/payments/"))], "spec.issuer", "no trailing slash"),
         case(AS, vec![("/spec/issuer", j!("https://auth.example.com/p?x=1"))], "spec.issuer", "no query"),
         case(AS, vec![("/spec/audiences", j!([]))], "spec.audiences", "should have at least 1 items"),
         case(AS, vec![("/spec/audiences", j!(["a", "a"]))], "spec.audiences", "audiences must not repeat"),
-        case(AS, vec![("/spec/signing/algorithm", j!("HS256"))], "spec.signing.algorithm", "supported values: \"RS256\", \"ES256\", \"EdDSA\""),
-        case(AS, vec![("/spec/signing/rotation/period", j!("1s"))], "spec.signing.rotation.period", "rotation.period must be between 5s and 8760h"),
-        case(AS, vec![("/spec/signing/rotation/period", j!("ninety days"))], "spec.signing.rotation.period", "should match"),
-        case(AS, vec![("/spec/signing/rotation/prePublish", j!("5000h"))], "spec.signing.rotation.prePublish", "prePublish must be at most 2160h"),
-        case(AS, vec![("/spec/signing/rotation/mode", j!("Sometimes"))], "spec.signing.rotation.mode", "supported values: \"Automatic\", \"Manual\""),
-        case(AS, vec![("/spec/workload/replicas", j!(3))], "spec.workload.replicas", "storage.type Memory keeps token state in one pod"),
-        case(AS, vec![("/spec/workload/replicas", j!(0))], "spec.workload.replicas", "should be greater than or equal to 1"),
-        case(AS, vec![("/spec/storage/type", j!("Redis"))], "spec.storage.redis", "storage.type Redis needs storage.redis.urlSecretRef"),
-        case(AS, vec![("/spec/clientNamespaces/from", j!("Selector"))], "spec.clientNamespaces.selector", "needs clientNamespaces.selector"),
-        case(AS, vec![("/spec/trustedOrigins", j!(["https://app.example.com/login"]))], "spec.trustedOrigins", "scheme://host[:port] with no path"),
-        case(AS, vec![("/spec/rateLimit", j!({"perClient": 100, "burst": 10}))], "spec.rateLimit.burst", "burst must be at least rateLimit.perClient"),
-        case(AS, vec![("/spec/trustedIssuers", j!([{"kubernetes": true, "issuer": "https://x.example.com"}]))], "spec.trustedIssuers[0]", "either kubernetes: true or issuer"),
-        case(AS, vec![("/spec/trustedIssuers", j!([{"issuer": "http://x.example.com"}]))], "spec.trustedIssuers[0].issuer", "trusted issuer must be an https URL"),
+        case(
+            AS,
+            vec![("/spec/signing/algorithm", j!("HS256"))],
+            "spec.signing.algorithm",
+            "supported values: \"RS256\", \"ES256\", \"EdDSA\"",
+        ),
+        case(
+            AS,
+            vec![("/spec/signing/rotation/period", j!("1s"))],
+            "spec.signing.rotation.period",
+            "rotation.period must be between 5s and 8760h",
+        ),
+        case(
+            AS,
+            vec![("/spec/signing/rotation/period", j!("ninety days"))],
+            "spec.signing.rotation.period",
+            "should match",
+        ),
+        case(
+            AS,
+            vec![("/spec/signing/rotation/prePublish", j!("5000h"))],
+            "spec.signing.rotation.prePublish",
+            "prePublish must be at most 2160h",
+        ),
+        case(
+            AS,
+            vec![("/spec/signing/rotation/mode", j!("Sometimes"))],
+            "spec.signing.rotation.mode",
+            "supported values: \"Automatic\", \"Manual\"",
+        ),
+        case(
+            AS,
+            vec![("/spec/workload/replicas", j!(3))],
+            "spec.workload.replicas",
+            "storage.type Memory keeps token state in one pod",
+        ),
+        case(
+            AS,
+            vec![("/spec/workload/replicas", j!(0))],
+            "spec.workload.replicas",
+            "should be greater than or equal to 1",
+        ),
+        case(
+            AS,
+            vec![("/spec/storage/type", j!("Redis"))],
+            "spec.storage.redis",
+            "storage.type Redis needs storage.redis.urlSecretRef",
+        ),
+        case(
+            AS,
+            vec![("/spec/clientNamespaces/from", j!("Selector"))],
+            "spec.clientNamespaces.selector",
+            "needs clientNamespaces.selector",
+        ),
+        case(
+            AS,
+            vec![("/spec/trustedOrigins", j!(["https://app.example.com/login"]))],
+            "spec.trustedOrigins",
+            "scheme://host[:port] with no path",
+        ),
+        case(
+            AS,
+            vec![("/spec/rateLimit", j!({"perClient": 100, "burst": 10}))],
+            "spec.rateLimit.burst",
+            "burst must be at least rateLimit.perClient",
+        ),
+        case(
+            AS,
+            vec![("/spec/trustedIssuers", j!([{"kubernetes": true, "issuer": "https://x.example.com"}]))],
+            "spec.trustedIssuers[0]",
+            "either kubernetes: true or issuer",
+        ),
+        case(
+            AS,
+            vec![("/spec/trustedIssuers", j!([{"issuer": "http://x.example.com"}]))],
+            "spec.trustedIssuers[0].issuer",
+            "trusted issuer must be an https URL",
+        ),
         // AuthScope
         case(SC, vec![("/spec/name", j!("openid"))], "spec.name", "scope name is reserved"),
         case(SC, vec![("/spec/name", j!("payments read"))], "spec.name", "scope name must be printable ASCII"),
         case(SC, vec![("/spec/name", j!("pay\"ments"))], "spec.name", "scope name must be printable ASCII"),
         case(SC, vec![("/spec/name", j!("okta.users.read"))], "spec.name", "scope name is reserved"),
         case(SC, vec![("/spec/name", j!("*"))], "spec.name", "scope name is reserved"),
-        case(SC, vec![("/spec/name", Value::Null), ("/metadata/name", j!("email"))], "", "metadata.name is used as the scope name and is reserved"),
-        case(SC, vec![("/spec/consent", j!("Sometimes"))], "spec.consent", "supported values: \"Implicit\", \"Required\""),
+        case(
+            SC,
+            vec![("/spec/name", Value::Null), ("/metadata/name", j!("email"))],
+            "",
+            "metadata.name is used as the scope name and is reserved",
+        ),
+        case(
+            SC,
+            vec![("/spec/consent", j!("Sometimes"))],
+            "spec.consent",
+            "supported values: \"Implicit\", \"Required\"",
+        ),
         // AuthClaim
         case(CL, vec![("/spec/name", j!("sub"))], "spec.name", "claim name is reserved"),
         case(CL, vec![("/spec/name", j!("scp"))], "spec.name", "claim name is reserved"),
         case(CL, vec![("/spec/name", j!("1tenant"))], "spec.name", "claim name must start with a letter or underscore"),
         case(CL, vec![("/spec/value", j!("   "))], "spec.value", "value must be a CEL expression"),
-        case(CL, vec![("/spec/alwaysInclude", j!(false))], "spec.alwaysInclude", "alwaysInclude: false applies to IdToken claims only"),
-        case(CL, vec![("/spec/token", j!("RefreshToken"))], "spec.token", "supported values: \"AccessToken\", \"IdToken\""),
+        case(
+            CL,
+            vec![("/spec/alwaysInclude", j!(false))],
+            "spec.alwaysInclude",
+            "alwaysInclude: false applies to IdToken claims only",
+        ),
+        case(
+            CL,
+            vec![("/spec/token", j!("RefreshToken"))],
+            "spec.token",
+            "supported values: \"AccessToken\", \"IdToken\"",
+        ),
         // AccessPolicy
         case(AP, vec![("/spec/rules", j!([]))], "spec.rules", "should have at least 1 items"),
-        case(AP, vec![("/spec/clients", j!({"all": true, "ids": ["a"]}))], "spec.clients", "exactly one of all: true, ids or selector"),
+        case(
+            AP,
+            vec![("/spec/clients", j!({"all": true, "ids": ["a"]}))],
+            "spec.clients",
+            "exactly one of all: true, ids or selector",
+        ),
         case(AP, vec![("/spec/clients", j!({}))], "spec.clients", "exactly one of all: true, ids or selector"),
-        case(AP, vec![("/spec/rules/0/accessTokenLifetime", j!("1m"))], "spec.rules[0].accessTokenLifetime", "accessTokenLifetime must be between 5m and 24h"),
-        case(AP, vec![("/spec/rules/0/accessTokenLifetime", j!("48h"))], "spec.rules[0].accessTokenLifetime", "accessTokenLifetime must be between 5m and 24h"),
-        case(AP, vec![("/spec/rules/0/accessTokenLifetime", j!("2h")), ("/spec/rules/0/refreshTokenLifetime", j!("1h"))], "spec.rules[0].refreshTokenLifetime", "refreshTokenLifetime must be 0 (unlimited) or at least accessTokenLifetime"),
-        case(AP, vec![("/spec/rules/0/refreshTokenIdleTimeout", j!("1m"))], "spec.rules[0].refreshTokenIdleTimeout", "refreshTokenIdleTimeout must be between 10m"),
-        case(AP, vec![("/spec/rules/0/grantTypes", j!(["password"]))], "spec.rules[0].grantTypes[0]", "Unsupported value: \"password\""),
-        case(AP, vec![("/spec/rules/0/grantTypes", j!(["implicit"]))], "spec.rules[0].grantTypes[0]", "Unsupported value: \"implicit\""),
-        case(AP, vec![("/spec/rules/1", j!({"name": "m2m", "grantTypes": ["client_credentials"], "scopes": ["*"]}))], "spec.rules", "rule names must be unique"),
+        case(
+            AP,
+            vec![("/spec/rules/0/accessTokenLifetime", j!("1m"))],
+            "spec.rules[0].accessTokenLifetime",
+            "accessTokenLifetime must be between 5m and 24h",
+        ),
+        case(
+            AP,
+            vec![("/spec/rules/0/accessTokenLifetime", j!("48h"))],
+            "spec.rules[0].accessTokenLifetime",
+            "accessTokenLifetime must be between 5m and 24h",
+        ),
+        case(
+            AP,
+            vec![("/spec/rules/0/accessTokenLifetime", j!("2h")), ("/spec/rules/0/refreshTokenLifetime", j!("1h"))],
+            "spec.rules[0].refreshTokenLifetime",
+            "refreshTokenLifetime must be 0 (unlimited) or at least accessTokenLifetime",
+        ),
+        case(
+            AP,
+            vec![("/spec/rules/0/refreshTokenIdleTimeout", j!("1m"))],
+            "spec.rules[0].refreshTokenIdleTimeout",
+            "refreshTokenIdleTimeout must be between 10m",
+        ),
+        case(
+            AP,
+            vec![("/spec/rules/0/grantTypes", j!(["password"]))],
+            "spec.rules[0].grantTypes[0]",
+            "Unsupported value: \"password\"",
+        ),
+        case(
+            AP,
+            vec![("/spec/rules/0/grantTypes", j!(["implicit"]))],
+            "spec.rules[0].grantTypes[0]",
+            "Unsupported value: \"implicit\"",
+        ),
+        case(
+            AP,
+            vec![("/spec/rules/1", j!({"name": "m2m", "grantTypes": ["client_credentials"], "scopes": ["*"]}))],
+            "spec.rules",
+            "rule names must be unique",
+        ),
         case(AP, vec![("/spec/rules/0/name", j!("Bad_Name"))], "spec.rules[0].name", "rule name must be a DNS label"),
-        case(AP, vec![("/spec/rules/0/users", j!({"everyone": true, "groups": ["admins"]}))], "spec.rules[0].users", "either everyone: true, or groups"),
+        case(
+            AP,
+            vec![("/spec/rules/0/users", j!({"everyone": true, "groups": ["admins"]}))],
+            "spec.rules[0].users",
+            "either everyone: true, or groups",
+        ),
         case(AP, vec![("/spec/rules/0/scopes", j!([]))], "spec.rules[0].scopes", "should have at least 1 items"),
         // AuthClient
-        case(CI, vec![("/spec/grantTypes", j!(["authorization_code"]))], "spec.redirectUris", "authorization_code needs at least one redirectUris entry"),
-        case(CI, vec![("/spec/grantTypes", j!(["authorization_code"])), ("/spec/redirectUris", j!(["http://app.example.com/cb"]))], "spec.redirectUris", "each redirect URI must be an absolute https URL"),
-        case(CI, vec![("/spec/grantTypes", j!(["authorization_code"])), ("/spec/redirectUris", j!(["https://app.example.com/cb#frag"]))], "spec.redirectUris", "without a fragment"),
-        case(CI, vec![("/spec/authentication", j!({"method": "None"}))], "spec.authentication.method", "a public client (authentication.method None) cannot use client_credentials"),
-        case(CI, vec![("/spec/authentication", j!({"method": "PrivateKeyJwt"}))], "spec.authentication", "PrivateKeyJwt needs jwks or jwksUri"),
-        case(CI, vec![("/spec/authentication", j!({"method": "ServiceAccount"}))], "spec.authentication.serviceAccountName", "ServiceAccount needs serviceAccountName"),
-        case(CI, vec![("/spec/authentication", j!({"method": "ClientSecretBasic", "jwksUri": "https://x.example.com/jwks"}))], "spec.authentication", "jwks and jwksUri apply only to authentication.method PrivateKeyJwt"),
-        case(CI, vec![("/spec/clientId", j!("orders api"))], "spec.clientId", "clientId must start with a letter or digit"),
-        case(CI, vec![("/spec/authentication", j!({"secretName": "Bad_Secret"}))], "spec.authentication.secretName", "secretName must be a valid Secret name"),
-        case(CI, vec![("/spec/grantTypes", j!(["client_credentials", "client_credentials"]))], "spec.grantTypes", "grantTypes must not repeat"),
-        case(CI, vec![("/spec/authentication", j!({"method": "Magic"}))], "spec.authentication.method", "Unsupported value: \"Magic\""),
+        case(
+            CI,
+            vec![("/spec/grantTypes", j!(["authorization_code"]))],
+            "spec.redirectUris",
+            "authorization_code needs at least one redirectUris entry",
+        ),
+        case(
+            CI,
+            vec![
+                ("/spec/grantTypes", j!(["authorization_code"])),
+                ("/spec/redirectUris", j!(["http://app.example.com/cb"])),
+            ],
+            "spec.redirectUris",
+            "each redirect URI must be an absolute https URL",
+        ),
+        case(
+            CI,
+            vec![
+                ("/spec/grantTypes", j!(["authorization_code"])),
+                ("/spec/redirectUris", j!(["https://app.example.com/cb#frag"])),
+            ],
+            "spec.redirectUris",
+            "without a fragment",
+        ),
+        case(
+            CI,
+            vec![("/spec/authentication", j!({"method": "None"}))],
+            "spec.authentication.method",
+            "a public client (authentication.method None) cannot use client_credentials",
+        ),
+        case(
+            CI,
+            vec![("/spec/authentication", j!({"method": "PrivateKeyJwt"}))],
+            "spec.authentication",
+            "PrivateKeyJwt needs jwks or jwksUri",
+        ),
+        case(
+            CI,
+            vec![("/spec/authentication", j!({"method": "ServiceAccount"}))],
+            "spec.authentication.serviceAccountName",
+            "ServiceAccount needs serviceAccountName",
+        ),
+        case(
+            CI,
+            vec![(
+                "/spec/authentication",
+                j!({"method": "ClientSecretBasic", "jwksUri": "https://x.example.com/jwks"}),
+            )],
+            "spec.authentication",
+            "jwks and jwksUri apply only to authentication.method PrivateKeyJwt",
+        ),
+        case(
+            CI,
+            vec![("/spec/clientId", j!("orders api"))],
+            "spec.clientId",
+            "clientId must start with a letter or digit",
+        ),
+        case(
+            CI,
+            vec![("/spec/authentication", j!({"secretName": "Bad_Secret"}))],
+            "spec.authentication.secretName",
+            "secretName must be a valid Secret name",
+        ),
+        case(
+            CI,
+            vec![("/spec/grantTypes", j!(["client_credentials", "client_credentials"]))],
+            "spec.grantTypes",
+            "grantTypes must not repeat",
+        ),
+        case(
+            CI,
+            vec![("/spec/authentication", j!({"method": "Magic"}))],
+            "spec.authentication.method",
+            "Unsupported value: \"Magic\"",
+        ),
     ]
 }
 
@@ -260,7 +467,10 @@ async fn status_is_a_subresource_and_printer_columns_show_issuer_ready_and_key()
     doc["status"] = json!({ "issuer": "ignored on create" });
     create(&client, &ns, &doc).await.unwrap();
     let servers: Api<AuthorizationServer> = Api::namespaced(client.clone(), &ns);
-    assert!(servers.get("shown").await.unwrap().status.is_none(), "status must be written through the subresource only");
+    assert!(
+        servers.get("shown").await.unwrap().status.is_none(),
+        "status must be written through the subresource only"
+    );
 
     let patch = json!({ "status": {
         "issuer": "https://auth.example.com/payments",
@@ -268,10 +478,7 @@ async fn status_is_a_subresource_and_printer_columns_show_issuer_ready_and_key()
         "conditions": [{ "type": "Ready", "status": "True", "reason": "Ready", "message": "ok",
                           "lastTransitionTime": "2026-11-26T00:00:00Z" }]
     }});
-    servers
-        .patch_status("shown", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
-        .await
-        .unwrap();
+    servers.patch_status("shown", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.unwrap();
 
     let plane = support::control_plane();
     let out = std::process::Command::new("kubectl")

@@ -19,7 +19,6 @@ use serde_json::{Value, json};
 use support::operator::OperatorProcess;
 use tessera::api::{AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer};
 
-
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A server namespace and a client namespace, with the examples applied into them.
@@ -89,11 +88,9 @@ async fn label_namespace(client: &Client, ns: &str, value: &str) {
 }
 
 fn condition(obj: &Value, type_: &str) -> Option<(String, String)> {
-    obj["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .map(|c| (c["status"].as_str().unwrap_or_default().to_owned(), c["reason"].as_str().unwrap_or_default().to_owned()))
+    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).map(|c| {
+        (c["status"].as_str().unwrap_or_default().to_owned(), c["reason"].as_str().unwrap_or_default().to_owned())
+    })
 }
 
 async fn get_value<K>(api: &Api<K>, name: &str) -> Option<Value>
@@ -150,7 +147,10 @@ async fn examples_become_a_ready_server_with_owned_children_and_a_complete_confi
     }
     let ns = &s.server_ns;
     let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), ns);
-    support::eventually(WAIT, "the issuer Deployment", || async { deployments.get_opt("payments-issuer").await.unwrap() }).await;
+    support::eventually(WAIT, "the issuer Deployment", || async {
+        deployments.get_opt("payments-issuer").await.unwrap()
+    })
+    .await;
 
     let servers: Api<AuthorizationServer> = Api::namespaced(s.client.clone(), ns);
     let server = servers.get("payments").await.unwrap();
@@ -158,13 +158,38 @@ async fn examples_become_a_ready_server_with_owned_children_and_a_complete_confi
     let owned_by_server = |refs: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
         refs.unwrap_or_default().iter().any(|o| o.uid == uid && o.controller == Some(true))
     };
-    assert!(owned_by_server(Api::<ServiceAccount>::namespaced(s.client.clone(), ns).get("payments-issuer").await.unwrap().metadata.owner_references));
-    assert!(owned_by_server(Api::<Role>::namespaced(s.client.clone(), ns).get("payments-issuer").await.unwrap().metadata.owner_references));
-    assert!(owned_by_server(Api::<RoleBinding>::namespaced(s.client.clone(), ns).get("payments-issuer").await.unwrap().metadata.owner_references));
-    assert!(owned_by_server(Api::<Service>::namespaced(s.client.clone(), ns).get("payments-issuer").await.unwrap().metadata.owner_references));
+    assert!(owned_by_server(
+        Api::<ServiceAccount>::namespaced(s.client.clone(), ns)
+            .get("payments-issuer")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+    ));
+    assert!(owned_by_server(
+        Api::<Role>::namespaced(s.client.clone(), ns).get("payments-issuer").await.unwrap().metadata.owner_references
+    ));
+    assert!(owned_by_server(
+        Api::<RoleBinding>::namespaced(s.client.clone(), ns)
+            .get("payments-issuer")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+    ));
+    assert!(owned_by_server(
+        Api::<Service>::namespaced(s.client.clone(), ns)
+            .get("payments-issuer")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+    ));
     assert!(owned_by_server(deployments.get("payments-issuer").await.unwrap().metadata.owner_references));
     let secrets: Api<Secret> = Api::namespaced(s.client.clone(), ns);
-    let config = support::eventually(WAIT, "the config Secret", || async { secrets.get_opt("payments-config").await.unwrap() }).await;
+    let config =
+        support::eventually(WAIT, "the config Secret", || async { secrets.get_opt("payments-config").await.unwrap() })
+            .await;
     assert!(owned_by_server(config.metadata.owner_references.clone()));
     let keys = secrets.get("payments-signing-keys").await.unwrap();
     assert!(owned_by_server(keys.metadata.owner_references.clone()));
@@ -193,7 +218,10 @@ async fn examples_become_a_ready_server_with_owned_children_and_a_complete_confi
 
     // The client's secret was written in its own namespace; only a hash reached the config.
     let client_secret: Api<Secret> = Api::namespaced(s.client.clone(), &s.client_ns);
-    let written = support::eventually(WAIT, "the client Secret", || async { client_secret.get_opt("orders-api-oauth").await.unwrap() }).await;
+    let written = support::eventually(WAIT, "the client Secret", || async {
+        client_secret.get_opt("orders-api-oauth").await.unwrap()
+    })
+    .await;
     let secret_value = secret_text(&written, "client_secret");
     assert!(secret_value.len() >= 43, "256-bit secret expected");
     assert!(!config_json.contains(&secret_value), "the config must hold only the secret's hash");
@@ -249,7 +277,9 @@ async fn bad_references_are_reported_and_recover_when_fixed() {
     let ns = s.server_ns.clone();
     let policies: Api<AccessPolicy> = Api::namespaced(s.client.clone(), &ns);
     let docs = examples(&ns, &s.client_ns);
-    let find = |kind: &str, name: &str| docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap().clone();
+    let find = |kind: &str, name: &str| {
+        docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap().clone()
+    };
 
     // A policy whose server does not exist yet.
     apply_doc(&s.client, &find("AccessPolicy", "machine-access")).await;
@@ -299,11 +329,9 @@ async fn bad_references_are_reported_and_recover_when_fixed() {
 
 async fn token_for(client: &Client, ns: &str, sa: &str) -> String {
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let req: TokenRequest = serde_json::from_value(json!({ "spec": { "audiences": [], "expirationSeconds": 3600 } })).unwrap();
-    let resp: TokenRequest = api
-        .create_subresource("token", sa, &PostParams::default(), serde_json::to_vec(&req).unwrap())
-        .await
-        .unwrap();
+    let req: TokenRequest =
+        serde_json::from_value(json!({ "spec": { "audiences": [], "expirationSeconds": 3600 } })).unwrap();
+    let resp: TokenRequest = api.create_subresource("token", sa, &PostParams::default(), &req).await.unwrap();
     resp.status.unwrap().token
 }
 
@@ -315,11 +343,14 @@ async fn issuer_identity_reads_its_two_secrets_and_nothing_else() {
     }
     let ns = s.server_ns.clone();
     let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), &ns);
-    let deployment =
-        support::eventually(WAIT, "the issuer Deployment", || async { deployments.get_opt("payments-issuer").await.unwrap() }).await;
+    let deployment = support::eventually(WAIT, "the issuer Deployment", || async {
+        deployments.get_opt("payments-issuer").await.unwrap()
+    })
+    .await;
     let sa = deployment.spec.unwrap().template.spec.unwrap().service_account_name.unwrap();
     let secrets: Api<Secret> = Api::namespaced(s.client.clone(), &ns);
-    support::eventually(WAIT, "the keys Secret", || async { secrets.get_opt("payments-signing-keys").await.unwrap() }).await;
+    support::eventually(WAIT, "the keys Secret", || async { secrets.get_opt("payments-signing-keys").await.unwrap() })
+        .await;
     // The Role may land a moment after the Deployment.
     tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -336,14 +367,27 @@ async fn issuer_identity_reads_its_two_secrets_and_nothing_else() {
     issuer_secrets.get("payments-config").await.expect("issuer can read its config");
     issuer_secrets.get("payments-signing-keys").await.expect("issuer can read its keys");
     let forbidden = |r: Result<_, kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 403);
-    assert!(forbidden(issuer_secrets.list(&ListParams::default()).await.map(|_| ())), "listing all Secrets must be forbidden");
-    let other: Secret = serde_json::from_value(json!({ "metadata": { "name": "other" }, "stringData": { "k": "v" } })).unwrap();
+    assert!(
+        forbidden(issuer_secrets.list(&ListParams::default()).await.map(|_| ())),
+        "listing all Secrets must be forbidden"
+    );
+    let other: Secret =
+        serde_json::from_value(json!({ "metadata": { "name": "other" }, "stringData": { "k": "v" } })).unwrap();
     secrets.create(&PostParams::default(), &other).await.unwrap();
     assert!(forbidden(issuer_secrets.get("other").await.map(|_| ())), "another Secret must be forbidden");
-    assert!(forbidden(Api::<Secret>::namespaced(as_issuer.clone(), &s.client_ns).get("orders-api-oauth").await.map(|_| ())));
+    assert!(forbidden(
+        Api::<Secret>::namespaced(as_issuer.clone(), &s.client_ns).get("orders-api-oauth").await.map(|_| ())
+    ));
     assert!(forbidden(Api::<Pod>::namespaced(as_issuer.clone(), &ns).list(&ListParams::default()).await.map(|_| ())));
     assert!(forbidden(
-        issuer_secrets.patch("payments-config", &PatchParams::default(), &Patch::Merge(&json!({"metadata": {"labels": {"x": "y"}}}))).await.map(|_| ())
+        issuer_secrets
+            .patch(
+                "payments-config",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"metadata": {"labels": {"x": "y"}}}))
+            )
+            .await
+            .map(|_| ())
     ));
     // Watching the two Secrets by name is allowed (that is how the issuer follows changes).
     let lp = ListParams::default().fields("metadata.name=payments-config");
@@ -358,13 +402,20 @@ async fn deleting_the_server_removes_everything_it_created_including_client_secr
     }
     let ns = s.server_ns.clone();
     let client_secrets: Api<Secret> = Api::namespaced(s.client.clone(), &s.client_ns);
-    support::eventually(WAIT, "the client Secret", || async { client_secrets.get_opt("orders-api-oauth").await.unwrap() }).await;
+    support::eventually(WAIT, "the client Secret", || async {
+        client_secrets.get_opt("orders-api-oauth").await.unwrap()
+    })
+    .await;
     let secrets: Api<Secret> = Api::namespaced(s.client.clone(), &ns);
-    support::eventually(WAIT, "the config Secret", || async { secrets.get_opt("payments-config").await.unwrap() }).await;
+    support::eventually(WAIT, "the config Secret", || async { secrets.get_opt("payments-config").await.unwrap() })
+        .await;
 
     let servers: Api<AuthorizationServer> = Api::namespaced(s.client.clone(), &ns);
     servers.delete("payments", &DeleteParams::default()).await.unwrap();
-    support::eventually(WAIT, "the server to be gone", || async { servers.get_opt("payments").await.unwrap().is_none().then_some(()) }).await;
+    support::eventually(WAIT, "the server to be gone", || async {
+        servers.get_opt("payments").await.unwrap().is_none().then_some(())
+    })
+    .await;
     support::eventually(WAIT, "the client Secret to be deleted", || async {
         client_secrets.get_opt("orders-api-oauth").await.unwrap().is_none().then_some(())
     })
@@ -373,7 +424,12 @@ async fn deleting_the_server_removes_everything_it_created_including_client_secr
         let none_left = secrets.get_opt("payments-config").await.unwrap().is_none()
             && secrets.get_opt("payments-signing-keys").await.unwrap().is_none()
             && Api::<Deployment>::namespaced(s.client.clone(), &ns).get_opt("payments-issuer").await.unwrap().is_none()
-            && Api::<ReplicaSet>::namespaced(s.client.clone(), &ns).list(&ListParams::default()).await.unwrap().items.is_empty()
+            && Api::<ReplicaSet>::namespaced(s.client.clone(), &ns)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
             && Api::<Service>::namespaced(s.client.clone(), &ns).get_opt("payments-issuer").await.unwrap().is_none()
             && Api::<Role>::namespaced(s.client.clone(), &ns).get_opt("payments-issuer").await.unwrap().is_none();
         none_left.then_some(())
@@ -414,7 +470,8 @@ async fn killing_the_operator_mid_reconcile_converges_without_duplicates() {
 
     let keys = secrets.get("payments-signing-keys").await.unwrap();
     let key_set: Value = serde_json::from_slice(&keys.data.as_ref().unwrap()["keys.json"].0).unwrap();
-    let kids: Vec<String> = key_set["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect();
+    let kids: Vec<String> =
+        key_set["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect();
     let mut unique = kids.clone();
     unique.sort();
     unique.dedup();
@@ -424,10 +481,16 @@ async fn killing_the_operator_mid_reconcile_converges_without_duplicates() {
     }
     let cs = client_secrets.get("orders-api-oauth").await.unwrap();
     if let Some(first) = first_client_secret {
-        assert_eq!(secret_text(&first, "client_secret"), secret_text(&cs, "client_secret"), "the client secret is never re-issued");
+        assert_eq!(
+            secret_text(&first, "client_secret"),
+            secret_text(&cs, "client_secret"),
+            "the client secret is never re-issued"
+        );
     }
-    let all_client_secrets = client_secrets.list(&ListParams::default().labels("tessera.dev/server-name=payments")).await.unwrap();
+    let all_client_secrets =
+        client_secrets.list(&ListParams::default().labels("tessera.dev/server-name=payments")).await.unwrap();
     assert_eq!(all_client_secrets.items.len(), 2, "one Secret per client with a secret");
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &server_ns).list(&ListParams::default()).await.unwrap();
+    let deployments =
+        Api::<Deployment>::namespaced(client.clone(), &server_ns).list(&ListParams::default()).await.unwrap();
     assert_eq!(deployments.items.len(), 1);
 }

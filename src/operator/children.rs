@@ -177,9 +177,7 @@ pub fn deployment(server: &AuthorizationServer, ctx: &BuildContext) -> Deploymen
     if server.spec.tls.is_some() {
         args.extend(["--tls-dir".into(), "/etc/tessera/tls".into()]);
     }
-    let probe = |path: &str, period: i32| {
-        json!({ "httpGet": { "path": path, "port": "http", "scheme": scheme }, "periodSeconds": period, "timeoutSeconds": 2 })
-    };
+    let probe = |path: &str, period: i32| json!({ "httpGet": { "path": path, "port": "http", "scheme": scheme }, "periodSeconds": period, "timeoutSeconds": 2 });
     let mut deployment: Deployment = from_json(json!({
         "spec": {
             "replicas": w.replicas,

@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 use base64::Engine;
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
-    Api, ResourceExt,
+    Api, Resource, ResourceExt,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
-use serde_json::json;
 
 use super::{Context, Error, MANAGER};
 use crate::api::{AuthClient, AuthorizationServer, Endpoints};

@@ -64,7 +64,8 @@ async fn reconcile<K: Dependent>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Actio
     let servers: Api<AuthorizationServer> = Api::namespaced(ctx.client.clone(), &ns);
     let exists = servers.get_opt(&name).await?.is_some_and(|s| s.metadata.deletion_timestamp.is_none());
     if !exists {
-        let message = format!("AuthorizationServer {ns}/{name} does not exist; this {} takes effect when it does", K::KIND);
+        let message =
+            format!("AuthorizationServer {ns}/{name} does not exist; this {} takes effect when it does", K::KIND);
         status::set_dependent(&ctx, &*obj, status::Acceptance::rejected("ServerNotFound", message)).await?;
         // The server's creation re-reconciles it through the server controller's watch.
         return Ok(Action::requeue(Duration::from_secs(300)));

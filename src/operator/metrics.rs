@@ -52,7 +52,15 @@ impl Default for Metrics {
         registry.register("api_writes", "Writes made to the Kubernetes API", api_writes.clone());
         registry.register("active_key_age_seconds", "Age of the signing key in use", active_key_age.clone());
         registry.register("next_rotation_seconds", "Time until the next key rotation", next_rotation_in.clone());
-        Self { registry: Mutex::new(registry), reconciles, errors, duration, api_writes, active_key_age, next_rotation_in }
+        Self {
+            registry: Mutex::new(registry),
+            reconciles,
+            errors,
+            duration,
+            api_writes,
+            active_key_age,
+            next_rotation_in,
+        }
     }
 }
 

@@ -81,7 +81,7 @@ pub struct OperatorOptions {
     pub identity: String,
 }
 
-fn server_of<K>(namespace: Option<String>, server: &str) -> Option<ObjectRef<AuthorizationServer>> {
+fn server_of(namespace: Option<String>, server: &str) -> Option<ObjectRef<AuthorizationServer>> {
     Some(ObjectRef::new(server).within(&namespace?))
 }
 
@@ -140,7 +140,7 @@ async fn shutdown_signal() {
 
 async fn run_controllers(ctx: Arc<Context>) {
     let wc = watcher::Config::default();
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     let scopes = match &ctx.namespaces {
         None => vec![None],
         Some(list) => list.iter().cloned().map(Some).collect(),
@@ -174,24 +174,28 @@ async fn run_controllers(ctx: Arc<Context>) {
         let servers_controller = Controller::new(servers, wc.clone())
             .owns(secrets, owned.clone())
             .owns(deployments, owned)
-            .watches(scopes.clone(), wc.clone(), |s: AuthScope| server_of::<AuthScope>(s.metadata.namespace, &s.spec.server_ref.name))
-            .watches(claims.clone(), wc.clone(), |c: AuthClaim| server_of::<AuthClaim>(c.metadata.namespace, &c.spec.server_ref.name))
+            .watches(scopes.clone(), wc.clone(), |s: AuthScope| {
+                server_of(s.metadata.namespace, &s.spec.server_ref.name)
+            })
+            .watches(claims.clone(), wc.clone(), |c: AuthClaim| {
+                server_of(c.metadata.namespace, &c.spec.server_ref.name)
+            })
             .watches(policies.clone(), wc.clone(), |p: AccessPolicy| {
-                server_of::<AccessPolicy>(p.metadata.namespace, &p.spec.server_ref.name)
+                server_of(p.metadata.namespace, &p.spec.server_ref.name)
             })
             .watches(clients.clone(), wc.clone(), |c: AuthClient| {
-                server_of::<AuthClient>(Some(c.server_namespace()), &c.spec.server_ref.name)
+                server_of(Some(c.server_namespace()), &c.spec.server_ref.name)
             })
             .graceful_shutdown_on(shutdown_signal())
             .run(server::reconcile, server::error_policy, ctx.clone())
             .for_each(|_| async {});
-        tasks.push(servers_controller.boxed());
-        tasks.push(dependents::run(scopes, ctx.clone()).boxed());
-        tasks.push(dependents::run(claims, ctx.clone()).boxed());
-        tasks.push(dependents::run(policies, ctx.clone()).boxed());
-        tasks.push(dependents::run(clients, ctx.clone()).boxed());
+        tasks.spawn(servers_controller);
+        tasks.spawn(dependents::run(scopes, ctx.clone()));
+        tasks.spawn(dependents::run(claims, ctx.clone()));
+        tasks.spawn(dependents::run(policies, ctx.clone()));
+        tasks.spawn(dependents::run(clients, ctx.clone()));
     }
-    futures::future::join_all(tasks).await;
+    tasks.join_all().await;
 }
 
 /// Requeue after an error, with a little back-off.

@@ -79,7 +79,13 @@ async fn read_dependents(server: &AuthorizationServer, ctx: &Context) -> Result<
     let policies = Api::<AccessPolicy>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items;
     let mut clients = Vec::new();
     for api in ctx.apis::<AuthClient>() {
-        clients.extend(api.list(&lp).await?.items.into_iter().filter(|c| c.server_namespace() == ns && c.spec.server_ref.name == name));
+        clients.extend(
+            api.list(&lp)
+                .await?
+                .items
+                .into_iter()
+                .filter(|c| c.server_namespace() == ns && c.spec.server_ref.name == name),
+        );
     }
     Ok(Dependents {
         scopes: scopes.into_iter().filter(|s| s.spec.server_ref.name == name).collect(),
@@ -90,7 +96,11 @@ async fn read_dependents(server: &AuthorizationServer, ctx: &Context) -> Result<
 }
 
 /// Why a client's namespace may not use this server, if it may not.
-async fn namespace_refusal(server: &AuthorizationServer, client: &AuthClient, ctx: &Context) -> Result<Option<String>, Error> {
+async fn namespace_refusal(
+    server: &AuthorizationServer,
+    client: &AuthClient,
+    ctx: &Context,
+) -> Result<Option<String>, Error> {
     let server_ns = server.namespace().unwrap_or_default();
     let client_ns = client.namespace().unwrap_or_default();
     let cn = &server.spec.client_namespaces;
@@ -148,12 +158,12 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
     };
     let compiled = crate::config::compile(&input);
     for r in &compiled.rejected {
-        acceptance.insert((kind_of(r.kind), r.namespace.clone(), r.name.clone()), Acceptance::rejected(&r.reason, r.message.clone()));
+        acceptance.insert(
+            (kind_of(r.kind), r.namespace.clone(), r.name.clone()),
+            Acceptance::rejected(&r.reason, r.message.clone()),
+        );
     }
-    let config_json = compiled
-        .config
-        .to_json()
-        .map_err(|source| Error::Serialize { what: "ServerConfig", source })?;
+    let config_json = compiled.config.to_json().map_err(|source| Error::Serialize { what: "ServerConfig", source })?;
 
     // keys: the operator is their only writer
     let keys_outcome = ensure_keys(server, &compiled.config.signing, ctx, now).await?;
@@ -192,7 +202,13 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
         conditions::set(list, conditions::new(t, ok, reason, msg, generation, now));
     };
     set(&mut conds, conditions::CONFIG_READY, true, "Compiled", config_message);
-    set(&mut conds, conditions::SIGNING_KEYS_READY, keys_outcome.ready, &keys_outcome.reason, keys_outcome.message.clone());
+    set(
+        &mut conds,
+        conditions::SIGNING_KEYS_READY,
+        keys_outcome.ready,
+        &keys_outcome.reason,
+        keys_outcome.message.clone(),
+    );
     set(&mut conds, conditions::WORKLOAD_READY, workload.ready, &workload.reason, workload.message.clone());
     let ready = workload.ready && keys_outcome.ready;
     let (ready_reason, ready_message) = if ready {
@@ -203,7 +219,13 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
         (workload.reason.clone(), workload.message.clone())
     };
     set(&mut conds, conditions::READY, ready, &ready_reason, ready_message.clone());
-    set(&mut conds, conditions::RECONCILING, !ready, if ready { "Reconciled" } else { &ready_reason }, if ready { String::new() } else { ready_message });
+    set(
+        &mut conds,
+        conditions::RECONCILING,
+        !ready,
+        if ready { "Reconciled" } else { &ready_reason },
+        if ready { String::new() } else { ready_message },
+    );
     set(&mut conds, conditions::STALLED, false, "NotStalled", String::new());
 
     let desired = AuthorizationServerStatus {
@@ -249,7 +271,10 @@ async fn report_dependents(
     ) -> Result<(), Error> {
         for item in items {
             let key = (K::KIND, item.namespace().unwrap_or_default(), item.name_any());
-            let a = acceptance.get(&key).cloned().unwrap_or_else(|| Acceptance::accepted("accepted by its AuthorizationServer"));
+            let a = acceptance
+                .get(&key)
+                .cloned()
+                .unwrap_or_else(|| Acceptance::accepted("accepted by its AuthorizationServer"));
             status::set_dependent(ctx, item, a).await?;
         }
         Ok(())
@@ -259,7 +284,10 @@ async fn report_dependents(
     report(ctx, &deps.policies, acceptance).await?;
     for client in &deps.clients {
         let key = ("AuthClient", client.namespace().unwrap_or_default(), client.name_any());
-        let a = acceptance.get(&key).cloned().unwrap_or_else(|| Acceptance::accepted("accepted by its AuthorizationServer"));
+        let a = acceptance
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| Acceptance::accepted("accepted by its AuthorizationServer"));
         let mut extra = serde_json::Map::new();
         extra.insert("clientId".into(), json!(client.client_id()));
         if client.spec.authentication.method.uses_secret() && a.accepted {
@@ -295,7 +323,11 @@ fn workload_state(server: &AuthorizationServer, deployment: &Deployment) -> Work
 /// Server-side apply of one child; returns the object as the API server now holds it.
 async fn apply_object<K>(ctx: &Context, ns: &str, obj: K) -> Result<K, Error>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + Serialize + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let name = obj.meta().name.clone().unwrap_or_default();
@@ -312,7 +344,10 @@ where
 
 async fn delete_if_present<K>(ctx: &Context, ns: &str, name: &str) -> Result<(), Error>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope> + Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     if api.get_opt(name).await?.is_some() {
@@ -325,7 +360,11 @@ where
     Ok(())
 }
 
-async fn write_server_status(ctx: &Context, server: &AuthorizationServer, desired: AuthorizationServerStatus) -> Result<(), Error> {
+async fn write_server_status(
+    ctx: &Context,
+    server: &AuthorizationServer,
+    desired: AuthorizationServerStatus,
+) -> Result<(), Error> {
     let current = server.status.clone().unwrap_or_default();
     let same = !conditions::differ_beyond_timestamps(&current.conditions, &desired.conditions)
         && AuthorizationServerStatus { conditions: vec![], ..current.clone() }
@@ -466,7 +505,13 @@ async fn cleanup(server: &AuthorizationServer, ctx: &Context) -> Result<Action, 
     let deps = read_dependents(server, ctx).await?;
     let ns = server.namespace().unwrap_or_default();
     let gone = |k: &str| {
-        Acceptance::rejected("ServerNotFound", format!("AuthorizationServer {ns}/{} was deleted; this {k} takes effect when it returns", server.name_any()))
+        Acceptance::rejected(
+            "ServerNotFound",
+            format!(
+                "AuthorizationServer {ns}/{} was deleted; this {k} takes effect when it returns",
+                server.name_any()
+            ),
+        )
     };
     for s in &deps.scopes {
         status::set_dependent(ctx, s, gone("AuthScope")).await?;
@@ -480,6 +525,13 @@ async fn cleanup(server: &AuthorizationServer, ctx: &Context) -> Result<Action, 
     for s in &deps.clients {
         status::set_dependent(ctx, s, gone("AuthClient")).await?;
     }
-    publish(ctx, server, EventType::Normal, "Deleted", "client Secrets removed; the workload goes with its owner".into()).await;
+    publish(
+        ctx,
+        server,
+        EventType::Normal,
+        "Deleted",
+        "client Secrets removed; the workload goes with its owner".into(),
+    )
+    .await;
     Ok(Action::await_change())
 }

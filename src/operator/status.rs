@@ -38,7 +38,11 @@ impl Acceptance {
 }
 
 /// The conditions a dependent should carry for `acceptance`, keeping unchanged transition times.
-pub fn dependent_conditions(existing: &[Condition], acceptance: &Acceptance, generation: Option<i64>) -> Vec<Condition> {
+pub fn dependent_conditions(
+    existing: &[Condition],
+    acceptance: &Acceptance,
+    generation: Option<i64>,
+) -> Vec<Condition> {
     let now = jiff::Timestamp::now();
     let mut list = existing.to_vec();
     let a = acceptance;
@@ -49,7 +53,14 @@ pub fn dependent_conditions(existing: &[Condition], acceptance: &Acceptance, gen
     conditions::set(&mut list, conditions::new(conditions::RECONCILING, false, "Reconciled", "", generation, now));
     conditions::set(
         &mut list,
-        conditions::new(conditions::STALLED, !a.accepted, if a.accepted { "Accepted" } else { &a.reason }, "", generation, now),
+        conditions::new(
+            conditions::STALLED,
+            !a.accepted,
+            if a.accepted { "Accepted" } else { &a.reason },
+            "",
+            generation,
+            now,
+        ),
     );
     list
 }
@@ -96,7 +107,11 @@ pub async fn serve_health(addr: SocketAddr, metrics: Arc<Metrics>, leading: Arc<
         .route(
             "/readyz",
             get(move || async move {
-                if leading.load(Ordering::SeqCst) { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "standby") }
+                if leading.load(Ordering::SeqCst) {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "standby")
+                }
             }),
         );
     match tokio::net::TcpListener::bind(addr).await {

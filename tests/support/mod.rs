@@ -18,8 +18,7 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::core::v1::Namespace,
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    api::core::v1::Namespace, apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, Config,
@@ -99,10 +98,7 @@ fn start_control_plane() -> ControlPlane {
                 break (PathBuf::from(parts.next().unwrap()), parts.next().unwrap().to_owned());
             }
             Some(Ok(_)) => continue,
-            _ => panic!(
-                "kube-testenv exited before it was ready; see {}",
-                data_dir.join("stderr.log").display()
-            ),
+            _ => panic!("kube-testenv exited before it was ready; see {}", data_dir.join("stderr.log").display()),
         }
     };
     eprintln!("kube-testenv ready at {url} in {:.1}s", started.elapsed().as_secs_f64());
