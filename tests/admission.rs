@@ -103,7 +103,8 @@ fn set(doc: &mut Value, pointer: &str, value: Value) {
     if value.is_null() {
         cur.as_object_mut().unwrap().remove(last);
     } else if let Ok(i) = last.parse::<usize>() {
-        cur[i] = value;
+        let list = cur.as_array_mut().unwrap();
+        if i == list.len() { list.push(value) } else { list[i] = value }
     } else {
         cur[last] = value;
     }

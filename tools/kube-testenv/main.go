@@ -1,17 +1,23 @@
 // kube-testenv runs a small Kubernetes control plane in one process, for
-// integration tests: embedded etcd, kube-apiserver and kube-controller-manager.
+// integration tests: embedded etcd, kube-apiserver and kube-controller-manager
+// (k8s 1.36, etcd 3.7). No kubelet and no scheduler: pods stay Pending.
 //
 // Usage:
 //
 //	kube-testenv --data-dir DIR [--kubeconfig PATH] [--apiserver-arg=--flag=value ...]
+//	             [--log-file PATH|-] [--v N] [--exit-on-stdin-eof=true] [--startup-timeout 2m]
 //
-// When the control plane is ready it writes an admin kubeconfig (atomically)
-// and prints one line on stdout:
+// Everything lives in DIR (one kube-testenv per DIR): pki/ (CA, serving, admin
+// and service-account keys), etcd-*/ (removed on exit), testenv.log (all
+// component logs), kubeconfig (default --kubeconfig). When the control plane is
+// ready it writes the admin kubeconfig (atomically) and prints one line on stdout:
 //
 //	READY <kubeconfig path> <https://127.0.0.1:port>
 //
+// The service-account issuer is that same https://127.0.0.1:port.
 // It exits with code 0 on SIGTERM, SIGINT, or when stdin reaches EOF (the
-// parent holds a pipe to our stdin; when the parent dies, we go too).
+// parent holds a pipe to our stdin; when the parent dies, we go too), and with
+// code 1 if a component fails.
 package main
 
 import (
