@@ -171,7 +171,7 @@ async fn run_controllers(ctx: Arc<Context>) {
             Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         };
         let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=tessera-operator");
-        let servers_controller = Controller::new(servers, wc.clone())
+        let mut servers_controller = Controller::new(servers, wc.clone())
             .owns(secrets, owned.clone())
             .owns(deployments, owned)
             .watches(scopes.clone(), wc.clone(), |s: AuthScope| {
@@ -183,12 +183,15 @@ async fn run_controllers(ctx: Arc<Context>) {
             .watches(policies.clone(), wc.clone(), |p: AccessPolicy| {
                 server_of(p.metadata.namespace, &p.spec.server_ref.name)
             })
-            .watches(clients.clone(), wc.clone(), |c: AuthClient| {
+            .graceful_shutdown_on(shutdown_signal());
+        // Clients may live in any watched namespace, not only their server's.
+        for clients in ctx.apis::<AuthClient>() {
+            servers_controller = servers_controller.watches(clients, wc.clone(), |c: AuthClient| {
                 server_of(Some(c.server_namespace()), &c.spec.server_ref.name)
-            })
-            .graceful_shutdown_on(shutdown_signal())
-            .run(server::reconcile, server::error_policy, ctx.clone())
-            .for_each(|_| async {});
+            });
+        }
+        let servers_controller =
+            servers_controller.run(server::reconcile, server::error_policy, ctx.clone()).for_each(|_| async {});
         tasks.spawn(servers_controller);
         tasks.spawn(dependents::run(scopes, ctx.clone()));
         tasks.spawn(dependents::run(claims, ctx.clone()));
