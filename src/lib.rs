@@ -2,5 +2,7 @@
 
 pub mod api;
 pub mod config;
+pub mod issuer;
 pub mod keys;
 pub mod policy;
+pub mod store;
