@@ -5,4 +5,5 @@ pub mod config;
 pub mod issuer;
 pub mod keys;
 pub mod policy;
+pub mod standalone;
 pub mod store;

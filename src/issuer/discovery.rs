@@ -36,7 +36,8 @@ fn metadata(s: &Served) -> Value {
         "revocation_endpoint": s.endpoint("/v1/revoke"),
         "scopes_supported": scopes,
         "grant_types_supported": grants,
-        "response_types_supported": ["code"],
+        // No authorization endpoint yet: browser flows come in a later issue.
+        "response_types_supported": [],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [alg],
         "token_endpoint_auth_methods_supported": methods,
@@ -44,7 +45,6 @@ fn metadata(s: &Served) -> Value {
         "introspection_endpoint_auth_methods_supported": methods,
         "revocation_endpoint_auth_methods_supported": methods,
         "claims_supported": ["ver", "jti", "iss", "aud", "iat", "exp", "cid", "uid", "scp", "sub", "client_id"],
-        "code_challenge_methods_supported": ["S256"],
     })
 }
 
