@@ -10,10 +10,10 @@ pub use token_exchange::token_exchange;
 
 use serde_json::{Map, Value};
 
+use super::Served;
 use super::access_token::{AccessTokenClaims, audience_value, new_jti};
 use super::error::OAuthError;
 use super::token::TokenResponse;
-use super::{Served, unix_now};
 use crate::api::{GrantType, TokenKind};
 use crate::config::ClientConfig;
 use crate::policy::{CelVariables, Denial, TokenRequest};
@@ -72,7 +72,8 @@ pub fn mint(served: &Served, m: Minting<'_>) -> Result<TokenResponse, OAuthError
     for (claim, error) in errors {
         tracing::warn!(server = %c.name, client = %m.client.client_id, claim, error, "claim expression failed; claim omitted");
     }
-    let now = unix_now();
+    let ts = jiff::Timestamp::now();
+    let now = ts.as_second();
     let lifetime = grant.access_token_lifetime_secs;
     let jti = new_jti().ok_or_else(|| OAuthError::server_error("could not generate a token id"))?;
     let claims = AccessTokenClaims {
@@ -89,7 +90,6 @@ pub fn mint(served: &Served, m: Minting<'_>) -> Result<TokenResponse, OAuthError
         client_id: m.client.client_id.clone(),
         custom,
     };
-    let ts = jiff::Timestamp::from_second(now).map_err(|_| OAuthError::server_error("clock out of range"))?;
     let (token, kid) = served.keys.sign_access_token(ts, &claims).map_err(|e| {
         tracing::error!(server = %c.name, error = %e, "cannot sign");
         OAuthError::temporarily_unavailable("no signing key is active")
