@@ -18,6 +18,49 @@ enum Command {
     Crds,
     /// Serve authorization servers straight from resource files, without a cluster.
     Serve(ServeArgs),
+    /// Run the issuer of one server in a cluster, from its config and keys Secrets.
+    Issuer(IssuerArgs),
+    /// Show which policy and rule a token request matches, and the token's claims.
+    Preview(PreviewArgs),
+}
+
+#[derive(clap::Args)]
+struct IssuerArgs {
+    #[arg(long, env = "TESSERA_NAMESPACE")]
+    namespace: String,
+    /// Name of the AuthorizationServer.
+    #[arg(long, env = "TESSERA_SERVER")]
+    server: String,
+    #[arg(long, default_value = "0.0.0.0:8080", env = "TESSERA_LISTEN")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    trust: TrustArgs,
+}
+
+#[derive(clap::Args)]
+struct PreviewArgs {
+    /// Resource files or directories.
+    #[arg(short = 'f', long = "filename", default_value = "examples")]
+    files: Vec<PathBuf>,
+    /// The AuthorizationServer, when the files hold several.
+    #[arg(long)]
+    server: Option<String>,
+    #[arg(long)]
+    client: String,
+    /// client_credentials, token-exchange, ... (or the full URN).
+    #[arg(long, default_value = "client_credentials")]
+    grant_type: String,
+    /// Requested scopes; none: the server's defaults.
+    #[arg(long, num_args = 1..)]
+    scope: Vec<String>,
+    /// A JWT whose claims become `subject` (its signature is not checked by preview).
+    #[arg(long)]
+    subject_token: Option<PathBuf>,
+}
+
+fn read_subject(path: &std::path::Path) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    tessera::keys::jwt::peek(text.trim()).map(|j| j.claims).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[derive(clap::Args)]
@@ -91,6 +134,44 @@ fn main() -> ExitCode {
             match runtime().map(|rt| rt.block_on(tessera::standalone::serve(options))) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) => fail(e),
+                Err(e) => fail(e),
+            }
+        }
+        Command::Issuer(args) => {
+            init_tracing();
+            let run = tessera::issuer::watch::run(&args.namespace, &args.server, args.listen, args.trust.options());
+            match runtime().map(|rt| rt.block_on(run)) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => fail(e),
+                Err(e) => fail(e),
+            }
+        }
+        Command::Preview(args) => {
+            let subject = match args.subject_token.as_deref().map(read_subject).transpose() {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let request = tessera::standalone::preview::PreviewRequest {
+                server: args.server,
+                client_id: args.client,
+                grant_type: args.grant_type,
+                scopes: args
+                    .scope
+                    .iter()
+                    .flat_map(|s| s.split(' '))
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                subject,
+            };
+            match tessera::standalone::load(&args.files)
+                .map_err(tessera::standalone::StandaloneError::from)
+                .and_then(|m| tessera::standalone::preview::preview(&m, &request))
+            {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
                 Err(e) => fail(e),
             }
         }

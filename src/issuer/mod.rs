@@ -14,6 +14,7 @@ mod rate_limit;
 mod revoke;
 mod token;
 pub mod trust;
+pub mod watch;
 
 use std::collections::HashMap;
 use std::sync::Arc;

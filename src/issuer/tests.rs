@@ -161,7 +161,7 @@ spec:
     let mut m = manifests::Manifests::default();
     manifests::add_documents(&mut m, Path::new("test.yaml"), &yaml).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let compiled = compile_all(&m, &StateDir::new(dir.path().into())).unwrap().remove(0);
+    let compiled = compile_all(&m, Some(&StateDir::new(dir.path().into()))).unwrap().remove(0);
     assert!(compiled.rejected.is_empty(), "{:?}", compiled.rejected);
     let now = jiff::Timestamp::now();
     let key = keys::generate(SigningAlgorithm::ES256, now, now).unwrap();

@@ -3,6 +3,7 @@
 //! directory.
 
 pub mod manifests;
+pub mod preview;
 mod state;
 
 use std::net::SocketAddr;
@@ -59,7 +60,7 @@ fn client_allowed(server: &AuthorizationServer, client: &AuthClient, m: &Manifes
 pub fn compile_input(
     server: &AuthorizationServer,
     m: &Manifests,
-    state: &StateDir,
+    state: Option<&StateDir>,
 ) -> Result<CompileInput, StandaloneError> {
     let name = server.metadata.name.clone().unwrap_or_default();
     let ns = server.metadata.namespace.clone().unwrap_or_else(|| "default".into());
@@ -74,13 +75,14 @@ pub fn compile_input(
         let mut secret_hashes = Vec::new();
         if c.spec.authentication.method.uses_secret() {
             let key = (c.metadata.namespace.clone().unwrap_or_default(), c.secret_name());
-            let secret = match m.client_secrets.get(&key) {
-                Some(s) => s.0.clone(),
-                None => {
-                    state.client_secret(&name, &c.client_id(), &server.spec.issuer).map_err(StandaloneError::State)?
-                }
+            let secret = match (m.client_secrets.get(&key), state) {
+                (Some(s), _) => Some(s.0.clone()),
+                (None, Some(state)) => Some(
+                    state.client_secret(&name, &c.client_id(), &server.spec.issuer).map_err(StandaloneError::State)?,
+                ),
+                (None, None) => None,
             };
-            secret_hashes.push(hash_secret(&secret));
+            secret_hashes.extend(secret.map(|s| hash_secret(&s)));
         }
         clients.push(ClientInput { client: c.clone(), secret_hashes });
     }
@@ -94,7 +96,7 @@ pub fn compile_input(
 }
 
 /// Compiles every server in the files.
-pub fn compile_all(m: &Manifests, state: &StateDir) -> Result<Vec<Compiled>, StandaloneError> {
+pub fn compile_all(m: &Manifests, state: Option<&StateDir>) -> Result<Vec<Compiled>, StandaloneError> {
     if m.servers.is_empty() {
         return Err(StandaloneError::NoServer);
     }
@@ -105,7 +107,7 @@ pub fn compile_all(m: &Manifests, state: &StateDir) -> Result<Vec<Compiled>, Sta
 pub async fn serve(options: ServeOptions) -> Result<(), StandaloneError> {
     let manifests = load(&options.files)?;
     let state = StateDir::new(options.state_dir.clone());
-    let compiled = compile_all(&manifests, &state)?;
+    let compiled = compile_all(&manifests, Some(&state))?;
     let issuer = Issuer::new(options.issuer.clone(), Arc::new(MemoryStore::new()));
     for c in compiled {
         for r in &c.rejected {

@@ -10,7 +10,7 @@ fn examples() -> Manifests {
 fn examples_compile_without_rejections() {
     let dir = tempfile::tempdir().unwrap();
     let m = examples();
-    let compiled = compile_all(&m, &StateDir::new(dir.path().into())).unwrap();
+    let compiled = compile_all(&m, Some(&StateDir::new(dir.path().into()))).unwrap();
     assert_eq!(compiled.len(), 1);
     let c = &compiled[0];
     assert!(c.rejected.is_empty(), "{:?}", c.rejected);
@@ -44,7 +44,7 @@ fn secret_from_a_secret_manifest_wins_over_generation() {
     )
     .unwrap();
     let state = StateDir::new(dir.path().into());
-    let compiled = compile_all(&m, &state).unwrap();
+    let compiled = compile_all(&m, Some(&state)).unwrap();
     let api = compiled[0].config.client("team-orders.orders-api").unwrap();
     assert_eq!(api.secret_hashes, vec![crate::config::hash_secret("from-file")]);
     assert!(!state.client_file("payments", "team-orders.orders-api").unwrap().exists());
@@ -55,7 +55,7 @@ fn keys_are_created_on_first_run_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     let state = StateDir::new(dir.path().into());
     let m = examples();
-    let config = compile_all(&m, &state).unwrap().remove(0).config;
+    let config = compile_all(&m, Some(&state)).unwrap().remove(0).config;
     let now = jiff::Timestamp::now();
     let (first, due) = state.rotate_keys(&config, now).unwrap();
     assert_eq!(first.keys.len(), 1);
