@@ -92,6 +92,7 @@ impl TrustArgs {
         tessera::issuer::IssuerOptions {
             kubernetes_issuer: self.kubernetes_issuer.clone(),
             kubernetes_jwks_uri: self.kubernetes_jwks_uri.clone(),
+            kube_client: None,
         }
     }
 }

@@ -169,7 +169,7 @@ async fn verify_private_key_jwt(
         jwt::verify(assertion, &keys).map_err(assertion_error)?
     } else if let Some(uri) = &client.jwks_uri {
         // The client's own keys: iss of the lookup is irrelevant, the URI is registered.
-        issuer.trust.verify(assertion, "", Some(uri)).await.map_err(|e| match e {
+        issuer.trust.verify(assertion, super::trust::KeySource::Url(uri)).await.map_err(|e| match e {
             super::trust::TrustError::Jwt(j) => assertion_error(j),
             super::trust::TrustError::Fetch { .. } => OAuthError::invalid_client("client keys could not be fetched"),
         })?
@@ -211,15 +211,12 @@ async fn verify_service_account(
     if peeked.claims.get("iss").and_then(Value::as_str) != Some(k8s_issuer) {
         return Err(OAuthError::invalid_client("assertion issuer is not the cluster's ServiceAccount issuer"));
     }
-    let verified =
-        issuer.trust.verify(assertion, k8s_issuer, issuer.options.kubernetes_jwks_uri.as_deref()).await.map_err(
-            |e| match e {
-                super::trust::TrustError::Jwt(j) => assertion_error(j),
-                super::trust::TrustError::Fetch { .. } => {
-                    OAuthError::temporarily_unavailable("ServiceAccount issuer keys could not be fetched")
-                }
-            },
-        )?;
+    let verified = issuer.trust.verify(assertion, issuer.kubernetes_keys(k8s_issuer)).await.map_err(|e| match e {
+        super::trust::TrustError::Jwt(j) => assertion_error(j),
+        super::trust::TrustError::Fetch { .. } => {
+            OAuthError::temporarily_unavailable("ServiceAccount issuer keys could not be fetched")
+        }
+    })?;
     let audiences = assertion_audiences(served);
     let expect = jwt::Expectations { issuer: k8s_issuer, audiences: &audiences, now: unix_now(), leeway_secs: LEEWAY };
     jwt::check_claims(&verified.claims, &expect).map_err(assertion_error)?;

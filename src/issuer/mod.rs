@@ -46,12 +46,24 @@ pub enum ServeError {
 }
 
 /// Process-wide settings of the issuer.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct IssuerOptions {
     /// The cluster's ServiceAccount issuer URI (`iss` of projected tokens).
     pub kubernetes_issuer: Option<String>,
-    /// Its JWKS URL; default: from its discovery document.
+    /// Its JWKS URL; default: through `kube_client` if set, else from its discovery document.
     pub kubernetes_jwks_uri: Option<String>,
+    /// In a cluster: reads the ServiceAccount keys from the API server (`/openid/v1/jwks`).
+    pub kube_client: Option<kube::Client>,
+}
+
+impl std::fmt::Debug for IssuerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuerOptions")
+            .field("kubernetes_issuer", &self.kubernetes_issuer)
+            .field("kubernetes_jwks_uri", &self.kubernetes_jwks_uri)
+            .field("kube_client", &self.kube_client.is_some())
+            .finish()
+    }
 }
 
 /// One authorization server as served: its config, parsed keys and compiled policies.
@@ -115,9 +127,18 @@ impl Issuer {
             servers: ArcSwap::from_pointee(Vec::new()),
             store,
             limiter: rate_limit::RateLimiter::default(),
-            trust: trust::JwksFetcher::default(),
+            trust: trust::JwksFetcher::new(options.kube_client.clone()),
             options,
         })
+    }
+
+    /// Where the keys of the cluster's ServiceAccount issuer `iss` come from.
+    fn kubernetes_keys<'a>(&'a self, iss: &'a str) -> trust::KeySource<'a> {
+        match (&self.options.kubernetes_jwks_uri, &self.options.kube_client) {
+            (Some(uri), _) => trust::KeySource::Url(uri),
+            (None, Some(_)) => trust::KeySource::KubernetesApi,
+            (None, None) => trust::KeySource::Issuer { issuer: iss, jwks_uri: None },
+        }
     }
 
     /// Serves `served` in place of the server with the same namespace and name (or adds it).

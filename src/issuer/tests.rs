@@ -166,7 +166,7 @@ spec:
     let now = jiff::Timestamp::now();
     let key = keys::generate(SigningAlgorithm::ES256, now, now).unwrap();
     let served = Served::new(compiled.config, &keys::KeySet { keys: vec![key] }).unwrap();
-    let options = IssuerOptions { kubernetes_issuer: Some(kube.url.clone()), kubernetes_jwks_uri: None };
+    let options = IssuerOptions { kubernetes_issuer: Some(kube.url.clone()), ..Default::default() };
     let issuer = Issuer::new(options, Arc::new(MemoryStore::new()));
     issuer.replace(served);
     Harness { app: issuer.router(), issuer, kube, ci, client_key }

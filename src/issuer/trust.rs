@@ -26,6 +26,19 @@ pub enum TrustError {
 
 type Keys = Arc<Vec<Map<String, Value>>>;
 
+/// Where the keys of a token's issuer come from.
+#[derive(Clone, Copy, Debug)]
+pub enum KeySource<'a> {
+    /// The JWKS named by the issuer's discovery document, or `jwks_uri` when given.
+    Issuer { issuer: &'a str, jwks_uri: Option<&'a str> },
+    /// A registered JWKS URL (a client's `jwksUri`).
+    Url(&'a str),
+    /// The cluster's ServiceAccount keys, read through the API server with the pod's credentials.
+    KubernetesApi,
+}
+
+const KUBERNETES_JWKS_PATH: &str = "/openid/v1/jwks";
+
 struct Cached {
     keys: Keys,
     fetched: Instant,
@@ -33,8 +46,15 @@ struct Cached {
 
 pub struct JwksFetcher {
     http: reqwest::Client,
+    kube: Option<kube::Client>,
     jwks: Mutex<HashMap<String, Cached>>,
     discovered: Mutex<HashMap<String, String>>,
+}
+
+impl JwksFetcher {
+    pub fn new(kube: Option<kube::Client>) -> Self {
+        Self { kube, ..Self::default() }
+    }
 }
 
 impl Default for JwksFetcher {
@@ -44,13 +64,20 @@ impl Default for JwksFetcher {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_default();
-        Self { http, jwks: Mutex::default(), discovered: Mutex::default() }
+        Self { http, kube: None, jwks: Mutex::default(), discovered: Mutex::default() }
     }
 }
 
 impl JwksFetcher {
     async fn get_json(&self, url: &str) -> Result<Value, TrustError> {
         let fail = |m: String| TrustError::Fetch { url: url.to_owned(), message: m };
+        if url == KUBERNETES_JWKS_PATH {
+            let client = self.kube.as_ref().ok_or_else(|| fail("no Kubernetes client".into()))?;
+            let req =
+                axum::http::Request::get(KUBERNETES_JWKS_PATH).body(Vec::new()).map_err(|e| fail(e.to_string()))?;
+            let text = client.request_text(req).await.map_err(|e| fail(e.to_string()))?;
+            return serde_json::from_str(&text).map_err(|e| fail(e.to_string()));
+        }
         let resp = self.http.get(url).send().await.map_err(|e| fail(e.without_url().to_string()))?;
         if !resp.status().is_success() {
             return Err(fail(format!("status {}", resp.status())));
@@ -110,9 +137,13 @@ impl JwksFetcher {
         Ok(keys)
     }
 
-    /// Verifies the signature of `token` with the keys of `issuer`.
-    pub async fn verify(&self, token: &str, issuer: &str, jwks_uri: Option<&str>) -> Result<Jwt, TrustError> {
-        let url = self.jwks_url(issuer, jwks_uri).await?;
+    /// Verifies the signature of `token` with the keys of `source`.
+    pub async fn verify(&self, token: &str, source: KeySource<'_>) -> Result<Jwt, TrustError> {
+        let url = match source {
+            KeySource::Issuer { issuer, jwks_uri } => self.jwks_url(issuer, jwks_uri).await?,
+            KeySource::Url(u) => u.to_owned(),
+            KeySource::KubernetesApi => KUBERNETES_JWKS_PATH.to_owned(),
+        };
         let keys = self.keys(&url, false).await?;
         match jwt::verify(token, &keys) {
             Err(JwtError::UnknownKey) => {

@@ -34,8 +34,17 @@ fn data(secret: &Secret, key: &str) -> Option<Vec<u8>> {
 }
 
 /// Serves `namespace/server` from its Secrets until the process stops.
-pub async fn run(namespace: &str, server: &str, listen: SocketAddr, options: IssuerOptions) -> Result<(), WatchError> {
+pub async fn run(
+    namespace: &str,
+    server: &str,
+    listen: SocketAddr,
+    mut options: IssuerOptions,
+) -> Result<(), WatchError> {
     let client = kube::Client::try_default().await.map_err(|e| WatchError::Client(e.to_string()))?;
+    if options.kubernetes_issuer.is_none() {
+        options.kubernetes_issuer = service_account_issuer(&client).await;
+    }
+    options.kube_client = Some(client.clone());
     let secrets: Api<Secret> = Api::namespaced(client, namespace);
     let issuer = Issuer::new(options, Arc::new(MemoryStore::new()));
 
@@ -80,6 +89,23 @@ pub async fn run(namespace: &str, server: &str, listen: SocketAddr, options: Iss
     }
     http.abort();
     Err(WatchError::Watch("watch stream ended".into()))
+}
+
+/// The cluster's ServiceAccount issuer, from the API server's discovery document.
+async fn service_account_issuer(client: &kube::Client) -> Option<String> {
+    let req = axum::http::Request::get("/.well-known/openid-configuration").body(Vec::new()).ok()?;
+    match client.request_text(req).await {
+        Ok(text) => {
+            let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
+            let issuer = doc.get("issuer")?.as_str()?.to_owned();
+            tracing::info!(%issuer, "cluster ServiceAccount issuer discovered");
+            Some(issuer)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster ServiceAccount issuer unknown: ServiceAccount clients cannot authenticate");
+            None
+        }
+    }
 }
 
 fn load(config: &[u8], keys: &[u8]) -> Result<Served, String> {

@@ -1,10 +1,18 @@
 //! The variables CEL expressions see: client, user, request, server, subject.
 
+use std::sync::{Arc, OnceLock};
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::api::GrantType;
 use crate::config::{ClientConfig, ServerConfig};
+
+/// The standard CEL environment, built once per process (building it per request is costly).
+fn stdlib() -> &'static Arc<cel::Env> {
+    static ENV: OnceLock<Arc<cel::Env>> = OnceLock::new();
+    ENV.get_or_init(|| Arc::new(cel::Env::stdlib()))
+}
 
 /// The person a user grant is made for (null for machine grants).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -76,9 +84,9 @@ impl CelVariables {
         }
     }
 
-    /// A CEL context with the variables bound.
+    /// A CEL context with the variables bound, over the shared standard environment.
     pub fn context(&self) -> cel::Context<'_, '_> {
-        let mut ctx = cel::Context::default();
+        let mut ctx = cel::Context::with_env(stdlib().clone());
         for (name, value) in &self.values {
             ctx.add_variable_from_value(*name, value.clone());
         }

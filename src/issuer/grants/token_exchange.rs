@@ -9,7 +9,7 @@ use crate::config::ClientConfig;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
 use crate::issuer::token::TokenResponse;
-use crate::issuer::trust::TrustError;
+use crate::issuer::trust::{KeySource, TrustError};
 use crate::issuer::{Issuer, Served, unix_now};
 use crate::keys::jwt::{self, JwtError};
 
@@ -62,9 +62,12 @@ pub async fn token_exchange(
     let Some(trusted) = trusted else {
         return Err(OAuthError::invalid_grant("subject_token issuer is not trusted by this server"));
     };
-    let jwks_uri =
-        if trusted.kubernetes { issuer.options.kubernetes_jwks_uri.as_deref() } else { trusted.jwks_uri.as_deref() };
-    let verified = issuer.trust.verify(token, iss, jwks_uri).await.map_err(|e| match e {
+    let source = if trusted.kubernetes {
+        issuer.kubernetes_keys(iss)
+    } else {
+        KeySource::Issuer { issuer: iss, jwks_uri: trusted.jwks_uri.as_deref() }
+    };
+    let verified = issuer.trust.verify(token, source).await.map_err(|e| match e {
         TrustError::Jwt(j) => subject_error(j),
         TrustError::Fetch { .. } => {
             OAuthError::temporarily_unavailable("keys of the subject_token issuer could not be fetched")
