@@ -1,3 +1,5 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -16,34 +18,176 @@ enum Command {
     Crds {
         /// Write `<name>.yaml` files into this directory instead of printing.
         #[arg(long)]
-        dir: Option<std::path::PathBuf>,
+        dir: Option<PathBuf>,
     },
     /// Run the controllers that turn AuthorizationServers into issuer workloads.
     Operator(tessera::operator::OperatorArgs),
+    /// Serve authorization servers straight from resource files, without a cluster.
+    Serve(ServeArgs),
+    /// Run the issuer of one server in a cluster, from its config and keys Secrets.
+    Issuer(IssuerArgs),
+    /// Show which policy and rule a token request matches, and the token's claims.
+    Preview(PreviewArgs),
+}
+
+#[derive(clap::Args)]
+struct IssuerArgs {
+    #[arg(long, env = "TESSERA_NAMESPACE")]
+    namespace: String,
+    /// Name of the AuthorizationServer.
+    #[arg(long, env = "TESSERA_SERVER")]
+    server: String,
+    #[arg(long, default_value = "0.0.0.0:8080", env = "TESSERA_LISTEN")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    trust: TrustArgs,
+}
+
+#[derive(clap::Args)]
+struct PreviewArgs {
+    /// Resource files or directories.
+    #[arg(short = 'f', long = "filename", default_value = "examples")]
+    files: Vec<PathBuf>,
+    /// The AuthorizationServer, when the files hold several.
+    #[arg(long)]
+    server: Option<String>,
+    #[arg(long)]
+    client: String,
+    /// client_credentials, token-exchange, ... (or the full URN).
+    #[arg(long, default_value = "client_credentials")]
+    grant_type: String,
+    /// Requested scopes; none: the server's defaults.
+    #[arg(long, num_args = 1..)]
+    scope: Vec<String>,
+    /// A JWT whose claims become `subject` (its signature is not checked by preview).
+    #[arg(long)]
+    subject_token: Option<PathBuf>,
+}
+
+fn read_subject(path: &std::path::Path) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    tessera::keys::jwt::peek(text.trim()).map(|j| j.claims).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Resource files or directories (multi-document YAML).
+    #[arg(short = 'f', long = "filename", default_value = "examples")]
+    files: Vec<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1:8080", env = "TESSERA_LISTEN")]
+    listen: SocketAddr,
+    /// Where keys and generated client secrets are kept.
+    #[arg(long, default_value = ".tessera", env = "TESSERA_STATE_DIR")]
+    state_dir: PathBuf,
+    #[command(flatten)]
+    trust: TrustArgs,
+}
+
+#[derive(clap::Args, Clone)]
+struct TrustArgs {
+    /// The cluster's ServiceAccount issuer (`iss` of projected tokens), for ServiceAccount clients.
+    #[arg(long, env = "TESSERA_KUBERNETES_ISSUER")]
+    kubernetes_issuer: Option<String>,
+    /// Its JWKS URL; default: from its discovery document.
+    #[arg(long, env = "TESSERA_KUBERNETES_JWKS_URI")]
+    kubernetes_jwks_uri: Option<String>,
+}
+
+impl TrustArgs {
+    fn options(&self) -> tessera::issuer::IssuerOptions {
+        tessera::issuer::IssuerOptions {
+            kubernetes_issuer: self.kubernetes_issuer.clone(),
+            kubernetes_jwks_uri: self.kubernetes_jwks_uri.clone(),
+            kube_client: None,
+        }
+    }
+}
+
+fn init_tracing() {
+    tessera::telemetry::init();
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::FAILURE
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Crds { dir } => report(print_crds(dir.as_deref())),
-        Command::Operator(args) => report(run_async(tessera::operator::main(args))),
+        Command::Operator(args) => {
+            tessera::telemetry::init();
+            match runtime().map(|rt| rt.block_on(tessera::operator::main(args))) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => fail(format!("{e:#}")),
+                Err(e) => fail(e),
+            }
+        }
+        Command::Serve(args) => {
+            init_tracing();
+            let options = tessera::standalone::ServeOptions {
+                files: args.files,
+                listen: args.listen,
+                state_dir: args.state_dir,
+                issuer: args.trust.options(),
+            };
+            match runtime().map(|rt| rt.block_on(tessera::standalone::serve(options))) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => fail(e),
+                Err(e) => fail(e),
+            }
+        }
+        Command::Issuer(args) => {
+            init_tracing();
+            let run = tessera::issuer::watch::run(&args.namespace, &args.server, args.listen, args.trust.options());
+            match runtime().map(|rt| rt.block_on(run)) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => fail(e),
+                Err(e) => fail(e),
+            }
+        }
+        Command::Preview(args) => {
+            let subject = match args.subject_token.as_deref().map(read_subject).transpose() {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            let request = tessera::standalone::preview::PreviewRequest {
+                server: args.server,
+                client_id: args.client,
+                grant_type: args.grant_type,
+                scopes: args
+                    .scope
+                    .iter()
+                    .flat_map(|s| s.split(' '))
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                subject,
+            };
+            match tessera::standalone::load(&args.files)
+                .map_err(tessera::standalone::StandaloneError::from)
+                .and_then(|m| tessera::standalone::preview::preview(&m, &request))
+            {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
     }
 }
 
 fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(format!("{e:#}")),
     }
-}
-
-/// Runs an async subcommand on a multi-threaded runtime, with JSON logs on stderr.
-fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    tessera::telemetry::init();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(fut)
 }
 
 fn print_crds(dir: Option<&std::path::Path>) -> anyhow::Result<()> {

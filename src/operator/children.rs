@@ -164,19 +164,11 @@ pub fn deployment(server: &AuthorizationServer, ctx: &BuildContext) -> Deploymen
     let w = &server.spec.workload;
     let mut pod_labels = w.pod_labels.clone();
     pod_labels.extend(labels(&name));
-    let mut volumes = vec![json!({ "name": "tmp", "emptyDir": { "sizeLimit": "16Mi" } })];
-    let mut mounts = vec![json!({ "name": "tmp", "mountPath": "/tmp" })];
-    let scheme = if let Some(tls) = &server.spec.tls {
-        volumes.push(json!({ "name": "tls", "secret": { "secretName": tls.secret_name } }));
-        mounts.push(json!({ "name": "tls", "mountPath": "/etc/tessera/tls", "readOnly": true }));
-        "HTTPS"
-    } else {
-        "HTTP"
-    };
-    let mut args = issuer_args(server);
-    if server.spec.tls.is_some() {
-        args.extend(["--tls-dir".into(), "/etc/tessera/tls".into()]);
-    }
+    // spec.tls is not served by the issuer yet: TLS terminates at the gateway in front of it.
+    let volumes = vec![json!({ "name": "tmp", "emptyDir": { "sizeLimit": "16Mi" } })];
+    let mounts = vec![json!({ "name": "tmp", "mountPath": "/tmp" })];
+    let scheme = "HTTP";
+    let args = issuer_args(server);
     let probe = |path: &str, period: i32| json!({ "httpGet": { "path": path, "port": "http", "scheme": scheme }, "periodSeconds": period, "timeoutSeconds": 2 });
     let mut deployment: Deployment = from_json(json!({
         "spec": {

@@ -1,0 +1,227 @@
+//! Client authentication, the step before any grant logic: client_secret_basic,
+//! client_secret_post, private_key_jwt, a Kubernetes ServiceAccount token as RFC 7523
+//! client assertion, or none for public clients.
+
+use axum::http::{HeaderMap, header};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::Value;
+
+use super::error::OAuthError;
+use super::form::Form;
+use super::{Issuer, Served, unix_now};
+use crate::api::AuthMethod;
+use crate::config::ClientConfig;
+use crate::keys::jwt::{self, JwtError};
+
+pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// Algorithms accepted for client assertions (never `none`, never HMAC).
+pub const ASSERTION_ALGS: [&str; 4] = ["RS256", "PS256", "ES256", "EdDSA"];
+/// Longest lifetime of a private_key_jwt assertion we accept (bounds the replay cache).
+const MAX_ASSERTION_LIFETIME: i64 = 3600;
+const LEEWAY: i64 = 30;
+
+/// Credentials as presented, before they are checked.
+pub enum Presented {
+    Secret { secret: String, basic: bool },
+    Assertion(String),
+    None,
+}
+
+impl std::fmt::Debug for Presented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Secret { basic: true, .. } => "client_secret_basic",
+            Self::Secret { basic: false, .. } => "client_secret_post",
+            Self::Assertion(_) => "client_assertion",
+            Self::None => "none",
+        })
+    }
+}
+
+fn failed() -> OAuthError {
+    OAuthError::invalid_client("client authentication failed")
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned())
+}
+
+/// Finds which client the request claims to be and how it authenticates.
+pub fn identify<'a>(
+    served: &'a Served,
+    headers: &HeaderMap,
+    form: &Form,
+) -> Result<(&'a ClientConfig, Presented), OAuthError> {
+    let basic = match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        Some(v) if v.len() > 6 && v[..6].eq_ignore_ascii_case("basic ") => {
+            let raw = STANDARD.decode(v[6..].trim()).map_err(|_| failed())?;
+            let raw = String::from_utf8(raw).map_err(|_| failed())?;
+            let (id, secret) = raw.split_once(':').ok_or_else(failed)?;
+            Some((percent_decode(id).ok_or_else(failed)?, percent_decode(secret).ok_or_else(failed)?))
+        }
+        Some(_) => return Err(failed()),
+        None => None,
+    };
+    let assertion = match (form.get("client_assertion_type"), form.get("client_assertion")) {
+        (Some(ASSERTION_TYPE), Some(a)) => Some(a),
+        (None, None) => None,
+        _ => return Err(OAuthError::invalid_client("unsupported client_assertion_type")),
+    };
+    let post_secret = form.get("client_secret");
+    let presented = [basic.is_some(), assertion.is_some(), post_secret.is_some()].iter().filter(|b| **b).count();
+    if presented > 1 {
+        return Err(OAuthError::invalid_request("use exactly one client authentication method"));
+    }
+    let form_id = form.get("client_id");
+    let (client_id, credential) = if let Some((id, secret)) = basic {
+        if form_id.is_some_and(|f| f != id) {
+            return Err(OAuthError::invalid_request("client_id does not match the Authorization header"));
+        }
+        (id, Presented::Secret { secret, basic: true })
+    } else if let Some(assertion) = assertion {
+        let peeked = jwt::peek(assertion).map_err(|_| failed())?;
+        let sub = peeked.claims.get("sub").and_then(Value::as_str).unwrap_or_default();
+        let id = match form_id {
+            Some(id) => id.to_owned(),
+            None => match served
+                .config
+                .clients
+                .iter()
+                .find(|c| c.service_account.as_ref().is_some_and(|sa| sa.subject() == sub))
+            {
+                Some(c) => c.client_id.clone(),
+                None => sub.to_owned(),
+            },
+        };
+        (id, Presented::Assertion(assertion.to_owned()))
+    } else if let Some(secret) = post_secret {
+        let id = form_id.ok_or_else(|| OAuthError::invalid_request("client_id is required with client_secret"))?;
+        (id.to_owned(), Presented::Secret { secret: secret.to_owned(), basic: false })
+    } else {
+        let id = form_id.ok_or_else(failed)?;
+        (id.to_owned(), Presented::None)
+    };
+    let client = served.config.client(&client_id).ok_or_else(failed)?;
+    Ok((client, credential))
+}
+
+/// Checks the presented credentials against the client's registered method.
+pub async fn verify(
+    issuer: &Issuer,
+    served: &Served,
+    client: &ClientConfig,
+    presented: &Presented,
+) -> Result<(), OAuthError> {
+    match (client.auth_method, presented) {
+        (AuthMethod::ClientSecretBasic, Presented::Secret { secret, basic: true })
+        | (AuthMethod::ClientSecretPost, Presented::Secret { secret, basic: false }) => {
+            verify_secret(served, client, secret)
+        }
+        (AuthMethod::PrivateKeyJwt, Presented::Assertion(a)) => verify_private_key_jwt(issuer, served, client, a).await,
+        (AuthMethod::ServiceAccount, Presented::Assertion(a)) => {
+            verify_service_account(issuer, served, client, a).await
+        }
+        (AuthMethod::None, Presented::None) => Ok(()),
+        _ => Err(OAuthError::invalid_client("client is registered for another authentication method")),
+    }
+}
+
+fn verify_secret(served: &Served, client: &ClientConfig, secret: &str) -> Result<(), OAuthError> {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes());
+    let hashes = served.secret_hashes.get(&client.client_id).map(Vec::as_slice).unwrap_or_default();
+    // Compare with every valid hash, in constant time, without stopping at the first match.
+    let mut ok = false;
+    for h in hashes {
+        ok |= aws_lc_rs::constant_time::verify_slices_are_equal(h, digest.as_ref()).is_ok();
+    }
+    if ok { Ok(()) } else { Err(failed()) }
+}
+
+fn assertion_error(e: JwtError) -> OAuthError {
+    match e {
+        JwtError::Algorithm(a) => OAuthError::invalid_client(format!("assertion algorithm {a} is not accepted")),
+        JwtError::Expired => OAuthError::invalid_client("assertion expired"),
+        JwtError::Audience => OAuthError::invalid_client("assertion audience is not this server"),
+        JwtError::Issuer => OAuthError::invalid_client("assertion issuer is not accepted"),
+        _ => failed(),
+    }
+}
+
+/// Audiences a client assertion may name: the token endpoint or the issuer.
+fn assertion_audiences(served: &Served) -> Vec<String> {
+    vec![
+        served.endpoint("/v1/token"),
+        served.config.issuer.clone(),
+        served.endpoint("/v1/introspect"),
+        served.endpoint("/v1/revoke"),
+    ]
+}
+
+async fn verify_private_key_jwt(
+    issuer: &Issuer,
+    served: &Served,
+    client: &ClientConfig,
+    assertion: &str,
+) -> Result<(), OAuthError> {
+    let verified = if let Some(jwks) = &client.jwks {
+        let keys: Vec<_> = jwks.keys.iter().map(|k| k.0.clone()).collect();
+        jwt::verify(assertion, &keys).map_err(assertion_error)?
+    } else if let Some(uri) = &client.jwks_uri {
+        // The client's own keys: iss of the lookup is irrelevant, the URI is registered.
+        issuer.trust.verify(assertion, super::trust::KeySource::Url(uri)).await.map_err(|e| match e {
+            super::trust::TrustError::Jwt(j) => assertion_error(j),
+            super::trust::TrustError::Fetch { .. } => OAuthError::invalid_client("client keys could not be fetched"),
+        })?
+    } else {
+        return Err(failed());
+    };
+    let now = unix_now();
+    let c = &verified.claims;
+    let audiences = assertion_audiences(served);
+    let expect = jwt::Expectations { issuer: &client.client_id, audiences: &audiences, now, leeway_secs: LEEWAY };
+    jwt::check_claims(c, &expect).map_err(assertion_error)?;
+    if c.get("sub").and_then(Value::as_str) != Some(client.client_id.as_str()) {
+        return Err(OAuthError::invalid_client("assertion sub must be the client_id"));
+    }
+    let exp = c.get("exp").and_then(Value::as_i64).unwrap_or(0);
+    if exp - now > MAX_ASSERTION_LIFETIME {
+        return Err(OAuthError::invalid_client("assertion lifetime is too long"));
+    }
+    let jti = c.get("jti").and_then(Value::as_str).ok_or_else(|| OAuthError::invalid_client("assertion has no jti"))?;
+    let key = format!("{}/{}/assertion/{}/{jti}", served.config.namespace, served.config.name, client.client_id);
+    match issuer.store.first_use(&key, exp + LEEWAY, now).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(OAuthError::invalid_client("assertion jti was already used")),
+        Err(_) => Err(OAuthError::temporarily_unavailable("token state unavailable")),
+    }
+}
+
+async fn verify_service_account(
+    issuer: &Issuer,
+    served: &Served,
+    client: &ClientConfig,
+    assertion: &str,
+) -> Result<(), OAuthError> {
+    let Some(sa) = &client.service_account else { return Err(failed()) };
+    let Some(k8s_issuer) = issuer.options.kubernetes_issuer.as_deref() else {
+        return Err(OAuthError::invalid_client("this issuer does not know the cluster's ServiceAccount issuer"));
+    };
+    let peeked = jwt::peek(assertion).map_err(|_| failed())?;
+    if peeked.claims.get("iss").and_then(Value::as_str) != Some(k8s_issuer) {
+        return Err(OAuthError::invalid_client("assertion issuer is not the cluster's ServiceAccount issuer"));
+    }
+    let verified = issuer.trust.verify(assertion, issuer.kubernetes_keys(k8s_issuer)).await.map_err(|e| match e {
+        super::trust::TrustError::Jwt(j) => assertion_error(j),
+        super::trust::TrustError::Fetch { .. } => {
+            OAuthError::temporarily_unavailable("ServiceAccount issuer keys could not be fetched")
+        }
+    })?;
+    let audiences = assertion_audiences(served);
+    let expect = jwt::Expectations { issuer: k8s_issuer, audiences: &audiences, now: unix_now(), leeway_secs: LEEWAY };
+    jwt::check_claims(&verified.claims, &expect).map_err(assertion_error)?;
+    if verified.claims.get("sub").and_then(Value::as_str) != Some(sa.subject().as_str()) {
+        return Err(OAuthError::invalid_client("ServiceAccount is not the one bound to this client"));
+    }
+    Ok(())
+}

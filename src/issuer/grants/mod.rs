@@ -1,0 +1,116 @@
+//! One handler per grant type, sharing the policy decision and the minting of the token.
+
+mod client_credentials;
+mod refresh_token;
+mod token_exchange;
+
+pub use client_credentials::client_credentials;
+pub use refresh_token::refresh_token;
+pub use token_exchange::token_exchange;
+
+use serde_json::{Map, Value};
+
+use super::Served;
+use super::access_token::{AccessTokenClaims, audience_value, new_jti};
+use super::error::OAuthError;
+use super::token::TokenResponse;
+use crate::api::{GrantType, TokenKind};
+use crate::config::ClientConfig;
+use crate::policy::{CelVariables, Denial, TokenRequest};
+
+/// Longest `scope` parameter accepted (as Okta).
+const MAX_SCOPE_LEN: usize = 1024;
+
+/// The `scope` parameter: space-separated RFC 6749 scope-tokens, or `None` when absent.
+pub fn parse_scope(param: Option<&str>) -> Result<Option<Vec<String>>, OAuthError> {
+    let Some(s) = param else { return Ok(None) };
+    if s.len() > MAX_SCOPE_LEN {
+        return Err(OAuthError::invalid_scope("scope is too long"));
+    }
+    let valid = |t: &str| t.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
+    let mut out: Vec<String> = Vec::new();
+    for t in s.split(' ').filter(|t| !t.is_empty()) {
+        if !valid(t) {
+            return Err(OAuthError::invalid_scope("scope contains characters RFC 6749 does not allow"));
+        }
+        if !out.iter().any(|o| o == t) {
+            out.push(t.to_owned());
+        }
+    }
+    Ok(if out.is_empty() { None } else { Some(out) })
+}
+
+/// What a grant asks for once its own checks passed.
+pub struct Minting<'a> {
+    pub client: &'a ClientConfig,
+    pub grant: GrantType,
+    pub scopes: Option<Vec<String>>,
+    pub sub: String,
+    pub subject: Option<Map<String, Value>>,
+}
+
+/// Decides by policy, evaluates claims, signs, and writes the audit line.
+pub fn mint(served: &Served, m: Minting<'_>) -> Result<TokenResponse, OAuthError> {
+    let c = &served.config;
+    let audience = c.audiences.clone();
+    let request = TokenRequest {
+        client: m.client,
+        grant_type: m.grant,
+        scopes: m.scopes,
+        user: None,
+        subject: m.subject.as_ref(),
+        audience: audience.clone(),
+    };
+    let decision = served.engine.decide(c, &request);
+    let grant = match decision.outcome {
+        Ok(g) => g,
+        Err(Denial::InvalidScope) => return Err(OAuthError::invalid_scope(decision.denial_description())),
+        Err(Denial::AccessDenied) => return Err(OAuthError::access_denied(decision.denial_description())),
+    };
+    let vars = CelVariables::new(c, m.client, m.grant, &grant.scopes, &audience, None, m.subject.as_ref());
+    let (custom, errors) = served.engine.claims(TokenKind::AccessToken, &vars, &grant.scopes);
+    for (claim, error) in errors {
+        tracing::warn!(server = %c.name, client = %m.client.client_id, claim, error, "claim expression failed; claim omitted");
+    }
+    let ts = jiff::Timestamp::now();
+    let now = ts.as_second();
+    let lifetime = grant.access_token_lifetime_secs;
+    let jti = new_jti().ok_or_else(|| OAuthError::server_error("could not generate a token id"))?;
+    let claims = AccessTokenClaims {
+        ver: 1,
+        jti,
+        iss: c.issuer.clone(),
+        aud: audience_value(&audience),
+        iat: now,
+        exp: now + i64::try_from(lifetime).unwrap_or(3600),
+        cid: m.client.client_id.clone(),
+        uid: None,
+        scp: grant.scopes.clone(),
+        sub: m.sub,
+        client_id: m.client.client_id.clone(),
+        custom,
+    };
+    let (token, kid) = served.keys.sign_access_token(ts, &claims).map_err(|e| {
+        tracing::error!(server = %c.name, error = %e, "cannot sign");
+        OAuthError::temporarily_unavailable("no signing key is active")
+    })?;
+    tracing::info!(
+        target: "tessera::audit",
+        server = %format_args!("{}/{}", c.namespace, c.name),
+        client = %m.client.client_id,
+        grant = m.grant.as_str(),
+        scopes = %grant.scopes.join(" "),
+        policy = %grant.policy,
+        rule = %grant.rule,
+        kid,
+        jti = %claims.jti,
+        "token issued"
+    );
+    Ok(TokenResponse {
+        access_token: token,
+        token_type: "Bearer",
+        expires_in: lifetime,
+        scope: grant.scopes.join(" "),
+        issued_token_type: None,
+    })
+}

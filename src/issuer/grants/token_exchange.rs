@@ -1,0 +1,89 @@
+//! RFC 8693 token exchange: a JWT from a trusted issuer (a Kubernetes ServiceAccount token,
+//! a CI provider's OIDC token, ...) becomes an access token of this server.
+
+use serde_json::Value;
+
+use super::{Minting, mint, parse_scope};
+use crate::api::GrantType;
+use crate::config::ClientConfig;
+use crate::issuer::error::OAuthError;
+use crate::issuer::form::Form;
+use crate::issuer::token::TokenResponse;
+use crate::issuer::trust::{KeySource, TrustError};
+use crate::issuer::{Issuer, Served, unix_now};
+use crate::keys::jwt::{self, JwtError};
+
+const JWT_TYPES: [&str; 3] = [
+    "urn:ietf:params:oauth:token-type:jwt",
+    "urn:ietf:params:oauth:token-type:id_token",
+    "urn:ietf:params:oauth:token-type:access_token",
+];
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+fn subject_error(e: JwtError) -> OAuthError {
+    OAuthError::invalid_grant(format!("subject_token is not acceptable: {e}"))
+}
+
+pub async fn token_exchange(
+    issuer: &Issuer,
+    served: &Served,
+    client: &ClientConfig,
+    form: &Form,
+) -> Result<TokenResponse, OAuthError> {
+    let token = form.require("subject_token")?;
+    let token_type = form.require("subject_token_type")?;
+    if !JWT_TYPES.contains(&token_type) {
+        return Err(OAuthError::invalid_request("subject_token_type must be a JWT token type"));
+    }
+    if form.get("actor_token").is_some() {
+        return Err(OAuthError::invalid_request("actor_token is not supported"));
+    }
+    if let Some(t) = form.get("requested_token_type")
+        && t != ACCESS_TOKEN_TYPE
+    {
+        return Err(OAuthError::invalid_request("only access tokens can be requested"));
+    }
+    for aud in ["audience", "resource"].into_iter().filter_map(|p| form.get(p)) {
+        if !served.config.audiences.iter().any(|a| a == aud) {
+            return Err(OAuthError {
+                code: "invalid_target",
+                ..OAuthError::invalid_request("audience is not served here")
+            });
+        }
+    }
+    let peeked = jwt::peek(token).map_err(subject_error)?;
+    let iss = peeked.claims.get("iss").and_then(Value::as_str).unwrap_or_default();
+    let k8s = issuer.options.kubernetes_issuer.as_deref();
+    let trusted = served
+        .config
+        .trusted_issuers
+        .iter()
+        .find(|t| t.issuer.as_deref() == Some(iss) || (t.kubernetes && k8s == Some(iss)));
+    let Some(trusted) = trusted else {
+        return Err(OAuthError::invalid_grant("subject_token issuer is not trusted by this server"));
+    };
+    let source = if trusted.kubernetes {
+        issuer.kubernetes_keys(iss)
+    } else {
+        KeySource::Issuer { issuer: iss, jwks_uri: trusted.jwks_uri.as_deref() }
+    };
+    let verified = issuer.trust.verify(token, source).await.map_err(|e| match e {
+        TrustError::Jwt(j) => subject_error(j),
+        TrustError::Fetch { .. } => {
+            OAuthError::temporarily_unavailable("keys of the subject_token issuer could not be fetched")
+        }
+    })?;
+    let expect = jwt::Expectations { issuer: iss, audiences: &trusted.audiences, now: unix_now(), leeway_secs: 30 };
+    jwt::check_claims(&verified.claims, &expect).map_err(subject_error)?;
+    let sub = verified
+        .claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .ok_or_else(|| OAuthError::invalid_grant("subject_token has no sub"))?
+        .to_owned();
+    let scopes = parse_scope(form.get("scope"))?;
+    let mut resp =
+        mint(served, Minting { client, grant: GrantType::TokenExchange, scopes, sub, subject: Some(verified.claims) })?;
+    resp.issued_token_type = Some(ACCESS_TOKEN_TYPE);
+    Ok(resp)
+}

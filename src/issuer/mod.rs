@@ -1,0 +1,280 @@
+//! The issuer: an HTTP server for one or more authorization servers, routed by the path of
+//! each issuer URI. Config and keys of a server are swapped together, atomically.
+
+mod access_token;
+mod client_auth;
+mod cors;
+mod discovery;
+pub mod error;
+mod form;
+mod grants;
+mod introspect;
+mod jwks;
+mod rate_limit;
+mod revoke;
+mod token;
+pub mod trust;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::config::ServerConfig;
+use crate::keys::{ActiveKeys, KeyError, KeySet};
+use crate::policy::{PolicyEngine, PolicyError};
+use crate::store::TokenStore;
+
+pub use access_token::AccessTokenClaims;
+use error::OAuthError;
+
+/// Largest request body any endpoint reads.
+pub const MAX_BODY: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+/// Process-wide settings of the issuer.
+#[derive(Clone, Default)]
+pub struct IssuerOptions {
+    /// The cluster's ServiceAccount issuer URI (`iss` of projected tokens).
+    pub kubernetes_issuer: Option<String>,
+    /// Its JWKS URL; default: through `kube_client` if set, else from its discovery document.
+    pub kubernetes_jwks_uri: Option<String>,
+    /// In a cluster: reads the ServiceAccount keys from the API server (`/openid/v1/jwks`).
+    pub kube_client: Option<kube::Client>,
+}
+
+impl std::fmt::Debug for IssuerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuerOptions")
+            .field("kubernetes_issuer", &self.kubernetes_issuer)
+            .field("kubernetes_jwks_uri", &self.kubernetes_jwks_uri)
+            .field("kube_client", &self.kube_client.is_some())
+            .finish()
+    }
+}
+
+/// One authorization server as served: its config, parsed keys and compiled policies.
+pub struct Served {
+    pub config: ServerConfig,
+    pub keys: ActiveKeys,
+    pub engine: PolicyEngine,
+    /// Decoded client secret hashes by client id.
+    secret_hashes: HashMap<String, Vec<[u8; 32]>>,
+}
+
+impl std::fmt::Debug for Served {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Served").field("issuer", &self.config.issuer).field("keys", &self.keys).finish_non_exhaustive()
+    }
+}
+
+fn decode_hash(hex: &str) -> Option<[u8; 32]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Served {
+    /// Parses keys and compiles policies once; the result is swapped in whole.
+    pub fn new(config: ServerConfig, keys: &KeySet) -> Result<Self, ServeError> {
+        let engine = PolicyEngine::new(&config)?;
+        let keys = ActiveKeys::new(keys)?;
+        let secret_hashes = config
+            .clients
+            .iter()
+            .map(|c| (c.client_id.clone(), c.secret_hashes.iter().filter_map(|h| decode_hash(h)).collect()))
+            .collect();
+        Ok(Self { config, keys, engine, secret_hashes })
+    }
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.config.issuer)
+    }
+}
+
+/// The servers this process serves, and the state their requests share.
+pub struct Issuer {
+    servers: ArcSwap<Vec<Arc<Served>>>,
+    store: Arc<dyn TokenStore>,
+    limiter: rate_limit::RateLimiter,
+    trust: trust::JwksFetcher,
+    options: IssuerOptions,
+}
+
+impl Issuer {
+    pub fn new(options: IssuerOptions, store: Arc<dyn TokenStore>) -> Arc<Self> {
+        Arc::new(Self {
+            servers: ArcSwap::from_pointee(Vec::new()),
+            store,
+            limiter: rate_limit::RateLimiter::default(),
+            trust: trust::JwksFetcher::new(options.kube_client.clone()),
+            options,
+        })
+    }
+
+    /// Where the keys of the cluster's ServiceAccount issuer `iss` come from.
+    fn kubernetes_keys<'a>(&'a self, iss: &'a str) -> trust::KeySource<'a> {
+        match (&self.options.kubernetes_jwks_uri, &self.options.kube_client) {
+            (Some(uri), _) => trust::KeySource::Url(uri),
+            (None, Some(_)) => trust::KeySource::KubernetesApi,
+            (None, None) => trust::KeySource::Issuer { issuer: iss, jwks_uri: None },
+        }
+    }
+
+    /// Serves `served` in place of the server with the same namespace and name (or adds it).
+    pub fn replace(&self, served: Served) {
+        let served = Arc::new(served);
+        self.servers.rcu(|current| {
+            let mut next: Vec<Arc<Served>> = current
+                .iter()
+                .filter(|s| !(s.config.namespace == served.config.namespace && s.config.name == served.config.name))
+                .cloned()
+                .collect();
+            next.push(served.clone());
+            next
+        });
+    }
+
+    /// The server currently served under `namespace/name`.
+    pub fn current(&self, namespace: &str, name: &str) -> Option<Arc<Served>> {
+        self.servers.load().iter().find(|s| s.config.namespace == namespace && s.config.name == name).cloned()
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/livez", axum::routing::get(|| async { "ok" }))
+            .route("/readyz", axum::routing::get(readyz))
+            .fallback(dispatch)
+            .with_state(self.clone())
+    }
+
+    /// Finds the server and endpoint of `path`; the longest issuer path wins.
+    fn route(&self, path: &str) -> Option<(Arc<Served>, Endpoint)> {
+        let servers = self.servers.load();
+        let mut best: Option<(usize, Arc<Served>, Endpoint)> = None;
+        for s in servers.iter() {
+            let base = s.config.issuer_path();
+            let endpoint = match path.strip_prefix(base) {
+                Some(rest) => Endpoint::parse(rest),
+                None => None,
+            }
+            .or_else(|| {
+                // RFC 8414 §3.1: the well-known segment goes before the issuer's path.
+                let rest = path.strip_suffix(base).filter(|_| !base.is_empty())?;
+                match rest {
+                    "/.well-known/oauth-authorization-server" => Some(Endpoint::AuthorizationServerMetadata),
+                    "/.well-known/openid-configuration" => Some(Endpoint::OpenIdConfiguration),
+                    _ => None,
+                }
+            });
+            if let Some(e) = endpoint
+                && best.as_ref().is_none_or(|(len, _, _)| base.len() > *len)
+            {
+                best = Some((base.len(), s.clone(), e));
+            }
+        }
+        best.map(|(_, s, e)| (s, e))
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    OpenIdConfiguration,
+    AuthorizationServerMetadata,
+    Keys,
+    Token,
+    Introspect,
+    Revoke,
+}
+
+impl Endpoint {
+    fn parse(rest: &str) -> Option<Self> {
+        Some(match rest {
+            "/.well-known/openid-configuration" => Self::OpenIdConfiguration,
+            "/.well-known/oauth-authorization-server" => Self::AuthorizationServerMetadata,
+            "/v1/keys" => Self::Keys,
+            "/v1/token" => Self::Token,
+            "/v1/introspect" => Self::Introspect,
+            "/v1/revoke" => Self::Revoke,
+            _ => return None,
+        })
+    }
+
+    fn methods(self) -> &'static [Method] {
+        match self {
+            Self::OpenIdConfiguration | Self::AuthorizationServerMetadata | Self::Keys => &[Method::GET, Method::HEAD],
+            Self::Token | Self::Introspect | Self::Revoke => &[Method::POST],
+        }
+    }
+}
+
+/// What an endpoint handler reads of a request.
+pub(crate) struct Incoming {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// Ready once a server's config and keys are loaded (in a cluster: both Secrets were read).
+async fn readyz(State(issuer): State<Arc<Issuer>>) -> Response {
+    if issuer.servers.load().is_empty() {
+        (StatusCode::SERVICE_UNAVAILABLE, "no server loaded yet").into_response()
+    } else {
+        (StatusCode::OK, "ok").into_response()
+    }
+}
+
+async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Some((served, endpoint)) = issuer.route(parts.uri.path()) else {
+        return OAuthError::not_found().into_response();
+    };
+    let origin = cors::allowed_origin(&served.config, &parts.headers);
+    if parts.method == Method::OPTIONS {
+        return cors::preflight(origin, endpoint.methods());
+    }
+    if !endpoint.methods().contains(&parts.method) {
+        return cors::decorate(OAuthError::method_not_allowed().into_response(), origin);
+    }
+    let body = match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => return cors::decorate(OAuthError::too_large().into_response(), origin),
+    };
+    let incoming = Incoming { headers: parts.headers, body };
+    let response = match endpoint {
+        Endpoint::OpenIdConfiguration => discovery::openid_configuration(&served),
+        Endpoint::AuthorizationServerMetadata => discovery::authorization_server_metadata(&served),
+        Endpoint::Keys => jwks::keys(&served),
+        Endpoint::Token => token::token(&issuer, &served, &incoming).await,
+        Endpoint::Introspect => introspect::introspect(&issuer, &served, &incoming).await,
+        Endpoint::Revoke => revoke::revoke(&issuer, &served, &incoming).await,
+    };
+    cors::decorate(response, origin)
+}
+
+/// Current Unix time in seconds.
+pub(crate) fn unix_now() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,41 @@
+//! `/v1/revoke` (RFC 7009): a client revokes its own access tokens.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::access_token::verify_own;
+use super::error::OAuthError;
+use super::form::Form;
+use super::{Incoming, Issuer, Served, client_auth, unix_now};
+
+pub async fn revoke(issuer: &Issuer, served: &Served, req: &Incoming) -> Response {
+    match handle(issuer, served, req).await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(issuer: &Issuer, served: &Served, req: &Incoming) -> Result<(), OAuthError> {
+    let form = Form::parse(&req.headers, &req.body)?;
+    let (client, presented) = client_auth::identify(served, &req.headers, &form)?;
+    client_auth::verify(issuer, served, client, &presented).await?;
+    let token = form.require("token")?;
+    if let Some(hint) = form.get("token_type_hint")
+        && !matches!(hint, "access_token" | "refresh_token")
+    {
+        return Err(OAuthError::unsupported_token_type("token_type_hint is not supported"));
+    }
+    let now = unix_now();
+    // Unknown, expired or foreign tokens: nothing to do, and the answer is still 200 (RFC 7009 §2.2).
+    let Some(claims) = verify_own(served, token, now) else { return Ok(()) };
+    if claims.get("cid").and_then(Value::as_str) != Some(client.client_id.as_str()) {
+        return Err(OAuthError::unauthorized_client("token was issued to another client"));
+    }
+    let jti = claims.get("jti").and_then(Value::as_str).unwrap_or_default();
+    let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
+    let key = format!("{}/{}/revoked/{jti}", served.config.namespace, served.config.name);
+    issuer.store.revoke(&key, exp).await.map_err(|_| OAuthError::temporarily_unavailable("token state unavailable"))?;
+    tracing::info!(target: "tessera::audit", server = %served.config.name, client = %client.client_id, jti, "token revoked");
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! `/v1/token`: client authentication first, then the grant's handler.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::error::OAuthError;
+use super::form::Form;
+use super::{Incoming, Issuer, Served, client_auth, grants};
+use crate::api::GrantType;
+
+#[derive(Serialize, Debug)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
+}
+
+pub async fn token(issuer: &Issuer, served: &Served, req: &Incoming) -> Response {
+    match handle(issuer, served, req).await {
+        Ok(t) => {
+            let mut r = Json(t).into_response();
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            r
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(issuer: &Issuer, served: &Served, req: &Incoming) -> Result<TokenResponse, OAuthError> {
+    if served.config.suspended {
+        return Err(OAuthError::temporarily_unavailable("this authorization server is suspended"));
+    }
+    let form = Form::parse(&req.headers, &req.body)?;
+    let grant = form.require("grant_type")?;
+    let (client, presented) = client_auth::identify(served, &req.headers, &form)?;
+    if let Some(limit) = &served.config.rate_limit {
+        let key = format!("{}/{}/{}", served.config.namespace, served.config.name, client.client_id);
+        issuer.limiter.check(&key, limit, Instant::now()).map_err(OAuthError::slow_down)?;
+    }
+    client_auth::verify(issuer, served, client, &presented).await?;
+    let grant = GrantType::parse(grant)
+        .ok_or_else(|| OAuthError::unsupported_grant_type(format!("grant type {grant} is not supported")))?;
+    if !client.grant_types.contains(&grant) {
+        return Err(OAuthError::unauthorized_client(format!("client may not use grant type {}", grant.as_str())));
+    }
+    match grant {
+        GrantType::ClientCredentials => grants::client_credentials(issuer, served, client, &form).await,
+        GrantType::TokenExchange => grants::token_exchange(issuer, served, client, &form).await,
+        GrantType::RefreshToken => grants::refresh_token(issuer, served, client, &form).await,
+        GrantType::AuthorizationCode | GrantType::DeviceCode => {
+            Err(OAuthError::unsupported_grant_type(format!("grant type {} is not served yet", grant.as_str())))
+        }
+    }
+}

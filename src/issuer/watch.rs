@@ -1,0 +1,115 @@
+//! `tessera issuer` in a cluster: watch the server's two Secrets (config and signing keys,
+//! by name only) and swap both into the running issuer together.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+
+use super::{Issuer, IssuerOptions, Served};
+use crate::config::{CONFIG_SECRET_KEY, ServerConfig, config_secret_name};
+use crate::keys::{KEYS_SECRET_KEY, KeySet, keys_secret_name};
+use crate::store::MemoryStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("kubernetes client: {0}")]
+    Client(String),
+    #[error("watching secrets: {0}")]
+    Watch(String),
+    #[error("cannot listen on {addr}: {message}")]
+    Listen { addr: SocketAddr, message: String },
+}
+
+enum Change {
+    Config(Option<Vec<u8>>),
+    Keys(Option<Vec<u8>>),
+}
+
+fn data(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    secret.data.as_ref()?.get(key).map(|b| b.0.clone())
+}
+
+/// Serves `namespace/server` from its Secrets until the process stops.
+pub async fn run(
+    namespace: &str,
+    server: &str,
+    listen: SocketAddr,
+    mut options: IssuerOptions,
+) -> Result<(), WatchError> {
+    let client = kube::Client::try_default().await.map_err(|e| WatchError::Client(e.to_string()))?;
+    if options.kubernetes_issuer.is_none() {
+        options.kubernetes_issuer = service_account_issuer(&client).await;
+    }
+    options.kube_client = Some(client.clone());
+    let secrets: Api<Secret> = Api::namespaced(client, namespace);
+    let issuer = Issuer::new(options, Arc::new(MemoryStore::new()));
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| WatchError::Listen { addr: listen, message: e.to_string() })?;
+    let router = issuer.router();
+    let http = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let by_name = |name: String| watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let config_stream = watcher(secrets.clone(), by_name(config_secret_name(server)))
+        .applied_objects()
+        .map_ok(|s| Change::Config(data(&s, CONFIG_SECRET_KEY)));
+    let keys_stream = watcher(secrets, by_name(keys_secret_name(server)))
+        .applied_objects()
+        .map_ok(|s| Change::Keys(data(&s, KEYS_SECRET_KEY)));
+    let mut changes = futures::stream::select(config_stream.boxed(), keys_stream.boxed());
+
+    let (mut config, mut keys): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+    while let Some(change) = changes.next().await {
+        match change {
+            Ok(Change::Config(c)) if c != config => config = c,
+            Ok(Change::Keys(k)) if k != keys => keys = k,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "watch interrupted; retrying");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+        }
+        let (Some(c), Some(k)) = (&config, &keys) else { continue };
+        match load(c, k) {
+            Ok(served) => {
+                tracing::info!(server, issuer = %served.config.issuer, "config and keys swapped in");
+                issuer.replace(served);
+            }
+            // Keep serving the last good pair.
+            Err(e) => {
+                tracing::error!(server, error = %e, "new config or keys rejected; still serving the previous ones")
+            }
+        }
+    }
+    http.abort();
+    Err(WatchError::Watch("watch stream ended".into()))
+}
+
+/// The cluster's ServiceAccount issuer, from the API server's discovery document.
+async fn service_account_issuer(client: &kube::Client) -> Option<String> {
+    let req = axum::http::Request::get("/.well-known/openid-configuration").body(Vec::new()).ok()?;
+    match client.request_text(req).await {
+        Ok(text) => {
+            let doc: serde_json::Value = serde_json::from_str(&text).ok()?;
+            let issuer = doc.get("issuer")?.as_str()?.to_owned();
+            tracing::info!(%issuer, "cluster ServiceAccount issuer discovered");
+            Some(issuer)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cluster ServiceAccount issuer unknown: ServiceAccount clients cannot authenticate");
+            None
+        }
+    }
+}
+
+fn load(config: &[u8], keys: &[u8]) -> Result<Served, String> {
+    let config = ServerConfig::from_json(config).map_err(|e| format!("{CONFIG_SECRET_KEY}: {e}"))?;
+    let keys = KeySet::from_json(keys).map_err(|e| format!("{KEYS_SECRET_KEY}: {e}"))?;
+    Served::new(config, &keys).map_err(|e| e.to_string())
+}

@@ -1,0 +1,279 @@
+//! The decision engine: which policy and rule grant a token request, which scopes, for how
+//! long, and the custom claims of the token. Pure: CEL programs are compiled once per config.
+
+mod cel_env;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::api::{GrantType, RESERVED_CLAIMS, RESERVED_SCOPES, TokenKind};
+use crate::config::{ClientConfig, RuleConfig, ServerConfig};
+
+pub use cel_env::{CelVariables, UserInfo};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: CEL does not compile: {message}")]
+pub struct PolicyError {
+    pub what: String,
+    pub message: String,
+}
+
+/// A token request as the policies see it.
+#[derive(Debug, Clone)]
+pub struct TokenRequest<'a> {
+    pub client: &'a ClientConfig,
+    pub grant_type: GrantType,
+    /// Scopes the request names; `None` when it names none (the server's defaults apply).
+    pub scopes: Option<Vec<String>>,
+    pub user: Option<&'a UserInfo>,
+    /// Claims of the token-exchange subject or ServiceAccount assertion.
+    pub subject: Option<&'a Map<String, Value>>,
+    pub audience: Vec<String>,
+}
+
+/// What the rule that matched grants.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Grant {
+    pub policy: String,
+    pub rule: String,
+    pub scopes: Vec<String>,
+    pub access_token_lifetime_secs: u64,
+    pub refresh_token_lifetime_secs: u64,
+    pub refresh_token_idle_timeout_secs: u64,
+    pub id_token_lifetime_secs: u64,
+}
+
+/// Why no rule granted the request, as OAuth reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Denial {
+    /// Some rule would have matched but for the scopes.
+    InvalidScope,
+    AccessDenied,
+}
+
+/// Why one rule did or did not match.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleTrace {
+    pub rule: String,
+    pub matched: bool,
+    /// Every reason it did not match (empty when it matched).
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyTrace {
+    pub policy: String,
+    pub priority: u32,
+    /// Set when the policy does not apply to the client; its rules were not evaluated.
+    pub skipped: Option<String>,
+    pub rules: Vec<RuleTrace>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyDecision {
+    pub outcome: Result<Grant, Denial>,
+    /// Each policy evaluated, in order, up to and including the one that matched.
+    pub trace: Vec<PolicyTrace>,
+    /// Scopes the decision was made for (the defaults when the request named none).
+    pub requested_scopes: Vec<String>,
+}
+
+impl PolicyDecision {
+    /// One line a client may read: why the request was refused.
+    pub fn denial_description(&self) -> String {
+        match self.outcome {
+            Ok(_) => String::new(),
+            Err(Denial::InvalidScope) => {
+                "one or more requested scopes are not allowed for this client by any policy".to_owned()
+            }
+            Err(Denial::AccessDenied) => "no access policy allows this client and grant".to_owned(),
+        }
+    }
+}
+
+struct CompiledClaim {
+    name: String,
+    token: TokenKind,
+    scopes: Vec<String>,
+    program: cel::Program,
+}
+
+/// Policies and claims of one `ServerConfig`, their CEL compiled.
+pub struct PolicyEngine {
+    conditions: Vec<Vec<Option<cel::Program>>>,
+    claims: Vec<CompiledClaim>,
+}
+
+impl std::fmt::Debug for PolicyEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyEngine").field("claims", &self.claims.len()).finish_non_exhaustive()
+    }
+}
+
+fn compile_cel(what: impl FnOnce() -> String, source: &str) -> Result<cel::Program, PolicyError> {
+    cel::Program::compile(source).map_err(|e| PolicyError { what: what(), message: e.to_string() })
+}
+
+impl PolicyEngine {
+    pub fn new(config: &ServerConfig) -> Result<Self, PolicyError> {
+        let mut conditions = Vec::with_capacity(config.policies.len());
+        for p in &config.policies {
+            let mut rules = Vec::with_capacity(p.rules.len());
+            for r in &p.rules {
+                rules.push(match &r.condition {
+                    Some(c) => Some(compile_cel(|| format!("policy {} rule {}", p.name, r.name), c)?),
+                    None => None,
+                });
+            }
+            conditions.push(rules);
+        }
+        let mut claims = Vec::with_capacity(config.claims.len());
+        for c in &config.claims {
+            claims.push(CompiledClaim {
+                name: c.name.clone(),
+                token: c.token,
+                scopes: c.scopes.clone(),
+                program: compile_cel(|| format!("claim {}", c.name), &c.value)?,
+            });
+        }
+        Ok(Self { conditions, claims })
+    }
+
+    /// Evaluates the policies in order; the first matching rule decides.
+    pub fn decide(&self, config: &ServerConfig, req: &TokenRequest<'_>) -> PolicyDecision {
+        let requested: Vec<String> = match &req.scopes {
+            Some(s) => s.clone(),
+            None => config.scopes.iter().filter(|s| s.default).map(|s| s.name.clone()).collect(),
+        };
+        let vars =
+            CelVariables::new(config, req.client, req.grant_type, &requested, &req.audience, req.user, req.subject);
+        let mut trace = Vec::new();
+        let mut scopes_only = false;
+        for (p, conditions) in config.policies.iter().zip(&self.conditions) {
+            if !p.clients.matches(&req.client.client_id) {
+                trace.push(PolicyTrace {
+                    policy: p.name.clone(),
+                    priority: p.priority,
+                    skipped: Some(format!("client {} is not among the policy's clients", req.client.client_id)),
+                    rules: Vec::new(),
+                });
+                continue;
+            }
+            let mut rules = Vec::new();
+            for (r, condition) in p.rules.iter().zip(conditions) {
+                let (other, scope) = rule_mismatch(config, r, condition.as_ref(), req, &requested, &vars);
+                let matched = other.is_empty() && scope.is_empty();
+                scopes_only |= other.is_empty() && !scope.is_empty();
+                rules.push(RuleTrace {
+                    rule: r.name.clone(),
+                    matched,
+                    reasons: other.into_iter().chain(scope).collect(),
+                });
+                if matched {
+                    trace.push(PolicyTrace { policy: p.name.clone(), priority: p.priority, skipped: None, rules });
+                    let grant = Grant {
+                        policy: p.name.clone(),
+                        rule: r.name.clone(),
+                        scopes: requested.clone(),
+                        access_token_lifetime_secs: r.access_token_lifetime_secs,
+                        refresh_token_lifetime_secs: r.refresh_token_lifetime_secs,
+                        refresh_token_idle_timeout_secs: r.refresh_token_idle_timeout_secs,
+                        id_token_lifetime_secs: r.id_token_lifetime_secs,
+                    };
+                    return PolicyDecision { outcome: Ok(grant), trace, requested_scopes: requested };
+                }
+            }
+            trace.push(PolicyTrace { policy: p.name.clone(), priority: p.priority, skipped: None, rules });
+        }
+        let denial = if scopes_only || requested.is_empty() { Denial::InvalidScope } else { Denial::AccessDenied };
+        PolicyDecision { outcome: Err(denial), trace, requested_scopes: requested }
+    }
+
+    /// Custom claims of a token of kind `token` for granted `scopes`: each CEL value, nulls
+    /// omitted, reserved names never set. Evaluation errors are returned beside the claims.
+    pub fn claims(
+        &self,
+        token: TokenKind,
+        vars: &CelVariables,
+        scopes: &[String],
+    ) -> (Map<String, Value>, Vec<(String, String)>) {
+        let mut out = Map::new();
+        let mut errors = Vec::new();
+        let ctx = vars.context();
+        for c in self.claims.iter().filter(|c| c.token == token) {
+            if RESERVED_CLAIMS.contains(&c.name.as_str()) {
+                continue;
+            }
+            if !c.scopes.is_empty() && !c.scopes.iter().any(|s| scopes.contains(s)) {
+                continue;
+            }
+            match c.program.execute(&ctx) {
+                Ok(cel::Value::Null) => {}
+                Ok(v) => match v.json() {
+                    Ok(Value::Null) => {}
+                    Ok(json) => {
+                        out.insert(c.name.clone(), json);
+                    }
+                    Err(e) => errors.push((c.name.clone(), e.to_string())),
+                },
+                Err(e) => errors.push((c.name.clone(), e.to_string())),
+            }
+        }
+        (out, errors)
+    }
+}
+
+/// Reasons `rule` does not match: (everything but scopes, scopes).
+fn rule_mismatch(
+    config: &ServerConfig,
+    rule: &RuleConfig,
+    condition: Option<&cel::Program>,
+    req: &TokenRequest<'_>,
+    requested: &[String],
+    vars: &CelVariables,
+) -> (Vec<String>, Vec<String>) {
+    let mut other = Vec::new();
+    if !rule.grant_types.contains(&req.grant_type) {
+        other.push(format!("grant type {} is not among the rule's grantTypes", req.grant_type.as_str()));
+    }
+    if req.grant_type.is_user_grant()
+        && let Some(users) = &rule.users
+        && !users.everyone.unwrap_or(false)
+    {
+        let ok = req.user.is_some_and(|u| {
+            users.subjects.iter().flatten().any(|s| *s == u.sub)
+                || users.groups.iter().flatten().any(|g| u.groups.contains(g))
+        });
+        if !ok {
+            other.push("user is not among the rule's users".to_owned());
+        }
+    }
+    if let Some(program) = condition {
+        match program.execute(&vars.context()) {
+            Ok(cel::Value::Bool(true)) => {}
+            Ok(cel::Value::Bool(false)) => other.push("condition is false".to_owned()),
+            Ok(v) => other.push(format!("condition returned {:?}, not a bool", v.type_of())),
+            Err(e) => other.push(format!("condition failed: {e}")),
+        }
+    }
+    let mut scope = Vec::new();
+    if requested.is_empty() {
+        scope.push("no scope requested and the server has no default scopes".to_owned());
+    }
+    let any = rule.scopes.iter().any(|s| s == "*");
+    for s in requested {
+        let defined = config.scope(s).is_some() || RESERVED_SCOPES.contains(&s.as_str());
+        if !defined {
+            scope.push(format!("scope {s} is not defined on this server"));
+        } else if !any && !rule.scopes.contains(s) {
+            scope.push(format!("scope {s} is not allowed by the rule"));
+        } else if RESERVED_SCOPES.contains(&s.as_str()) && !req.grant_type.is_user_grant() {
+            scope.push(format!("scope {s} needs a user; grant {} has none", req.grant_type.as_str()));
+        }
+    }
+    (other, scope)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,117 @@
+use serde_json::json;
+
+use super::*;
+
+fn config() -> ServerConfig {
+    serde_json::from_value(json!({
+        "name": "payments", "namespace": "identity", "issuer": "http://127.0.0.1:8080/oauth2/payments",
+        "audiences": ["api://payments"],
+        "signing": { "algorithm": "ES256", "mode": "Automatic", "periodSecs": 1000, "prePublishSecs": 100, "retainRetiredSecs": 300 },
+        "jwksMaxAgeSecs": 50,
+        "scopes": [
+            { "name": "payments:read", "default": true, "discoverable": true },
+            { "name": "payments:write", "discoverable": true },
+            { "name": "payments:admin" }
+        ],
+        "claims": [
+            { "name": "tenant", "token": "AccessToken", "value": "has(client.metadata.tenant) ? client.metadata.tenant : null" },
+            { "name": "k8s_namespace", "token": "AccessToken", "value": "client.namespace", "scopes": ["payments:write"] },
+            { "name": "groups", "token": "IdToken", "value": "user == null ? null : user.groups" }
+        ],
+        "policies": [
+            { "name": "machine", "priority": 1, "clients": "all", "rules": [
+                { "name": "small", "grantTypes": ["client_credentials"], "scopes": ["payments:read", "payments:write"],
+                  "condition": "request.scopes.size() <= 1", "accessTokenLifetimeSecs": 3600,
+                  "refreshTokenLifetimeSecs": 0, "refreshTokenIdleTimeoutSecs": 0, "idTokenLifetimeSecs": 3600 }
+            ]},
+            { "name": "admins", "priority": 2, "clients": { "ids": ["team.admin"] }, "rules": [
+                { "name": "admin", "grantTypes": ["client_credentials"], "scopes": ["*"], "accessTokenLifetimeSecs": 900,
+                  "refreshTokenLifetimeSecs": 0, "refreshTokenIdleTimeoutSecs": 0, "idTokenLifetimeSecs": 3600 }
+            ]}
+        ],
+        "clients": [
+            { "clientId": "team.api", "namespace": "team", "name": "api", "grantTypes": ["client_credentials"],
+              "authMethod": "ClientSecretBasic", "metadata": { "tenant": "acme" } },
+            { "clientId": "team.admin", "namespace": "team", "name": "admin", "grantTypes": ["client_credentials"],
+              "authMethod": "ClientSecretPost" }
+        ]
+    }))
+    .unwrap()
+}
+
+fn request<'a>(config: &'a ServerConfig, client: &str, scopes: Option<&[&str]>) -> TokenRequest<'a> {
+    TokenRequest {
+        client: config.client(client).unwrap(),
+        grant_type: GrantType::ClientCredentials,
+        scopes: scopes.map(|s| s.iter().map(|x| x.to_string()).collect()),
+        user: None,
+        subject: None,
+        audience: config.audiences.clone(),
+    }
+}
+
+#[test]
+fn first_matching_rule_decides_scopes_and_lifetime() {
+    let c = config();
+    let e = PolicyEngine::new(&c).unwrap();
+    let d = e.decide(&c, &request(&c, "team.api", Some(&["payments:write"])));
+    let g = d.outcome.unwrap();
+    assert_eq!((g.policy.as_str(), g.rule.as_str()), ("machine", "small"));
+    assert_eq!(g.scopes, ["payments:write"]);
+    assert_eq!(g.access_token_lifetime_secs, 3600);
+}
+
+#[test]
+fn default_scopes_apply_when_none_requested() {
+    let c = config();
+    let e = PolicyEngine::new(&c).unwrap();
+    let d = e.decide(&c, &request(&c, "team.api", None));
+    assert_eq!(d.outcome.unwrap().scopes, ["payments:read"]);
+}
+
+#[test]
+fn scope_not_allowed_is_invalid_scope_and_trace_says_why() {
+    let c = config();
+    let e = PolicyEngine::new(&c).unwrap();
+    let d = e.decide(&c, &request(&c, "team.api", Some(&["payments:admin"])));
+    assert_eq!(d.outcome, Err(Denial::InvalidScope));
+    assert!(d.trace[0].rules[0].reasons.iter().any(|r| r.contains("payments:admin is not allowed")));
+    assert!(d.trace[1].skipped.is_some());
+}
+
+#[test]
+fn later_policy_matches_when_earlier_one_does_not() {
+    let c = config();
+    let e = PolicyEngine::new(&c).unwrap();
+    let d = e.decide(&c, &request(&c, "team.admin", Some(&["payments:admin", "payments:read"])));
+    let g = d.outcome.unwrap();
+    assert_eq!(g.policy, "admins");
+    assert_eq!(g.access_token_lifetime_secs, 900);
+    assert_eq!(d.trace[0].rules[0].reasons, ["condition is false", "scope payments:admin is not allowed by the rule"]);
+}
+
+#[test]
+fn disallowed_grant_is_access_denied() {
+    let c = config();
+    let e = PolicyEngine::new(&c).unwrap();
+    let mut r = request(&c, "team.api", Some(&["payments:read"]));
+    r.grant_type = GrantType::TokenExchange;
+    assert_eq!(e.decide(&c, &r).outcome, Err(Denial::AccessDenied));
+}
+
+#[test]
+fn claims_are_cel_values_with_nulls_omitted_and_scope_filters() {
+    let c = config();
+    let e = PolicyEngine::new(&c).unwrap();
+    let scopes = vec!["payments:read".to_owned()];
+    let vars =
+        CelVariables::new(&c, c.client("team.api").unwrap(), GrantType::ClientCredentials, &scopes, &[], None, None);
+    let (claims, errors) = e.claims(TokenKind::AccessToken, &vars, &scopes);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(Value::Object(claims), json!({ "tenant": "acme" }));
+    let vars =
+        CelVariables::new(&c, c.client("team.admin").unwrap(), GrantType::ClientCredentials, &scopes, &[], None, None);
+    let write = vec!["payments:write".to_owned()];
+    let (claims, _) = e.claims(TokenKind::AccessToken, &vars, &write);
+    assert_eq!(Value::Object(claims), json!({ "k8s_namespace": "team" }));
+}

@@ -1,0 +1,168 @@
+//! `tessera serve`: resource files on disk → the same `ServerConfig` the operator would
+//! compile → an issuer on a local port, with keys and generated client secrets in a state
+//! directory.
+
+pub mod manifests;
+pub mod preview;
+mod state;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::api::{AuthClient, AuthorizationServer, NamespaceFrom};
+use crate::config::{ClientInput, CompileInput, Compiled, compile, hash_secret};
+use crate::issuer::{Issuer, IssuerOptions, Served};
+use crate::store::MemoryStore;
+
+pub use manifests::{Manifests, load};
+pub use state::{ClientCredentials, StateDir};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StandaloneError {
+    #[error(transparent)]
+    Manifest(#[from] manifests::ManifestError),
+    #[error("no AuthorizationServer in the given files")]
+    NoServer,
+    #[error("{0}")]
+    State(String),
+    #[error("{server}: {message}")]
+    Serve { server: String, message: String },
+    #[error("cannot listen on {addr}: {message}")]
+    Listen { addr: SocketAddr, message: String },
+}
+
+pub struct ServeOptions {
+    pub files: Vec<PathBuf>,
+    pub listen: SocketAddr,
+    pub state_dir: PathBuf,
+    pub issuer: IssuerOptions,
+}
+
+fn client_allowed(server: &AuthorizationServer, client: &AuthClient, m: &Manifests) -> bool {
+    let server_ns = server.metadata.namespace.as_deref().unwrap_or("default");
+    let client_ns = client.metadata.namespace.as_deref().unwrap_or("default");
+    match server.spec.client_namespaces.from {
+        NamespaceFrom::Same => client_ns == server_ns,
+        NamespaceFrom::All => true,
+        NamespaceFrom::Selector => {
+            client_ns == server_ns
+                || match (&server.spec.client_namespaces.selector, m.namespaces.get(client_ns)) {
+                    (Some(sel), Some(labels)) => crate::config::selector_matches(sel, labels),
+                    _ => false,
+                }
+        }
+    }
+}
+
+/// The compile input of `server` from the files, with client secrets from Secrets in the
+/// files or generated once into the state directory.
+pub fn compile_input(
+    server: &AuthorizationServer,
+    m: &Manifests,
+    state: Option<&StateDir>,
+) -> Result<CompileInput, StandaloneError> {
+    let name = server.metadata.name.clone().unwrap_or_default();
+    let ns = server.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let same = |meta: &kube::api::ObjectMeta, server_ref: &str| {
+        meta.namespace.as_deref() == Some(ns.as_str()) && server_ref == name
+    };
+    let mut clients = Vec::new();
+    for c in &m.clients {
+        if c.spec.server_ref.name != name || c.server_namespace() != ns || !client_allowed(server, c, m) {
+            continue;
+        }
+        let mut secret_hashes = Vec::new();
+        if c.spec.authentication.method.uses_secret() {
+            let key = (c.metadata.namespace.clone().unwrap_or_default(), c.secret_name());
+            let secret = match (m.client_secrets.get(&key), state) {
+                (Some(s), _) => Some(s.0.clone()),
+                (None, Some(state)) => Some(
+                    state.client_secret(&name, &c.client_id(), &server.spec.issuer).map_err(StandaloneError::State)?,
+                ),
+                (None, None) => None,
+            };
+            secret_hashes.extend(secret.map(|s| hash_secret(&s)));
+        }
+        clients.push(ClientInput { client: c.clone(), secret_hashes });
+    }
+    Ok(CompileInput {
+        server: server.clone(),
+        scopes: m.scopes.iter().filter(|s| same(&s.metadata, &s.spec.server_ref.name)).cloned().collect(),
+        claims: m.claims.iter().filter(|s| same(&s.metadata, &s.spec.server_ref.name)).cloned().collect(),
+        policies: m.policies.iter().filter(|s| same(&s.metadata, &s.spec.server_ref.name)).cloned().collect(),
+        clients,
+    })
+}
+
+/// Compiles every server in the files.
+pub fn compile_all(m: &Manifests, state: Option<&StateDir>) -> Result<Vec<Compiled>, StandaloneError> {
+    if m.servers.is_empty() {
+        return Err(StandaloneError::NoServer);
+    }
+    m.servers.iter().map(|s| Ok(compile(&compile_input(s, m, state)?))).collect()
+}
+
+/// Runs `tessera serve` until the process is stopped.
+pub async fn serve(options: ServeOptions) -> Result<(), StandaloneError> {
+    let manifests = load(&options.files)?;
+    let state = StateDir::new(options.state_dir.clone());
+    let compiled = compile_all(&manifests, Some(&state))?;
+    let issuer = Issuer::new(options.issuer.clone(), Arc::new(MemoryStore::new()));
+    for c in compiled {
+        for r in &c.rejected {
+            tracing::warn!(kind = r.kind, namespace = %r.namespace, name = %r.name, reason = %r.reason, "{}", r.message);
+        }
+        let config = c.config;
+        let server = config.name.clone();
+        let now = jiff::Timestamp::now();
+        let keys = state.rotate_keys(&config, now).map_err(StandaloneError::State)?;
+        let served = Served::new(config.clone(), &keys.0)
+            .map_err(|e| StandaloneError::Serve { server: server.clone(), message: e.to_string() })?;
+        issuer.replace(served);
+        tracing::info!(server = %server, issuer = %config.issuer, "serving");
+        for client in config.clients.iter().filter(|c| c.auth_method.uses_secret()) {
+            if let Some(path) = state.client_file(&server, &client.client_id).filter(|p| p.exists()) {
+                tracing::info!(client = %client.client_id, credentials = %path.display(), "client credentials");
+            }
+        }
+        tokio::spawn(rotate_forever(issuer.clone(), state.clone(), config, keys.1));
+    }
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| StandaloneError::Listen { addr: options.listen, message: e.to_string() })?;
+    let addr = listener.local_addr().unwrap_or(options.listen);
+    tracing::info!(%addr, "listening");
+    axum::serve(listener, issuer.router()).await.map_err(|e| StandaloneError::Listen { addr, message: e.to_string() })
+}
+
+/// Rotates the keys of one server on the planner's schedule, swapping them in as they change.
+async fn rotate_forever(
+    issuer: Arc<Issuer>,
+    state: StateDir,
+    config: crate::config::ServerConfig,
+    mut next_due: Option<jiff::Timestamp>,
+) {
+    loop {
+        let now = jiff::Timestamp::now();
+        // Wake at the next due time, at least hourly so a changed clock is noticed.
+        let wait = next_due.map_or(3600.0, |d| (d.as_millisecond() - now.as_millisecond()).max(0) as f64 / 1000.0);
+        tokio::time::sleep(std::time::Duration::from_secs_f64(wait.min(3600.0) + 0.01)).await;
+        match state.rotate_keys(&config, jiff::Timestamp::now()) {
+            Ok((keys, due)) => {
+                next_due = due;
+                match Served::new(config.clone(), &keys) {
+                    Ok(served) => issuer.replace(served),
+                    Err(e) => tracing::error!(server = %config.name, error = %e, "rotated keys cannot be served"),
+                }
+            }
+            Err(e) => {
+                tracing::error!(server = %config.name, error = %e, "key rotation failed; retrying in a minute");
+                next_due = Some(jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
