@@ -494,3 +494,82 @@ async fn killing_the_operator_mid_reconcile_converges_without_duplicates() {
         Api::<Deployment>::namespaced(client.clone(), &server_ns).list(&ListParams::default()).await.unwrap();
     assert_eq!(deployments.items.len(), 1);
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = String::new();
+    stream.read_to_string(&mut buf).await.ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, buf))
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
+    let client = support::client().await;
+    let server_ns = support::namespace(&client, "lease-id").await;
+    let client_ns = support::namespace(&client, "lease-cl").await;
+    label_namespace(&client, &client_ns, "payments").await;
+    let plane = support::control_plane();
+    let ports = [free_port(), free_port()];
+    let mut operators: Vec<Option<OperatorProcess>> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let listen = format!("127.0.0.1:{port}");
+            let identity = format!("op-{i}");
+            let log = plane.data_dir.join(format!("operator-lease-{server_ns}-{i}.log"));
+            let args =
+                ["--listen", &listen, "--leader-elect", "--lease-namespace", &server_ns, "--identity", &identity];
+            Some(OperatorProcess::start_with(&plane.kubeconfig, &[&server_ns, &client_ns], &log, &args))
+        })
+        .collect();
+
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &server_ns);
+    let holder = support::eventually(WAIT, "a lease holder", || async {
+        leases.get_opt("tessera-operator").await.unwrap()?.spec?.holder_identity
+    })
+    .await;
+    let leader = if holder == "op-0" { 0 } else { 1 };
+    let standby = 1 - leader;
+    support::eventually(WAIT, "the leader to report ready", || async {
+        (http_get(ports[leader], "/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(http_get(ports[standby], "/readyz").await.unwrap().0, 503, "the standby must not be leading");
+    assert_eq!(http_get(ports[standby], "/healthz").await.unwrap().0, 200, "the standby is alive");
+
+    for doc in examples(&server_ns, &client_ns) {
+        apply_doc(&client, &doc).await;
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &server_ns);
+    support::eventually(WAIT, "the leader to render the config", || async {
+        secrets.get_opt("payments-config").await.unwrap()
+    })
+    .await;
+    let metrics = http_get(ports[leader], "/metrics").await.unwrap().1;
+    assert!(metrics.contains("tessera_operator_reconciles_total"), "{metrics}");
+    assert!(metrics.contains("tessera_operator_api_writes_total"), "{metrics}");
+    let standby_metrics = http_get(ports[standby], "/metrics").await.unwrap().1;
+    assert!(!standby_metrics.contains("tessera_operator_api_writes_total{"), "the standby wrote: {standby_metrics}");
+
+    // The leader dies; the standby takes the lease and keeps reconciling.
+    operators[leader].take().unwrap().kill();
+    support::eventually(Duration::from_secs(90), "the standby to take over", || async {
+        (http_get(ports[standby], "/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+    let scopes: Api<AuthScope> = Api::namespaced(client.clone(), &server_ns);
+    let mut doc = examples(&server_ns, &client_ns).into_iter().find(|d| d["kind"] == "AuthScope").unwrap();
+    doc["metadata"]["name"] = json!("after-failover");
+    doc["spec"]["name"] = json!("payments:after-failover");
+    apply_doc(&client, &doc).await;
+    wait_condition(&scopes, "after-failover", "Accepted", "True", "Accepted").await;
+    drop(operators);
+}

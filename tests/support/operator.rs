@@ -12,8 +12,12 @@ pub struct OperatorProcess {
 
 impl OperatorProcess {
     pub fn start(kubeconfig: &Path, namespaces: &[&str], log: &Path) -> Self {
+        Self::start_with(kubeconfig, namespaces, log, &["--listen", "127.0.0.1:0"])
+    }
+
+    pub fn start_with(kubeconfig: &Path, namespaces: &[&str], log: &Path, extra: &[&str]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
-        cmd.arg("operator").arg("--kubeconfig").arg(kubeconfig).args(["--listen", "127.0.0.1:0"]);
+        cmd.arg("operator").arg("--kubeconfig").arg(kubeconfig).args(extra);
         cmd.args(["--issuer-image", "tessera:test"]);
         for ns in namespaces {
             cmd.args(["--namespace", ns]);
