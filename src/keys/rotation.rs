@@ -158,79 +158,62 @@ pub fn plan_with(settings: &RotationSettings, keys: &KeySet, now: Timestamp, req
         reason = Some("EmergencyRotation");
     }
 
-    match signing(&set) {
-        None => {
-            // Nothing can sign (first key, or the signing key was revoked): a Next key of the
-            // configured algorithm takes over now if there is one, else a new key signs at once.
-            match next_index(&set) {
-                Some(n) if set[n].algorithm == settings.algorithm => set[n].activates_at = now,
-                _ => set.push(PlannedKey::new(settings.algorithm, now, now)),
-            }
-            reason = reason.or(Some(if keys.keys.is_empty() { "Bootstrap" } else { "NoActiveKey" }));
+    // Nothing can sign (first key, or the signing key was revoked): a Next key of the
+    // configured algorithm takes over now if there is one, else a new key signs at once.
+    if signing(&set).is_none() {
+        match next_index(&set) {
+            Some(n) if set[n].algorithm == settings.algorithm => set[n].activates_at = now,
+            _ => set.push(PlannedKey::new(settings.algorithm, now, now)),
         }
-        Some(active) => {
-            let active_key = set[active].clone();
+        reason = reason.or(Some(if keys.keys.is_empty() { "Bootstrap" } else { "NoActiveKey" }));
+    }
+
+    // A person asked for a rotation: the Next key signs now, once it has been published for
+    // prePublish like any Next key (normally long ago: it is published right after the
+    // previous rotation).
+    if request == RotationRequest::Rotate {
+        match next_index(&set) {
+            Some(n) if now >= add(set[n].created_at, settings.pre_publish_secs) => {
+                set[n].activates_at = now;
+                reason = Some("ManualRotation");
+            }
+            Some(n) => {
+                pending_request = true;
+                extra_due.push(add(set[n].created_at, settings.pre_publish_secs));
+            }
+            None => pending_request = true,
+        }
+    }
+
+    // There is always one Next key, published from the moment its predecessor starts signing.
+    if let Some(active) = signing(&set) {
+        let active_key = set[active].clone();
+        if let Some(n) = next_index(&set)
+            && set[n].algorithm != settings.algorithm
+        {
             // A Next key of an old algorithm never signed: replace it.
-            if let Some(n) = next_index(&set)
-                && set[n].algorithm != settings.algorithm
-            {
-                set.remove(n);
+            set.remove(n);
+        }
+        let algorithm_changed = active_key.algorithm != settings.algorithm;
+        if next_index(&set).is_none() {
+            set.push(PlannedKey::new(settings.algorithm, now, manual_hold()));
+            reason = reason.or(Some(if algorithm_changed { "AlgorithmChanged" } else { "NextKeyPublished" }));
+            if request == RotationRequest::Rotate && pending_request {
+                extra_due.push(add(now, settings.pre_publish_secs));
             }
-            let rotation_at = add(active_key.activates_at, settings.period_secs);
-            let automatic = settings.mode == RotationMode::Automatic;
-            let algorithm_changed = active_key.algorithm != settings.algorithm;
-            let need_next = !automatic
-                || algorithm_changed
-                || request != RotationRequest::None
-                || add(now, settings.pre_publish_secs) >= rotation_at;
-            if need_next && next_index(&set).is_none() {
-                let activates = if automatic || algorithm_changed {
-                    rotation_at.max(add(now, settings.pre_publish_secs))
-                } else {
-                    manual_hold()
-                };
-                let activates = if algorithm_changed { add(now, settings.pre_publish_secs) } else { activates };
-                set.push(PlannedKey::new(settings.algorithm, now, activates));
-                reason = reason.or(Some(if algorithm_changed {
-                    "AlgorithmChanged"
-                } else if automatic {
-                    "RotationDue"
-                } else {
-                    "NextKeyPublished"
-                }));
-            }
-            if let Some(n) = next_index(&set) {
-                let published_enough = add(set[n].created_at, min_publish);
-                let scheduled = if algorithm_changed {
-                    add(set[n].created_at, settings.pre_publish_secs)
-                } else if automatic {
-                    rotation_at.max(add(set[n].created_at, settings.pre_publish_secs))
-                } else {
-                    manual_hold()
-                };
-                let activates = if request == RotationRequest::Rotate {
-                    if now >= published_enough {
-                        reason = Some("ManualRotation");
-                        now
-                    } else {
-                        // Not in every verifier's cache yet: the rotation waits until it is.
-                        pending_request = true;
-                        extra_due.push(published_enough);
-                        scheduled
-                    }
-                } else {
-                    scheduled
-                };
-                set[n].activates_at = activates;
-            }
+        }
+        if let Some(n) = next_index(&set) {
+            let earliest = add(set[n].created_at, settings.pre_publish_secs);
+            set[n].activates_at = if algorithm_changed {
+                earliest
+            } else if settings.mode == RotationMode::Automatic {
+                add(active_key.activates_at, settings.period_secs).max(earliest)
+            } else {
+                manual_hold()
+            };
         }
     }
     set.sort_by_key(|k| (k.activates_at, k.created_at));
-
-    // After a promotion, Manual mode publishes a fresh Next at once (Automatic does when due).
-    if settings.mode == RotationMode::Manual && next_index(&set).is_none() {
-        set.push(PlannedKey::new(settings.algorithm, now, manual_hold()));
-    }
 
     // Each key retires when the next live one activates, and stays published retainRetired
     // after; a retirement already past is history and stays as it was.
@@ -258,17 +241,6 @@ pub fn plan_with(settings: &RotationSettings, keys: &KeySet, now: Timestamp, req
     let mut due: Vec<Timestamp> = extra_due;
     for k in &set {
         due.extend([Some(k.activates_at), k.delete_at].into_iter().flatten());
-    }
-    if settings.mode == RotationMode::Automatic
-        && let Some(active) = signing(&set)
-        && next_index(&set).is_none()
-    {
-        let rotation_at = add(set[active].activates_at, settings.period_secs);
-        due.push(
-            rotation_at
-                .checked_sub(SignedDuration::from_secs(i64::try_from(settings.pre_publish_secs).unwrap_or(0)))
-                .unwrap_or(now),
-        );
     }
     let next_due = due.into_iter().filter(|d| *d > now && *d < manual_hold()).min();
 

@@ -31,12 +31,14 @@ fn signing_kid(keys: &KeySet, now: Timestamp) -> String {
 }
 
 #[test]
-fn empty_set_gets_a_key_that_signs_now() {
+fn empty_set_gets_a_key_that_signs_now_and_a_next_key() {
     let (keys, p) = step_with(&settings(), &KeySet::default(), ts(0), RotationRequest::None);
     assert_eq!(p.reason, Some("Bootstrap"));
-    assert_eq!(keys.keys.len(), 1);
+    assert_eq!(keys.keys.len(), 2);
     assert!(keys.signing_key(ts(0)).is_some());
-    assert_eq!(plan(&settings(), &keys, ts(0)).next_due, Some(ts(900)), "next look: when the Next key is due");
+    assert_eq!(keys.state(&keys.keys[1], ts(0)), Some(KeyState::Next));
+    assert_eq!(keys.keys[1].activates_at, ts(1000));
+    assert_eq!(plan(&settings(), &keys, ts(0)).next_due, Some(ts(1000)), "next look: when the Next key signs");
 }
 
 #[test]
@@ -48,30 +50,31 @@ fn an_unchanged_set_plans_nothing() {
 }
 
 #[test]
-fn next_key_is_published_pre_publish_before_it_signs_and_old_key_retires() {
+fn next_key_signs_after_the_period_and_old_key_retires_then_goes() {
     let keys = step(&KeySet::default(), ts(0));
-    let first = keys.keys[0].kid.clone();
-    assert!(plan(&settings(), &keys, ts(899)).is_empty());
-    let (keys, p) = step_with(&settings(), &keys, ts(900), RotationRequest::None);
-    assert_eq!(p.reason, Some("RotationDue"));
-    assert_eq!(keys.keys.len(), 2);
-    assert_eq!(keys.state(&keys.keys[1], ts(950)), Some(KeyState::Next));
+    let (first, second) = (keys.keys[0].kid.clone(), keys.keys[1].kid.clone());
+    assert!(plan(&settings(), &keys, ts(999)).is_empty());
     assert_eq!(signing_kid(&keys, ts(999)), first);
-    assert_ne!(signing_kid(&keys, ts(1000)), first);
+    assert_eq!(signing_kid(&keys, ts(1000)), second, "the clock, not the operator, switches keys");
     assert_eq!(keys.keys[0].retires_at, Some(ts(1000)));
     assert_eq!(keys.keys[0].delete_at, Some(ts(1300)));
+    let (keys, p) = step_with(&settings(), &keys, ts(1000), RotationRequest::None);
+    assert_eq!(p.reason, Some("NextKeyPublished"));
+    assert_eq!(keys.keys.len(), 3);
     assert_eq!(keys.state(&keys.keys[0], ts(1100)), Some(KeyState::Retired));
+    assert_eq!(keys.keys[2].activates_at, ts(2000));
     let keys = step(&keys, ts(1300));
-    assert_eq!(keys.keys.len(), 1, "the retired key is deleted after retainRetired");
+    assert_eq!(keys.keys.len(), 2, "the retired key is deleted after retainRetired");
 }
 
 #[test]
 fn a_late_operator_still_publishes_the_next_key_pre_publish_before_it_signs() {
     let keys = step(&KeySet::default(), ts(0));
-    // The operator was down from 800 to 990: the rotation moves to 990 + prePublish.
-    let keys = step(&keys, ts(990));
-    assert_eq!(keys.keys[1].activates_at, ts(1090));
-    assert_eq!(keys.keys[0].retires_at, Some(ts(1090)));
+    // The operator was down from 1000 to 1950: the next rotation moves to 1950 + prePublish.
+    let keys = step(&keys, ts(1950));
+    let next = keys.keys.iter().find(|k| k.activates_at > ts(1950)).unwrap();
+    assert_eq!(next.activates_at, ts(2050));
+    assert_eq!(keys.keys.iter().find(|k| k.retires_at == Some(ts(2050))).map(|k| k.activates_at), Some(ts(1000)));
 }
 
 #[test]
@@ -102,39 +105,38 @@ fn manual_rotation_promotes_the_next_key_now_and_publishes_a_new_next() {
 }
 
 #[test]
-fn manual_rotation_waits_until_the_next_key_is_in_every_cache() {
+fn manual_rotation_waits_until_the_next_key_was_published_pre_publish() {
     let keys = step(&KeySet::default(), ts(0));
-    let (keys, _) = step_with(&settings(), &keys, ts(900), RotationRequest::None);
-    // The Next key was published at 900; max-age 50 + skew 5 means it may sign from 955.
-    let p = plan_with(&settings(), &keys, ts(910), RotationRequest::Rotate);
+    let p = plan_with(&settings(), &keys, ts(40), RotationRequest::Rotate);
     assert!(p.request_pending);
-    assert_eq!(p.next_due, Some(ts(955)));
-    let (keys, p) = step_with(&settings(), &keys, ts(955), RotationRequest::Rotate);
+    assert_eq!(p.next_due, Some(ts(100)));
+    let (keys, p) = step_with(&settings(), &keys, ts(100), RotationRequest::Rotate);
     assert!(!p.request_pending);
-    assert_eq!(keys.keys[1].activates_at, ts(955));
+    assert_eq!(p.reason, Some("ManualRotation"));
+    assert_eq!(signing_kid(&keys, ts(100)), keys.keys[1].kid);
 }
 
 #[test]
 fn emergency_rotation_drops_the_signing_key_from_the_jwks_at_once() {
     let keys = step(&KeySet::default(), ts(0));
-    let keys = step(&keys, ts(900));
-    let compromised = signing_kid(&keys, ts(910));
-    let (keys, p) = step_with(&settings(), &keys, ts(910), RotationRequest::Revoke);
+    let keys = step(&keys, ts(1000));
+    let compromised = signing_kid(&keys, ts(1010));
+    let (keys, p) = step_with(&settings(), &keys, ts(1010), RotationRequest::Revoke);
     assert_eq!(p.revoked, vec![compromised.clone()]);
     assert_eq!(p.reason, Some("EmergencyRotation"));
-    assert!(keys.published(ts(910)).all(|k| k.kid != compromised), "revoked key still published");
-    assert_ne!(signing_kid(&keys, ts(910)), compromised);
+    assert!(keys.published(ts(1010)).all(|k| k.kid != compromised), "revoked key still published");
+    assert_ne!(signing_kid(&keys, ts(1010)), compromised);
     assert!(keys.keys.iter().any(|k| k.kid == compromised && k.revoked), "kept as a record");
 }
 
 #[test]
-fn emergency_rotation_without_a_next_key_makes_one_that_signs_now() {
+fn emergency_rotation_right_after_bootstrap_promotes_the_young_next_key() {
     let keys = step(&KeySet::default(), ts(0));
     let compromised = signing_kid(&keys, ts(10));
     let (keys, _) = step_with(&settings(), &keys, ts(10), RotationRequest::Revoke);
-    let now_signing = signing_kid(&keys, ts(10));
-    assert_ne!(now_signing, compromised);
-    assert_eq!(keys.published(ts(10)).count(), 1);
+    assert_ne!(signing_kid(&keys, ts(10)), compromised);
+    assert!(keys.published(ts(10)).all(|k| k.kid != compromised));
+    assert_eq!(keys.published(ts(10)).count(), 2, "the promoted key and a fresh Next");
 }
 
 #[test]
@@ -152,13 +154,12 @@ fn algorithm_change_prepublishes_a_key_of_the_new_algorithm() {
 #[test]
 fn a_next_key_of_the_old_algorithm_is_replaced() {
     let keys = step(&KeySet::default(), ts(0));
-    let keys = step(&keys, ts(900));
     let s = RotationSettings { algorithm: SigningAlgorithm::RS256, ..settings() };
-    let (keys, _) = step_with(&s, &keys, ts(910), RotationRequest::None);
-    let next: Vec<_> = keys.keys.iter().filter(|k| k.activates_at > ts(910)).collect();
+    let (keys, _) = step_with(&s, &keys, ts(10), RotationRequest::None);
+    let next: Vec<_> = keys.keys.iter().filter(|k| k.activates_at > ts(10)).collect();
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].algorithm, SigningAlgorithm::RS256);
-    assert_eq!(next[0].activates_at, ts(1010));
+    assert_eq!(next[0].activates_at, ts(110));
 }
 
 /// A small deterministic PRNG, so the property test needs no extra crate and replays exactly.
@@ -172,12 +173,12 @@ impl Lcg {
 
 /// Property, over years of simulated time with an operator that wakes at random moments (and
 /// sometimes not for days), random manual and emergency rotations, and a fake clock:
-/// - at every instant the signing key has been published for at least the JWKS max-age (plus
-///   skew), except the very first key and keys promoted by an emergency;
+/// - at every instant the signing key has been published for at least prePublish (which the
+///   compiler keeps above the JWKS max-age plus skew), except the first key and keys promoted
+///   by an emergency;
 /// - every unexpired token's kid is published, unless its key was revoked.
 fn check_property(settings: &RotationSettings, token_lifetime: i64, seed: u64, horizon: i64) {
-    let max_age = crate::config::jwks_max_age_secs(settings.pre_publish_secs) as i64;
-    let skew = crate::config::CLOCK_SKEW_SECS as i64;
+    let pre_publish = settings.pre_publish_secs as i64;
     let mut rng = Lcg(seed);
     let mut keys = KeySet::default();
     let mut published_since: HashMap<String, i64> = HashMap::new();
@@ -221,7 +222,7 @@ fn check_property(settings: &RotationSettings, token_lifetime: i64, seed: u64, h
             }
             let since = published_since.get(&s).copied().unwrap_or(u);
             assert!(
-                u - since >= max_age + skew || since == 0 || emergency_promoted.contains(&s),
+                u - since >= pre_publish || since == 0 || emergency_promoted.contains(&s),
                 "seed {seed}: kid {s} signs at {u}, published only since {since}"
             );
             issued.push((s, u));
