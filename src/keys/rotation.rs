@@ -14,12 +14,6 @@ use crate::api::{RotationMode, SigningAlgorithm};
 /// Rotation settings, with the safe minimums already applied by `config::compile`.
 pub type RotationSettings = crate::config::SigningConfig;
 
-/// How long a Next key must have been published before it may sign, even when a person asks
-/// for a rotation now: verifiers that honour the JWKS `max-age` must have seen it.
-pub fn min_publish_secs(settings: &RotationSettings) -> u64 {
-    crate::config::jwks_max_age_secs(settings.pre_publish_secs) + crate::config::CLOCK_SKEW_SECS
-}
-
 /// Activation time of a Next key in Manual mode: it waits for a person to promote it.
 pub fn manual_hold() -> Timestamp {
     Timestamp::from_second(253_402_214_400).unwrap_or(Timestamp::MAX) // 9999-12-31
@@ -127,7 +121,6 @@ pub fn plan_with(settings: &RotationSettings, keys: &KeySet, now: Timestamp, req
     let mut reason: Option<&'static str> = None;
     let mut revoked_now = Vec::new();
     let retain = settings.retain_retired_secs;
-    let min_publish = min_publish_secs(settings);
 
     // Keys past deleteAt are gone.
     let mut set: Vec<PlannedKey> =
