@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use crate::api::{KeyState, SigningAlgorithm};
-pub use rotation::{RotationPlan, RotationRequest, RotationSettings, plan, plan_with};
+pub use rotation::{RotationPlan, RotationRequest, RotationSettings, manual_hold, plan, plan_with};
 pub use signer::{ActiveKeys, Jwks, SignError};
 
 /// Name of the Secret holding the keys of server `server`.

@@ -22,7 +22,7 @@ use serde_json::json;
 use tracing::{info, instrument};
 
 use super::{
-    Context, Error, MANAGER, children, client_secrets,
+    Context, Error, MANAGER, children, client_secrets, crash,
     dependents::Dependent,
     metrics::{KindLabel, ServerLabel},
     status::{self, Acceptance},
@@ -173,7 +173,14 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
     apply_object(ctx, &ns, children::role(server)).await?;
     apply_object(ctx, &ns, children::role_binding(server)).await?;
     apply_object(ctx, &ns, children::config_secret(server, config_json)).await?;
+    let crash_point = |name| {
+        if keys_outcome.changed {
+            crash::point(name)
+        }
+    };
+    crash_point(crash::AFTER_CONFIG_APPLY);
     let deployment = apply_object(ctx, &ns, children::deployment(server, &ctx.build)).await?;
+    crash_point(crash::AFTER_WORKLOAD_APPLY);
     apply_object(ctx, &ns, children::service(server)).await?;
     match children::pod_disruption_budget(server) {
         Some(pdb) => {
@@ -237,6 +244,7 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
         ready_replicas: Some(workload.ready_replicas),
         signing: Some(keys_outcome.status.clone()),
     };
+    crash_point(crash::BEFORE_STATUS_WRITE);
     write_server_status(ctx, server, desired).await?;
 
     let labels = ServerLabel { namespace: ns.clone(), server: name.clone() };
@@ -401,6 +409,8 @@ pub(super) async fn publish(ctx: &Context, server: &AuthorizationServer, type_: 
 
 /// Keys of the server, created when missing; what status should say about them.
 struct KeysOutcome {
+    /// The key set was written in this reconcile.
+    changed: bool,
     ready: bool,
     reason: String,
     message: String,
@@ -414,11 +424,17 @@ fn rfc3339(t: jiff::Timestamp) -> String {
 }
 
 /// What `status.signing` shows of a key set at `now`.
-fn signing_status(keys: &KeySet, next_due: Option<jiff::Timestamp>, now: jiff::Timestamp) -> SigningStatus {
+fn signing_status(keys: &KeySet, now: jiff::Timestamp) -> SigningStatus {
     let active = keys.signing_key(now);
+    // The Next key's activation; none in Manual mode, where it waits for a person.
+    let next_rotation = keys
+        .published(now)
+        .filter(|k| k.activates_at > now && k.activates_at < keys::manual_hold())
+        .map(|k| k.activates_at)
+        .min();
     SigningStatus {
         active_key_id: active.map(|k| k.kid.clone()),
-        next_rotation_time: next_due.map(rfc3339),
+        next_rotation_time: next_rotation.map(rfc3339),
         last_rotation_time: active.map(|k| rfc3339(k.activates_at)),
         keys: keys
             .keys
@@ -485,6 +501,7 @@ async fn ensure_keys(
         // Not handled yet: the Next key is not in every verifier's cache; we come back when it is.
         now_handled = handled.clone();
     }
+    let mut changed = false;
     let keys = if plan.is_empty() && now_handled == handled {
         current
     } else {
@@ -495,6 +512,7 @@ async fn ensure_keys(
         };
         let json = next.to_json().map_err(|e| Error::Invalid(e.to_string()))?;
         let mut secret = children::keys_secret(server, json.into_bytes(), now_handled);
+        crash::point(crash::BEFORE_KEYS_WRITE);
         let params = kube::api::PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
         // The new key is written before anyone's state changes, with a precondition on the
         // version we read: a concurrent or restarted operator fails here instead of duplicating.
@@ -509,6 +527,7 @@ async fn ensure_keys(
                 ctx.metrics.write("Secret", "replace");
             }
         }
+        crash::point(crash::AFTER_KEYS_WRITE);
         if let Some(reason) = plan.reason {
             let active = next.signing_key(now).map(|k| k.kid.clone()).unwrap_or_default();
             info!(reason, active_key = %active, "signing keys changed");
@@ -523,10 +542,12 @@ async fn ensure_keys(
                 format!("{reason}: revoked {} and removed it from the JWKS; {active} signs", plan.revoked.join(", "))
             };
             publish(ctx, server, type_, event_reason, note).await;
+            crash::point(crash::AFTER_KEYS_EVENT);
         }
+        changed = true;
         next
     };
-    let status = signing_status(&keys, plan.next_due, now);
+    let status = signing_status(&keys, now);
     let active = keys.signing_key(now);
     let ready = active.is_some();
     let mut message = if ready {
@@ -553,6 +574,7 @@ async fn ensure_keys(
         message.push_str("; manual rotation waits until the Next key is in every verifier's cache");
     }
     Ok(KeysOutcome {
+        changed,
         ready,
         reason: if ready { "KeysPublished".into() } else { "NoActiveKey".into() },
         message,

@@ -189,3 +189,4 @@ where
 }
 
 pub mod operator;
+pub mod resources;
