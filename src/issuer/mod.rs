@@ -8,10 +8,12 @@ mod discovery;
 pub mod error;
 mod form;
 mod grants;
+mod health;
 mod introspect;
 mod jwks;
 mod rate_limit;
 mod revoke;
+pub mod tls;
 mod token;
 pub mod trust;
 pub mod watch;
@@ -232,6 +234,11 @@ pub(crate) struct Incoming {
 
 async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    match parts.uri.path() {
+        "/livez" => return health::livez(),
+        "/readyz" => return health::readyz(&issuer),
+        _ => {}
+    }
     let Some((served, endpoint)) = issuer.route(parts.uri.path()) else {
         return OAuthError::not_found().into_response();
     };

@@ -591,3 +591,35 @@ async fn swapped_keys_are_served_at_once() {
     assert_ne!(before, after);
     assert_eq!(after["keys"][0]["alg"], "EdDSA");
 }
+
+#[tokio::test]
+async fn health_endpoints_report_liveness_and_readiness() {
+    let empty = Issuer::new(IssuerOptions::default(), Arc::new(MemoryStore::new())).router();
+    let r = empty.clone().oneshot(get("/readyz")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(empty.oneshot(get("/livez")).await.unwrap().status(), StatusCode::OK);
+    let h = harness().await;
+    assert_eq!(h.app.clone().oneshot(get("/readyz")).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn one_process_serves_several_servers_by_issuer_path() {
+    let h = harness().await;
+    let mut other = h.issuer.current("identity", "payments").unwrap().config.clone();
+    other.name = "orders".into();
+    other.issuer = "http://127.0.0.1:9/oauth2/orders".into();
+    let now = jiff::Timestamp::now();
+    let key = keys::generate(SigningAlgorithm::EdDSA, now, now).unwrap();
+    h.issuer.replace(Served::new(other, &keys::KeySet { keys: vec![key] }).unwrap());
+    let a = send(&h.app, get("/oauth2/payments/.well-known/openid-configuration")).await;
+    let b = send(&h.app, get("/oauth2/orders/.well-known/openid-configuration")).await;
+    assert_eq!(a.json["issuer"], ISSUER);
+    assert_eq!(b.json["issuer"], "http://127.0.0.1:9/oauth2/orders");
+    let keys_b = send(&h.app, get("/oauth2/orders/v1/keys")).await;
+    assert_eq!(keys_b.json["keys"][0]["alg"], "EdDSA");
+    // A token of one server is not active at the other.
+    let t = send(&h.app, basic(TOKEN, "team.basic", "basic-secret", "grant_type=client_credentials")).await;
+    let body = format!("token={}", t.json["access_token"].as_str().unwrap());
+    let i = send(&h.app, basic("/oauth2/orders/v1/introspect", "team.basic", "basic-secret", &body)).await;
+    assert_eq!(i.json, json!({ "active": false }));
+}
