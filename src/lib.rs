@@ -4,6 +4,8 @@ pub mod api;
 pub mod config;
 pub mod issuer;
 pub mod keys;
+pub mod operator;
 pub mod policy;
 pub mod standalone;
 pub mod store;
+pub mod telemetry;

@@ -14,8 +14,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Print the CustomResourceDefinitions as YAML.
-    Crds,
+    /// Print the CustomResourceDefinitions as YAML, or write one file per CRD into a directory.
+    Crds {
+        /// Write `<name>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Run the controllers that turn AuthorizationServers into issuer workloads.
+    Operator(tessera::operator::OperatorArgs),
     /// Serve authorization servers straight from resource files, without a cluster.
     Serve(ServeArgs),
     /// Run the issuer of one server in a cluster, from its config and keys Secrets.
@@ -104,8 +110,7 @@ impl TrustArgs {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tessera::telemetry::init();
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -120,16 +125,15 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crds => match tessera::api::crds_yaml() {
-            Ok(yaml) => {
-                print!("{yaml}");
-                ExitCode::SUCCESS
+        Command::Crds { dir } => report(print_crds(dir.as_deref())),
+        Command::Operator(args) => {
+            tessera::telemetry::init();
+            match runtime().map(|rt| rt.block_on(tessera::operator::main(args))) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => fail(format!("{e:#}")),
+                Err(e) => fail(e),
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::Serve(args) => {
             init_tracing();
             let options = tessera::standalone::ServeOptions {
@@ -190,4 +194,27 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(format!("{e:#}")),
+    }
+}
+
+fn print_crds(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    match dir {
+        None => print!("{}", tessera::api::crds_yaml()?),
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for crd in tessera::api::crds() {
+                let path = dir.join(tessera::api::crd_file_name(&crd));
+                std::fs::write(&path, tessera::api::crd_yaml(&crd)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
 }

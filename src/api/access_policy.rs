@@ -49,7 +49,7 @@ pub struct ClientMatch {
     pub all: Option<bool>,
     /// Client IDs (AuthClient `clientId`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 256), inner(length(min = 1, max = 256)))]
     #[x_kube(validation = Rule::new("self.all(i, size(i) > 0 && size(i) <= 256)").message("each client id must be 1 to 256 characters"))]
     pub ids: Option<Vec<String>>,
     /// Over the labels of AuthClients.
@@ -106,7 +106,7 @@ pub struct PolicyRule {
     #[schemars(length(min = 1, max = 5))]
     pub grant_types: Vec<GrantType>,
     /// Allowed scopes; `*` allows any scope of the server.
-    #[schemars(length(min = 1, max = 128))]
+    #[schemars(length(min = 1, max = 128), inner(length(min = 1, max = 256)))]
     #[x_kube(validation = Rule::new("self.all(s, size(s) > 0 && size(s) <= 256)").message("each scope must be 1 to 256 characters"))]
     pub scopes: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -140,11 +140,11 @@ pub struct UserMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub everyone: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 100))]
+    #[schemars(length(min = 1, max = 100), inner(length(min = 1, max = 256)))]
     #[x_kube(validation = Rule::new("self.all(g, size(g) > 0 && size(g) <= 256)").message("each group must be 1 to 256 characters"))]
     pub groups: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 100))]
+    #[schemars(length(min = 1, max = 100), inner(length(min = 1, max = 256)))]
     #[x_kube(validation = Rule::new("self.all(s, size(s) > 0 && size(s) <= 256)").message("each subject must be 1 to 256 characters"))]
     pub subjects: Option<Vec<String>>,
 }

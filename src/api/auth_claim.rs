@@ -43,7 +43,7 @@ pub struct AuthClaimSpec {
     pub always_include: Option<bool>,
     /// Include only when one of these scopes is granted; empty: always.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 256)))]
     #[x_kube(validation = Rule::new("self.all(s, size(s) > 0 && size(s) <= 256)").message("each scope must be 1 to 256 characters"))]
     pub scopes: Vec<String>,
 }

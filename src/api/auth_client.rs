@@ -41,13 +41,13 @@ pub struct AuthClientSpec {
     pub grant_types: Vec<GrantType>,
     /// Exact match; https, or http on a loopback host (any port).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(format!("self.all(u, size(u) <= 2048 && !u.contains('#') && ({}))", cel_https_or_loopback("u"))).message("each redirect URI must be an absolute https URL without a fragment (http only on localhost, 127.0.0.1 or [::1])"))]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 2048)))]
+    #[x_kube(validation = Rule::new(format!("self.all(u, !u.contains('#') && ({}))", cel_https_or_loopback("u"))).message("each redirect URI must be an absolute https URL without a fragment (http only on localhost, 127.0.0.1 or [::1])"))]
     pub redirect_uris: Vec<String>,
     /// Where users may be sent after logout.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(format!("self.all(u, size(u) <= 2048 && !u.contains('#') && ({}))", cel_https_or_loopback("u"))).message("each post-logout redirect URI must be an absolute https URL without a fragment (http only on localhost)"))]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 2048)))]
+    #[x_kube(validation = Rule::new(format!("self.all(u, !u.contains('#') && ({}))", cel_https_or_loopback("u"))).message("each post-logout redirect URI must be an absolute https URL without a fragment (http only on localhost)"))]
     pub post_logout_redirect_uris: Vec<String>,
     #[serde(default)]
     pub authentication: ClientAuthentication,

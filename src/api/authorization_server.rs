@@ -37,7 +37,7 @@ pub struct AuthorizationServerSpec {
     pub issuer: String,
 
     /// Default `aud` of access tokens.
-    #[schemars(length(min = 1, max = 16))]
+    #[schemars(length(min = 1, max = 16), inner(length(min = 1, max = 512)))]
     #[x_kube(validation = Rule::new("self.all(a, size(a) > 0 && size(a) <= 512)").message("each audience must be 1 to 512 characters"))]
     #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b == a))").message("audiences must not repeat"))]
     pub audiences: Vec<String>,
@@ -58,7 +58,7 @@ pub struct AuthorizationServerSpec {
 
     /// Origins allowed for CORS and browser redirects: `scheme://host[:port]`, no path.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(max = 256)))]
     #[x_kube(validation = Rule::new(r"self.all(o, size(o) <= 256 && (o.matches('^https://[^/?#\\s]+$') || o.matches('^http://(localhost|127\\.0\\.0\\.1|\\[::1\\])(:[0-9]+)?$')))").message("each trusted origin must be scheme://host[:port] with no path: https, or http on localhost"))]
     pub trusted_origins: Vec<String>,
 
@@ -283,7 +283,7 @@ pub struct TrustedIssuer {
     pub issuer: Option<String>,
     /// Audiences accepted from this issuer; default: this server's issuer URI.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 512)))]
     #[x_kube(validation = Rule::new("self.all(a, size(a) > 0 && size(a) <= 512)").message("each audience must be 1 to 512 characters"))]
     pub audiences: Vec<String>,
     /// Default: from the issuer's discovery document.

@@ -5,7 +5,7 @@
 //! from files through the same [`compile`].
 
 mod compile;
-mod selector;
+pub mod selector;
 
 use std::collections::BTreeMap;
 use std::fmt;

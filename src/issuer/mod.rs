@@ -25,7 +25,7 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::config::ServerConfig;
@@ -163,7 +163,11 @@ impl Issuer {
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new().fallback(dispatch).with_state(self.clone())
+        Router::new()
+            .route("/livez", axum::routing::get(|| async { "ok" }))
+            .route("/readyz", axum::routing::get(readyz))
+            .fallback(dispatch)
+            .with_state(self.clone())
     }
 
     /// Finds the server and endpoint of `path`; the longest issuer path wins.
@@ -230,6 +234,15 @@ impl Endpoint {
 pub(crate) struct Incoming {
     pub headers: HeaderMap,
     pub body: Bytes,
+}
+
+/// Ready once a server's config and keys are loaded (in a cluster: both Secrets were read).
+async fn readyz(State(issuer): State<Arc<Issuer>>) -> Response {
+    if issuer.servers.load().is_empty() {
+        (StatusCode::SERVICE_UNAVAILABLE, "no server loaded yet").into_response()
+    } else {
+        (StatusCode::OK, "ok").into_response()
+    }
 }
 
 async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Response {

@@ -1,17 +1,23 @@
 // kube-testenv runs a small Kubernetes control plane in one process, for
-// integration tests: embedded etcd, kube-apiserver and kube-controller-manager.
+// integration tests: embedded etcd, kube-apiserver and kube-controller-manager
+// (k8s 1.36, etcd 3.7). No kubelet and no scheduler: pods stay Pending.
 //
 // Usage:
 //
 //	kube-testenv --data-dir DIR [--kubeconfig PATH] [--apiserver-arg=--flag=value ...]
+//	             [--log-file PATH|-] [--v N] [--exit-on-stdin-eof=true] [--startup-timeout 2m]
 //
-// When the control plane is ready it writes an admin kubeconfig (atomically)
-// and prints one line on stdout:
+// Everything lives in DIR (one kube-testenv per DIR): pki/ (CA, serving, admin
+// and service-account keys), etcd-*/ (removed on exit), testenv.log (all
+// component logs), kubeconfig (default --kubeconfig). When the control plane is
+// ready it writes the admin kubeconfig (atomically) and prints one line on stdout:
 //
 //	READY <kubeconfig path> <https://127.0.0.1:port>
 //
+// The service-account issuer is that same https://127.0.0.1:port.
 // It exits with code 0 on SIGTERM, SIGINT, or when stdin reaches EOF (the
-// parent holds a pipe to our stdin; when the parent dies, we go too).
+// parent holds a pipe to our stdin; when the parent dies, we go too), and with
+// code 1 if a component fails.
 package main
 
 import (
@@ -29,11 +35,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
 	"go.etcd.io/etcd/server/v3/embed"
+	"golang.org/x/sys/unix"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/rest"
 	logsapi "k8s.io/component-base/logs/api/v1"
@@ -56,6 +64,9 @@ var controllers = []string{
 	"clusterrole-aggregation-controller",
 	"disruption-controller",
 }
+
+// stderr is the original standard error, for our own messages.
+var stderr = os.Stderr
 
 type stringList []string
 
@@ -89,39 +100,66 @@ func main() {
 		os.Exit(2)
 	}
 	if o.dataDir == "" || fs.NArg() != 0 {
-		fmt.Fprintln(os.Stderr, "kube-testenv: --data-dir is required and no positional arguments are accepted")
+		fmt.Fprintln(stderr, "kube-testenv: --data-dir is required and no positional arguments are accepted")
 		fs.Usage()
 		os.Exit(2)
 	}
 	if err := run(&o); err != nil {
-		fmt.Fprintf(os.Stderr, "kube-testenv: %v\n", err)
+		fmt.Fprintf(stderr, "kube-testenv: %v\n", err)
 		os.Exit(1)
 	}
 }
 
 // shutdown is the single exit path once etcd has started.
 type shutdown struct {
-	once   sync.Once
+	once       sync.Once
+	cancel     context.CancelFunc // stops kube-apiserver and kube-controller-manager
+	apiStarted atomic.Bool
+	apiDone    chan struct{} // closed when kube-apiserver's Run has returned
+	stopping   atomic.Bool
+
+	mu     sync.Mutex
 	etcd   *embed.Etcd
 	etcdWD string
 }
 
+func (s *shutdown) setEtcd(e *embed.Etcd) { s.mu.Lock(); s.etcd = e; s.mu.Unlock() }
+func (s *shutdown) setEtcdDir(d string)   { s.mu.Lock(); s.etcdWD = d; s.mu.Unlock() }
+
 func (s *shutdown) exit(code int, reason string) {
 	s.once.Do(func() {
+		s.stopping.Store(true)
 		klog.InfoS("kube-testenv shutting down", "reason", reason)
-		fmt.Fprintf(os.Stderr, "kube-testenv: stopping (%s)\n", reason)
-		if s.etcd != nil {
-			done := make(chan struct{})
-			go func() { s.etcd.Close(); close(done) }()
+		fmt.Fprintf(stderr, "kube-testenv: stopping (%s)\n", reason)
+		t0 := time.Now()
+		// Stop kube-apiserver first: etcd's Close waits for open watch
+		// streams, and the apiserver's are closed when it shuts down.
+		s.cancel()
+		if s.apiStarted.Load() {
 			select {
-			case <-done:
-			case <-time.After(5 * time.Second):
-				fmt.Fprintln(os.Stderr, "kube-testenv: etcd did not stop within 5s")
+			case <-s.apiDone:
+				klog.InfoS("kube-apiserver stopped", "elapsed", time.Since(t0))
+			case <-time.After(3 * time.Second):
+				klog.InfoS("kube-apiserver did not stop within 3s")
 			}
 		}
-		if s.etcdWD != "" {
-			_ = os.RemoveAll(s.etcdWD)
+		s.mu.Lock()
+		etcd, etcdWD := s.etcd, s.etcdWD
+		s.mu.Unlock()
+		if etcd != nil {
+			done := make(chan struct{})
+			go func() { etcd.Close(); close(done) }()
+			select {
+			case <-done:
+				klog.InfoS("etcd stopped", "elapsed", time.Since(t0))
+			case <-time.After(3 * time.Second):
+				fmt.Fprintln(stderr, "kube-testenv: etcd did not stop within 3s")
+			}
 		}
+		if etcdWD != "" {
+			_ = os.RemoveAll(etcdWD)
+		}
+		klog.InfoS("kube-testenv exiting", "code", code, "elapsed", time.Since(t0))
 		klog.Flush()
 		os.Exit(code)
 	})
@@ -146,11 +184,12 @@ func run(o *options) error {
 	if o.logFile == "" {
 		o.logFile = filepath.Join(dataDir, "testenv.log")
 	}
-	if err := setupKlog(o.logFile, o.verbosity); err != nil {
+	if err := setupLogs(o.logFile, o.verbosity); err != nil {
 		return err
 	}
 
-	sd := &shutdown{}
+	ctx, cancel := context.WithCancel(context.Background())
+	sd := &shutdown{cancel: cancel, apiDone: make(chan struct{})}
 
 	// Exit triggers: signals and stdin EOF.
 	sigs := make(chan os.Signal, 1)
@@ -166,12 +205,13 @@ func run(o *options) error {
 		}()
 	}
 
-	// Ports.
-	ports, err := freePorts(3)
+	// The API server's listener is opened now and handed over, so its port
+	// cannot be taken by someone else in between.
+	apiListener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
 	}
-	etcdClientPort, etcdPeerPort, apiPort := ports[0], ports[1], ports[2]
+	apiPort := apiListener.Addr().(*net.TCPAddr).Port
 	serverURL := fmt.Sprintf("https://127.0.0.1:%d", apiPort)
 
 	// Certificates and keys.
@@ -186,21 +226,47 @@ func run(o *options) error {
 		return err
 	}
 
-	// etcd.
+	// etcd, in a fresh directory; directories left by killed runs are removed
+	// (one kube-testenv per data dir).
+	if old, _ := filepath.Glob(filepath.Join(dataDir, "etcd-*")); len(old) > 0 {
+		for _, d := range old {
+			_ = os.RemoveAll(d)
+		}
+	}
 	etcdDir, err := os.MkdirTemp(dataDir, "etcd-")
 	if err != nil {
 		return err
 	}
-	sd.etcdWD = etcdDir
-	etcd, err := startEtcd(etcdDir, etcdClientPort, etcdPeerPort, filepath.Join(dataDir, "etcd.log"))
-	if err != nil {
+	sd.setEtcdDir(etcdDir)
+	var etcd *embed.Etcd
+	var etcdClientPort int
+	for attempt := 1; ; attempt++ {
+		ports, err := freePorts(2)
+		if err != nil {
+			return err
+		}
+		etcdClientPort = ports[0]
+		etcd, err = startEtcd(etcdDir, ports[0], ports[1])
+		if err == nil {
+			break
+		}
+		// Another process may have taken a port between our probe and etcd's bind.
+		if attempt < 3 && strings.Contains(err.Error(), "address already in use") {
+			klog.InfoS("etcd port taken, retrying", "err", err)
+			_ = os.RemoveAll(etcdDir)
+			_ = os.MkdirAll(etcdDir, 0o700)
+			continue
+		}
 		_ = os.RemoveAll(etcdDir)
 		return fmt.Errorf("etcd: %w", err)
 	}
-	sd.etcd = etcd
+	sd.setEtcd(etcd)
 	klog.InfoS("etcd ready", "elapsed", time.Since(start))
 	fail := func(err error) {
-		fmt.Fprintf(os.Stderr, "kube-testenv: %v (logs: %s)\n", err, o.logFile)
+		if sd.stopping.Load() {
+			select {} // expected during shutdown
+		}
+		fmt.Fprintf(stderr, "kube-testenv: %v (logs: %s)\n", err, o.logFile)
 		sd.exit(1, "error")
 	}
 	go func() {
@@ -211,7 +277,6 @@ func run(o *options) error {
 		}
 	}()
 
-	ctx := context.Background()
 	rest.SetDefaultWarningHandler(rest.NoWarnings{})
 
 	// kube-apiserver.
@@ -237,11 +302,12 @@ func run(o *options) error {
 	}
 	apiArgs = append(apiArgs, o.apiserverArg...)
 	apiErr := make(chan error, 1)
-	if err := startAPIServer(ctx, apiArgs, o.verbosity, apiErr); err != nil {
-		return fmt.Errorf("kube-apiserver: %w", err)
+	if err := startAPIServer(ctx, apiArgs, apiListener, o.verbosity, &sd.apiStarted, apiErr); err != nil {
+		fail(fmt.Errorf("kube-apiserver: %w", err))
 	}
 	go func() {
 		err := <-apiErr
+		close(sd.apiDone)
 		if err == nil {
 			err = errors.New("stopped")
 		}
@@ -250,7 +316,7 @@ func run(o *options) error {
 
 	client, err := p.httpClient()
 	if err != nil {
-		return err
+		fail(err)
 	}
 	deadline := time.Now().Add(o.timeout)
 	if err := waitFor(client, serverURL+"/readyz", deadline); err != nil {
@@ -292,32 +358,36 @@ func run(o *options) error {
 		fail(err)
 	}
 	fmt.Fprintf(os.Stdout, "READY %s %s\n", o.kubeconfig, serverURL)
-	fmt.Fprintf(os.Stderr, "kube-testenv: ready in %s (logs: %s)\n", time.Since(start).Round(time.Millisecond), o.logFile)
+	fmt.Fprintf(stderr, "kube-testenv: ready in %s (logs: %s)\n", time.Since(start).Round(time.Millisecond), o.logFile)
 	select {}
 }
 
-func setupKlog(logFile string, v int) error {
+// setupLogs sends everything the components log (klog, the etcd server's and
+// the etcd client's zap loggers, Go runtime panics) to logFile by pointing
+// file descriptor 2 at it. Our own few messages go to the original stderr.
+func setupLogs(logFile string, v int) error {
 	kfs := flag.NewFlagSet("klog", flag.ContinueOnError)
 	klog.InitFlags(kfs)
-	set := map[string]string{"v": strconv.Itoa(v)}
-	if logFile != "-" {
-		f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-		if err != nil {
-			return err
-		}
-		f.Close()
-		set["logtostderr"] = "false"
-		set["alsologtostderr"] = "false"
-		set["log_file"] = logFile
-		set["log_file_max_size"] = "0"
-		set["stderrthreshold"] = "FATAL"
-		set["one_output"] = "true"
+	if err := kfs.Set("v", strconv.Itoa(v)); err != nil {
+		return err
 	}
-	for k, val := range set {
-		if err := kfs.Set(k, val); err != nil {
-			return fmt.Errorf("klog flag %s: %w", k, err)
-		}
+	if logFile == "-" {
+		return nil
 	}
+	f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	orig, err := unix.Dup(2)
+	if err != nil {
+		return err
+	}
+	unix.CloseOnExec(orig)
+	if err := unix.Dup3(int(f.Fd()), 2, 0); err != nil {
+		return err
+	}
+	f.Close()
+	stderr = os.NewFile(uintptr(orig), "stderr")
 	return nil
 }
 
@@ -340,7 +410,7 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-func startEtcd(dir string, clientPort, peerPort int, logFile string) (*embed.Etcd, error) {
+func startEtcd(dir string, clientPort, peerPort int) (*embed.Etcd, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = "kube-testenv"
 	cfg.Dir = dir
@@ -354,7 +424,7 @@ func startEtcd(dir string, clientPort, peerPort int, logFile string) (*embed.Etc
 	cfg.UnsafeNoFsync = true
 	cfg.Logger = "zap"
 	cfg.LogLevel = "warn"
-	cfg.LogOutputs = []string{logFile}
+	cfg.LogOutputs = []string{"stderr"}
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, err
@@ -373,7 +443,7 @@ func startEtcd(dir string, clientPort, peerPort int, logFile string) (*embed.Etc
 
 // startAPIServer does what kube-apiserver's cobra command does, minus its
 // process-wide signal handler (we own signals).
-func startAPIServer(ctx context.Context, args []string, v int, errCh chan<- error) error {
+func startAPIServer(ctx context.Context, args []string, l net.Listener, v int, started *atomic.Bool, errCh chan<- error) error {
 	s := apiserveroptions.NewServerRunOptions()
 	fs := pflag.NewFlagSet("kube-apiserver", pflag.ContinueOnError)
 	for _, f := range s.Flags().FlagSets {
@@ -382,6 +452,7 @@ func startAPIServer(ctx context.Context, args []string, v int, errCh chan<- erro
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	s.SecureServing.Listener = l
 	if err := s.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
 		return err
 	}
@@ -397,6 +468,7 @@ func startAPIServer(ctx context.Context, args []string, v int, errCh chan<- erro
 	if errs := completed.Validate(); len(errs) != 0 {
 		return utilerrors.NewAggregate(errs)
 	}
+	started.Store(true)
 	go func() { errCh <- apiserverapp.Run(ctx, completed) }()
 	return nil
 }

@@ -1,0 +1,114 @@
+//! Client credentials: a 256-bit secret per AuthClient, written once to the Secret named by
+//! `spec.authentication.secretName` in the client's namespace. Only its hash leaves here.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use k8s_openapi::{ByteString, api::core::v1::Secret};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
+};
+
+use super::{Context, Error, MANAGER};
+use crate::api::{AuthClient, AuthorizationServer, Endpoints};
+
+pub const SERVER_NAMESPACE_LABEL: &str = "tessera.dev/server-namespace";
+pub const SERVER_NAME_LABEL: &str = "tessera.dev/server-name";
+pub const CLIENT_SECRET_KEY: &str = "client_secret";
+
+/// A fresh client secret: 256 random bits, base64url.
+pub fn generate_secret() -> Result<String, Error> {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Error::Invalid("the system random generator failed".into()))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+fn field(secret: &Secret, key: &str) -> Option<String> {
+    let data = secret.data.as_ref()?.get(key)?;
+    String::from_utf8(data.0.clone()).ok()
+}
+
+/// Ensures the client's Secret exists with a secret and the server's current endpoints;
+/// returns the secret (to hash) without ever logging it.
+pub async fn ensure(ctx: &Context, server: &AuthorizationServer, client: &AuthClient) -> Result<String, Error> {
+    let ns = client.namespace().unwrap_or_default();
+    let name = client.secret_name();
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let existing = api.get_opt(&name).await?;
+    let secret = match existing.as_ref().and_then(|s| field(s, CLIENT_SECRET_KEY)) {
+        Some(s) if !s.is_empty() => s,
+        _ => generate_secret()?,
+    };
+    let endpoints = Endpoints::for_issuer(&server.spec.issuer);
+    let wanted = BTreeMap::from([
+        ("client_id".to_owned(), client.client_id()),
+        (CLIENT_SECRET_KEY.to_owned(), secret.clone()),
+        ("issuer".to_owned(), server.spec.issuer.clone()),
+        ("token_endpoint".to_owned(), endpoints.token),
+    ]);
+    let server_ns = server.namespace().unwrap_or_default();
+    let labels = BTreeMap::from([
+        ("app.kubernetes.io/managed-by".to_owned(), MANAGER.to_owned()),
+        (SERVER_NAMESPACE_LABEL.to_owned(), server_ns),
+        (SERVER_NAME_LABEL.to_owned(), server.name_any()),
+    ]);
+    let up_to_date = existing.as_ref().is_some_and(|s| {
+        wanted.iter().all(|(k, v)| field(s, k).as_deref() == Some(v.as_str()))
+            && labels.iter().all(|(k, v)| s.labels().get(k) == Some(v))
+    });
+    if up_to_date {
+        return Ok(secret);
+    }
+    let owner = client.controller_owner_ref(&());
+    let desired = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            labels: Some(labels),
+            owner_references: owner.map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(wanted.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()),
+        ..Default::default()
+    };
+    if existing.is_none() {
+        // Create, not apply: if another reconcile created it meanwhile, keep its secret.
+        match api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &desired).await {
+            Ok(_) => {
+                ctx.metrics.write("Secret", "create");
+                return Ok(secret);
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                let current = api.get(&name).await?;
+                return field(&current, CLIENT_SECRET_KEY)
+                    .ok_or_else(|| Error::Invalid(format!("Secret {ns}/{name} exists without {CLIENT_SECRET_KEY}")));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&desired)).await?;
+    ctx.metrics.write("Secret", "apply");
+    Ok(secret)
+}
+
+/// Deletes the client Secrets written for `server`, in every namespace we can see.
+pub async fn delete_all(ctx: &Context, server: &AuthorizationServer) -> Result<(), Error> {
+    let selector = format!(
+        "{SERVER_NAMESPACE_LABEL}={},{SERVER_NAME_LABEL}={}",
+        server.namespace().unwrap_or_default(),
+        server.name_any()
+    );
+    for api in ctx.apis::<Secret>() {
+        for s in api.list(&ListParams::default().labels(&selector)).await?.items {
+            let ns_api: Api<Secret> = Api::namespaced(ctx.client.clone(), &s.namespace().unwrap_or_default());
+            match ns_api.delete(&s.name_any(), &DeleteParams::default()).await {
+                Ok(_) => ctx.metrics.write("Secret", "delete"),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,74 @@
+//! Scopes, claims, policies and clients whose server does not exist: `Accepted=False,
+//! reason=ServerNotFound`. Everything else about them is decided by their server's reconcile.
+
+use std::{fmt::Debug, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use kube::{
+    Api, Resource, ResourceExt,
+    runtime::{Controller, controller::Action, watcher},
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::{Context, Error, status};
+use crate::api::{AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer};
+
+/// A resource that points at an AuthorizationServer.
+pub trait Dependent:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: &'static str;
+    /// (namespace, name) of the server it belongs to.
+    fn server(&self) -> (String, String);
+    fn conditions(&self) -> Vec<crate::api::conditions::Condition>;
+}
+
+macro_rules! dependent {
+    ($ty:ty, $kind:literal, |$s:ident| $server_ns:expr) => {
+        impl Dependent for $ty {
+            const KIND: &'static str = $kind;
+            fn server(&self) -> (String, String) {
+                let $s = self;
+                ($server_ns, self.spec.server_ref.name.clone())
+            }
+            fn conditions(&self) -> Vec<crate::api::conditions::Condition> {
+                self.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()
+            }
+        }
+    };
+}
+
+dependent!(AuthScope, "AuthScope", |s| s.namespace().unwrap_or_default());
+dependent!(AuthClaim, "AuthClaim", |s| s.namespace().unwrap_or_default());
+dependent!(AccessPolicy, "AccessPolicy", |s| s.namespace().unwrap_or_default());
+dependent!(AuthClient, "AuthClient", |s| s.server_namespace());
+
+pub async fn run<K: Dependent>(api: Api<K>, ctx: Arc<Context>) {
+    Controller::new(api, watcher::Config::default())
+        .graceful_shutdown_on(super::shutdown_signal())
+        .run(reconcile::<K>, |_, _, _| super::retry_after_error(), ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+async fn reconcile<K: Dependent>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics.reconciles.get_or_create(&super::metrics::KindLabel { kind: K::KIND.into() }).inc();
+    let (ns, name) = obj.server();
+    let servers: Api<AuthorizationServer> = Api::namespaced(ctx.client.clone(), &ns);
+    let exists = servers.get_opt(&name).await?.is_some_and(|s| s.metadata.deletion_timestamp.is_none());
+    if !exists {
+        let message =
+            format!("AuthorizationServer {ns}/{name} does not exist; this {} takes effect when it does", K::KIND);
+        status::set_dependent(&ctx, &*obj, status::Acceptance::rejected("ServerNotFound", message)).await?;
+        // The server's creation re-reconciles it through the server controller's watch.
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
+    Ok(Action::await_change())
+}

@@ -1,0 +1,537 @@
+//! The AuthorizationServer reconcile: read its scopes, claims, policies and clients, compile
+//! them into a `ServerConfig`, keep its keys, apply its issuer workload, report status.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Namespace, Secret},
+    policy::v1::PodDisruptionBudget,
+};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType},
+        finalizer::{Event as Finalizer, finalizer},
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+use tracing::{info, instrument};
+
+use super::{
+    Context, Error, MANAGER, children, client_secrets,
+    dependents::Dependent,
+    metrics::{KindLabel, ServerLabel},
+    status::{self, Acceptance},
+};
+use crate::{
+    api::{
+        AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer, AuthorizationServerStatus, Endpoints,
+        KeyStatus, NamespaceFrom, SigningStatus, conditions,
+    },
+    config::{ClientInput, CompileInput},
+    keys::{self, KeySet},
+};
+
+pub const FINALIZER: &str = "tessera.dev/cleanup";
+
+pub fn error_policy(server: Arc<AuthorizationServer>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(server = %server.name_any(), namespace = ?server.namespace(), %error, "reconcile failed");
+    ctx.metrics.errors.get_or_create(&KindLabel { kind: "AuthorizationServer".into() }).inc();
+    super::retry_after_error()
+}
+
+#[instrument(skip_all, fields(namespace = server.namespace().unwrap_or_default(), server = server.name_any()))]
+pub async fn reconcile(server: Arc<AuthorizationServer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let kind = KindLabel { kind: "AuthorizationServer".into() };
+    ctx.metrics.reconciles.get_or_create(&kind).inc();
+    let api: Api<AuthorizationServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER, server, |event| async {
+        match event {
+            Finalizer::Apply(server) => apply(&server, &ctx).await,
+            Finalizer::Cleanup(server) => cleanup(&server, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    ctx.metrics.duration.get_or_create(&kind).observe(started.elapsed().as_secs_f64());
+    result
+}
+
+/// Everything that points at one server.
+struct Dependents {
+    scopes: Vec<AuthScope>,
+    claims: Vec<AuthClaim>,
+    policies: Vec<AccessPolicy>,
+    clients: Vec<AuthClient>,
+}
+
+async fn read_dependents(server: &AuthorizationServer, ctx: &Context) -> Result<Dependents, Error> {
+    let ns = server.namespace().unwrap_or_default();
+    let name = server.name_any();
+    let lp = ListParams::default();
+    let scopes = Api::<AuthScope>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items;
+    let claims = Api::<AuthClaim>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items;
+    let policies = Api::<AccessPolicy>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items;
+    let mut clients = Vec::new();
+    for api in ctx.apis::<AuthClient>() {
+        clients.extend(
+            api.list(&lp)
+                .await?
+                .items
+                .into_iter()
+                .filter(|c| c.server_namespace() == ns && c.spec.server_ref.name == name),
+        );
+    }
+    Ok(Dependents {
+        scopes: scopes.into_iter().filter(|s| s.spec.server_ref.name == name).collect(),
+        claims: claims.into_iter().filter(|s| s.spec.server_ref.name == name).collect(),
+        policies: policies.into_iter().filter(|s| s.spec.server_ref.name == name).collect(),
+        clients,
+    })
+}
+
+/// Why a client's namespace may not use this server, if it may not.
+async fn namespace_refusal(
+    server: &AuthorizationServer,
+    client: &AuthClient,
+    ctx: &Context,
+) -> Result<Option<String>, Error> {
+    let server_ns = server.namespace().unwrap_or_default();
+    let client_ns = client.namespace().unwrap_or_default();
+    let cn = &server.spec.client_namespaces;
+    let allowed = match cn.from {
+        NamespaceFrom::All => true,
+        NamespaceFrom::Same => client_ns == server_ns,
+        NamespaceFrom::Selector => {
+            client_ns == server_ns || {
+                let namespace = Api::<Namespace>::all(ctx.client.clone()).get_opt(&client_ns).await?;
+                let labels = namespace.map(|n| n.labels().clone()).unwrap_or_default();
+                cn.selector.as_ref().is_some_and(|s| crate::config::selector::matches(s, &labels))
+            }
+        }
+    };
+    Ok((!allowed).then(|| {
+        format!(
+            "namespace {client_ns} may not hold clients of AuthorizationServer {server_ns}/{}: its spec.clientNamespaces (from: {:?}) does not allow it",
+            server.name_any(),
+            cn.from
+        )
+    }))
+}
+
+async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Error> {
+    let ns = server.namespace().unwrap_or_default();
+    let name = server.name_any();
+    let generation = server.metadata.generation;
+    let now = jiff::Timestamp::now();
+
+    // read
+    let deps = read_dependents(server, ctx).await?;
+
+    // validate: namespaces, then client secrets for the clients that may exist
+    let mut acceptance: BTreeMap<(&'static str, String, String), Acceptance> = BTreeMap::new();
+    let mut client_inputs = Vec::new();
+    for client in &deps.clients {
+        let key = ("AuthClient", client.namespace().unwrap_or_default(), client.name_any());
+        if let Some(why) = namespace_refusal(server, client, ctx).await? {
+            acceptance.insert(key, Acceptance::rejected("NamespaceNotAllowed", why));
+            continue;
+        }
+        let secret_hashes = if client.spec.authentication.method.uses_secret() {
+            vec![crate::config::hash_secret(&client_secrets::ensure(ctx, server, client).await?)]
+        } else {
+            Vec::new()
+        };
+        client_inputs.push(ClientInput { client: client.clone(), secret_hashes });
+    }
+    let input = CompileInput {
+        server: server.clone(),
+        scopes: deps.scopes.clone(),
+        claims: deps.claims.clone(),
+        policies: deps.policies.clone(),
+        clients: client_inputs,
+    };
+    let compiled = crate::config::compile(&input);
+    for r in &compiled.rejected {
+        acceptance.insert(
+            (kind_of(r.kind), r.namespace.clone(), r.name.clone()),
+            Acceptance::rejected(&r.reason, r.message.clone()),
+        );
+    }
+    let config_json = compiled.config.to_json().map_err(|source| Error::Serialize { what: "ServerConfig", source })?;
+
+    // keys: the operator is their only writer
+    let keys_outcome = ensure_keys(server, &compiled.config.signing, ctx, now).await?;
+
+    // build + apply
+    apply_object(ctx, &ns, children::service_account(server)).await?;
+    apply_object(ctx, &ns, children::role(server)).await?;
+    apply_object(ctx, &ns, children::role_binding(server)).await?;
+    apply_object(ctx, &ns, children::config_secret(server, config_json)).await?;
+    let deployment = apply_object(ctx, &ns, children::deployment(server, &ctx.build)).await?;
+    apply_object(ctx, &ns, children::service(server)).await?;
+    match children::pod_disruption_budget(server) {
+        Some(pdb) => {
+            apply_object(ctx, &ns, pdb).await?;
+        }
+        None => delete_if_present::<PodDisruptionBudget>(ctx, &ns, &children::issuer_name(&name)).await?,
+    }
+
+    // report: dependents first, then the server
+    report_dependents(ctx, &deps, &acceptance).await?;
+    let workload = workload_state(server, &deployment);
+    let rejected = compiled.rejected.len();
+    let config_message = if rejected == 0 {
+        format!(
+            "{} scopes, {} claims, {} policies, {} clients",
+            compiled.config.scopes.len(),
+            compiled.config.claims.len(),
+            compiled.config.policies.len(),
+            compiled.config.clients.len()
+        )
+    } else {
+        format!("compiled; {rejected} resource(s) not accepted: see their Accepted condition")
+    };
+    let mut conds = server.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+    let set = |list: &mut Vec<conditions::Condition>, t: &str, ok: bool, reason: &str, msg: String| {
+        conditions::set(list, conditions::new(t, ok, reason, msg, generation, now));
+    };
+    set(&mut conds, conditions::CONFIG_READY, true, "Compiled", config_message);
+    set(
+        &mut conds,
+        conditions::SIGNING_KEYS_READY,
+        keys_outcome.ready,
+        &keys_outcome.reason,
+        keys_outcome.message.clone(),
+    );
+    set(&mut conds, conditions::WORKLOAD_READY, workload.ready, &workload.reason, workload.message.clone());
+    let ready = workload.ready && keys_outcome.ready;
+    let (ready_reason, ready_message) = if ready {
+        ("Ready".to_owned(), format!("issuer {} is serving", server.spec.issuer))
+    } else if !keys_outcome.ready {
+        (keys_outcome.reason.clone(), keys_outcome.message.clone())
+    } else {
+        (workload.reason.clone(), workload.message.clone())
+    };
+    set(&mut conds, conditions::READY, ready, &ready_reason, ready_message.clone());
+    set(
+        &mut conds,
+        conditions::RECONCILING,
+        !ready,
+        if ready { "Reconciled" } else { &ready_reason },
+        if ready { String::new() } else { ready_message },
+    );
+    set(&mut conds, conditions::STALLED, false, "NotStalled", String::new());
+
+    let desired = AuthorizationServerStatus {
+        observed_generation: generation,
+        conditions: conds,
+        issuer: Some(server.spec.issuer.clone()),
+        endpoints: Some(Endpoints::for_issuer(&server.spec.issuer)),
+        replicas: Some(server.spec.workload.replicas),
+        ready_replicas: Some(workload.ready_replicas),
+        signing: Some(keys_outcome.status.clone()),
+    };
+    write_server_status(ctx, server, desired).await?;
+
+    let labels = ServerLabel { namespace: ns.clone(), server: name.clone() };
+    if let Some(age) = keys_outcome.active_age {
+        ctx.metrics.active_key_age.get_or_create(&labels).set(age.as_secs_f64());
+    }
+    let requeue = keys_outcome.next_due.map(|d| d.min(Duration::from_secs(300))).unwrap_or(Duration::from_secs(300));
+    if let Some(d) = keys_outcome.next_due {
+        ctx.metrics.next_rotation_in.get_or_create(&labels).set(d.as_secs_f64());
+    }
+    Ok(Action::requeue(requeue.max(Duration::from_millis(200))))
+}
+
+fn kind_of(kind: &str) -> &'static str {
+    match kind {
+        "AuthScope" => "AuthScope",
+        "AuthClaim" => "AuthClaim",
+        "AccessPolicy" => "AccessPolicy",
+        _ => "AuthClient",
+    }
+}
+
+async fn report_dependents(
+    ctx: &Context,
+    deps: &Dependents,
+    acceptance: &BTreeMap<(&'static str, String, String), Acceptance>,
+) -> Result<(), Error> {
+    async fn report<K: Dependent>(
+        ctx: &Context,
+        items: &[K],
+        acceptance: &BTreeMap<(&'static str, String, String), Acceptance>,
+    ) -> Result<(), Error> {
+        for item in items {
+            let key = (K::KIND, item.namespace().unwrap_or_default(), item.name_any());
+            let a = acceptance
+                .get(&key)
+                .cloned()
+                .unwrap_or_else(|| Acceptance::accepted("accepted by its AuthorizationServer"));
+            status::set_dependent(ctx, item, a).await?;
+        }
+        Ok(())
+    }
+    report(ctx, &deps.scopes, acceptance).await?;
+    report(ctx, &deps.claims, acceptance).await?;
+    report(ctx, &deps.policies, acceptance).await?;
+    for client in &deps.clients {
+        let key = ("AuthClient", client.namespace().unwrap_or_default(), client.name_any());
+        let a = acceptance
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| Acceptance::accepted("accepted by its AuthorizationServer"));
+        let mut extra = serde_json::Map::new();
+        extra.insert("clientId".into(), json!(client.client_id()));
+        if client.spec.authentication.method.uses_secret() && a.accepted {
+            extra.insert("secretName".into(), json!(client.secret_name()));
+        }
+        status::set_dependent_with(ctx, client, a, extra).await?;
+    }
+    Ok(())
+}
+
+struct WorkloadState {
+    ready: bool,
+    ready_replicas: i32,
+    reason: String,
+    message: String,
+}
+
+fn workload_state(server: &AuthorizationServer, deployment: &Deployment) -> WorkloadState {
+    let want = server.spec.workload.replicas;
+    let status = deployment.status.clone().unwrap_or_default();
+    let current = status.observed_generation >= deployment.metadata.generation;
+    let available = status.available_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let ready = current && available >= want && updated >= want;
+    WorkloadState {
+        ready,
+        ready_replicas: status.ready_replicas.unwrap_or(0),
+        reason: if ready { "Available".into() } else { "Progressing".into() },
+        message: format!("{available}/{want} issuer replicas available"),
+    }
+}
+
+/// Server-side apply of one child; returns the object as the API server now holds it.
+async fn apply_object<K>(ctx: &Context, ns: &str, obj: K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let before = api.get_opt(&name).await?;
+    let mut patch = serde_json::to_value(&obj).map_err(|source| Error::Serialize { what: "child object", source })?;
+    patch["apiVersion"] = json!(K::api_version(&()));
+    patch["kind"] = json!(K::kind(&()));
+    let after = api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+    if before.and_then(|b| b.meta().resource_version.clone()) != after.meta().resource_version {
+        ctx.metrics.write(&K::kind(&()), "apply");
+    }
+    Ok(after)
+}
+
+async fn delete_if_present<K>(ctx: &Context, ns: &str, name: &str) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    if api.get_opt(name).await?.is_some() {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => ctx.metrics.write(&K::kind(&()), "delete"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn write_server_status(
+    ctx: &Context,
+    server: &AuthorizationServer,
+    desired: AuthorizationServerStatus,
+) -> Result<(), Error> {
+    let current = server.status.clone().unwrap_or_default();
+    let same = !conditions::differ_beyond_timestamps(&current.conditions, &desired.conditions)
+        && AuthorizationServerStatus { conditions: vec![], ..current.clone() }
+            == AuthorizationServerStatus { conditions: vec![], ..desired.clone() };
+    if same {
+        return Ok(());
+    }
+    let api: Api<AuthorizationServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+    let patch = json!({ "apiVersion": "tessera.dev/v1alpha1", "kind": "AuthorizationServer", "status": desired });
+    api.patch_status(&server.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+    ctx.metrics.write("AuthorizationServer", "patch-status");
+    let was_ready = current.conditions.iter().any(|c| c.type_ == conditions::READY && c.status == "True");
+    let is_ready = desired.conditions.iter().any(|c| c.type_ == conditions::READY && c.status == "True");
+    if was_ready != is_ready {
+        let (type_, reason, note) = if is_ready {
+            (EventType::Normal, "Ready", format!("issuer {} is serving", server.spec.issuer))
+        } else {
+            (EventType::Warning, "NotReady", "the issuer is not serving yet".to_owned())
+        };
+        publish(ctx, server, type_, reason, note).await;
+    }
+    Ok(())
+}
+
+pub(super) async fn publish(ctx: &Context, server: &AuthorizationServer, type_: EventType, reason: &str, note: String) {
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    if let Err(e) = ctx.recorder.publish(&event, &server.object_ref(&())).await {
+        tracing::debug!(error = %e, "could not publish event");
+    } else {
+        ctx.metrics.write("Event", "create");
+    }
+}
+
+/// Keys of the server, created when missing; what status should say about them.
+struct KeysOutcome {
+    ready: bool,
+    reason: String,
+    message: String,
+    status: SigningStatus,
+    next_due: Option<Duration>,
+    active_age: Option<Duration>,
+}
+
+fn rfc3339(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// What `status.signing` shows of a key set at `now`.
+fn signing_status(keys: &KeySet, next_due: Option<jiff::Timestamp>, now: jiff::Timestamp) -> SigningStatus {
+    let active = keys.signing_key(now);
+    SigningStatus {
+        active_key_id: active.map(|k| k.kid.clone()),
+        next_rotation_time: next_due.map(rfc3339),
+        last_rotation_time: active.map(|k| rfc3339(k.activates_at)),
+        keys: keys
+            .keys
+            .iter()
+            .filter_map(|k| {
+                Some(KeyStatus {
+                    kid: k.kid.clone(),
+                    algorithm: k.algorithm,
+                    state: keys.state(k, now)?,
+                    created_at: rfc3339(k.created_at),
+                    activates_at: rfc3339(k.activates_at),
+                    retires_at: k.retires_at.map(rfc3339),
+                    delete_at: k.delete_at.map(rfc3339),
+                })
+            })
+            .collect(),
+    }
+}
+
+async fn ensure_keys(
+    server: &AuthorizationServer,
+    settings: &crate::keys::RotationSettings,
+    ctx: &Context,
+    now: jiff::Timestamp,
+) -> Result<KeysOutcome, Error> {
+    let ns = server.namespace().unwrap_or_default();
+    let secret_name = children::keys_secret_name(&server.name_any());
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let existing = api.get_opt(&secret_name).await?;
+    let current = match existing.as_ref().and_then(|s| s.data.as_ref()?.get(children::KEYS_KEY).cloned()) {
+        Some(bytes) => KeySet::from_json(&bytes.0)
+            .map_err(|e| Error::Invalid(format!("Secret {ns}/{secret_name} does not hold a valid key set: {e}")))?,
+        None => KeySet::default(),
+    };
+    let plan = keys::plan(settings, &current, now);
+    let keys = if plan.is_empty() {
+        current
+    } else {
+        let next = plan.apply(&current, settings, now).map_err(|e| Error::Invalid(e.to_string()))?;
+        let json = next.to_json().map_err(|e| Error::Invalid(e.to_string()))?;
+        let mut secret = children::keys_secret(server, json.into_bytes());
+        let params = kube::api::PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+        match &existing {
+            None => {
+                api.create(&params, &secret).await?;
+                ctx.metrics.write("Secret", "create");
+            }
+            Some(old) => {
+                // Precondition on the version we read: a concurrent writer makes this fail, not duplicate.
+                secret.metadata.resource_version = old.metadata.resource_version.clone();
+                api.replace(&secret_name, &params, &secret).await?;
+                ctx.metrics.write("Secret", "replace");
+            }
+        }
+        let note = match plan.reason {
+            Some(reason) => format!("signing keys changed ({reason})"),
+            None => "retired keys updated".to_owned(),
+        };
+        info!(reason = plan.reason, "signing keys changed");
+        publish(ctx, server, EventType::Normal, "KeyRotated", note).await;
+        next
+    };
+    let status = signing_status(&keys, plan.next_due, now);
+    let active = keys.signing_key(now);
+    let ready = active.is_some();
+    let published = status.keys.len();
+    Ok(KeysOutcome {
+        ready,
+        reason: if ready { "KeysPublished".into() } else { "NoActiveKey".into() },
+        message: if ready {
+            format!("{published} key(s) published; {} signs", status.active_key_id.clone().unwrap_or_default())
+        } else {
+            "no key can sign yet".into()
+        },
+        active_age: active.map(|k| now.duration_since(k.activates_at).unsigned_abs()),
+        next_due: plan.next_due.map(|t| t.duration_since(now).unsigned_abs()),
+        status,
+    })
+}
+
+async fn cleanup(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Error> {
+    // Children in the server's namespace go with their owner (garbage collection); client
+    // Secrets may live elsewhere, where owner references cannot reach.
+    client_secrets::delete_all(ctx, server).await?;
+    let deps = read_dependents(server, ctx).await?;
+    let ns = server.namespace().unwrap_or_default();
+    let gone = |k: &str| {
+        Acceptance::rejected(
+            "ServerNotFound",
+            format!(
+                "AuthorizationServer {ns}/{} was deleted; this {k} takes effect when it returns",
+                server.name_any()
+            ),
+        )
+    };
+    for s in &deps.scopes {
+        status::set_dependent(ctx, s, gone("AuthScope")).await?;
+    }
+    for s in &deps.claims {
+        status::set_dependent(ctx, s, gone("AuthClaim")).await?;
+    }
+    for s in &deps.policies {
+        status::set_dependent(ctx, s, gone("AccessPolicy")).await?;
+    }
+    for s in &deps.clients {
+        status::set_dependent(ctx, s, gone("AuthClient")).await?;
+    }
+    publish(
+        ctx,
+        server,
+        EventType::Normal,
+        "Deleted",
+        "client Secrets removed; the workload goes with its owner".into(),
+    )
+    .await;
+    Ok(Action::await_change())
+}

@@ -1,0 +1,575 @@
+//! The operator against a real control plane: children, status, references, RBAC, deletion,
+//! crash-restart convergence and idempotence.
+
+mod support;
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::api::{
+    apps::v1::{Deployment, ReplicaSet},
+    authentication::v1::TokenRequest,
+    core::v1::{Namespace, Pod, Secret, Service, ServiceAccount},
+    rbac::v1::{Role, RoleBinding},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use support::operator::OperatorProcess;
+use tessera::api::{AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A server namespace and a client namespace, with the examples applied into them.
+struct Setup {
+    client: Client,
+    server_ns: String,
+    client_ns: String,
+    _operator: OperatorProcess,
+}
+
+async fn apply_doc(client: &Client, doc: &Value) {
+    let kind = doc["kind"].as_str().unwrap();
+    let ns = doc["metadata"]["namespace"].as_str().unwrap();
+    let ar = match kind {
+        "AuthorizationServer" => kube::api::ApiResource::erase::<AuthorizationServer>(&()),
+        "AuthScope" => kube::api::ApiResource::erase::<AuthScope>(&()),
+        "AuthClaim" => kube::api::ApiResource::erase::<AuthClaim>(&()),
+        "AccessPolicy" => kube::api::ApiResource::erase::<AccessPolicy>(&()),
+        "AuthClient" => kube::api::ApiResource::erase::<AuthClient>(&()),
+        other => panic!("unexpected kind {other}"),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
+    api.patch(&obj.name_any(), &PatchParams::apply("tests").force(), &Patch::Apply(&obj)).await.unwrap();
+}
+
+/// The examples, with namespace `identity` → server_ns and `team-orders` → client_ns.
+fn examples(server_ns: &str, client_ns: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut paths: Vec<_> =
+        std::fs::read_dir(support::repo_root().join("examples")).unwrap().map(|e| e.unwrap().path()).collect();
+    paths.sort();
+    for path in paths {
+        let text = std::fs::read_to_string(path).unwrap();
+        for de in serde_norway::Deserializer::from_str(&text) {
+            let mut doc: Value = serde::Deserialize::deserialize(de).unwrap();
+            if doc["apiVersion"] != "tessera.dev/v1alpha1" {
+                continue;
+            }
+            let rename = |ns: &str| if ns == "identity" { server_ns.to_owned() } else { client_ns.to_owned() };
+            let ns = rename(doc["metadata"]["namespace"].as_str().unwrap());
+            doc["metadata"]["namespace"] = json!(ns);
+            if let Some(ref_ns) = doc["spec"]["serverRef"]["namespace"].as_str() {
+                doc["spec"]["serverRef"]["namespace"] = json!(rename(ref_ns));
+            }
+            out.push(doc);
+        }
+    }
+    out
+}
+
+async fn setup(name: &str) -> Setup {
+    let client = support::client().await;
+    let server_ns = support::namespace(&client, &format!("{name}-id")).await;
+    let client_ns = support::namespace(&client, &format!("{name}-cl")).await;
+    label_namespace(&client, &client_ns, "payments").await;
+    let plane = support::control_plane();
+    let log = plane.data_dir.join(format!("operator-{server_ns}.log"));
+    let operator = OperatorProcess::start(&plane.kubeconfig, &[&server_ns, &client_ns], &log);
+    Setup { client, server_ns, client_ns, _operator: operator }
+}
+
+async fn label_namespace(client: &Client, ns: &str, value: &str) {
+    let api: Api<Namespace> = Api::all(client.clone());
+    let patch = json!({ "metadata": { "labels": { "tessera.dev/clients": value } } });
+    api.patch(ns, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+}
+
+fn condition(obj: &Value, type_: &str) -> Option<(String, String)> {
+    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).map(|c| {
+        (c["status"].as_str().unwrap_or_default().to_owned(), c["reason"].as_str().unwrap_or_default().to_owned())
+    })
+}
+
+async fn get_value<K>(api: &Api<K>, name: &str) -> Option<Value>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    api.get_opt(name).await.unwrap().map(|o| serde_json::to_value(o).unwrap())
+}
+
+async fn wait_condition<K>(api: &Api<K>, name: &str, type_: &str, status: &str, reason: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let what = format!("{name}: {type_}={status} ({reason})");
+    support::eventually(WAIT, &what, || async {
+        let v = get_value(api, name).await?;
+        let (s, r) = condition(&v, type_)?;
+        (s == status && r == reason).then_some(())
+    })
+    .await;
+}
+
+/// No kubelet runs: mark the issuer's pods Ready so the Deployment becomes Available.
+async fn mark_pods_ready(client: &Client, ns: &str) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    support::eventually(WAIT, "issuer pods to be created", || async {
+        let list = pods.list(&ListParams::default().labels("app.kubernetes.io/name=tessera-issuer")).await.unwrap();
+        (!list.items.is_empty()).then_some(())
+    })
+    .await;
+    for pod in pods.list(&ListParams::default().labels("app.kubernetes.io/name=tessera-issuer")).await.unwrap() {
+        let now = jiff::Timestamp::now().to_string();
+        let status = json!({ "status": {
+            "phase": "Running",
+            "conditions": [
+                { "type": "Ready", "status": "True", "lastTransitionTime": now },
+                { "type": "ContainersReady", "status": "True", "lastTransitionTime": now },
+                { "type": "PodScheduled", "status": "True", "lastTransitionTime": now }
+            ]
+        }});
+        pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    }
+}
+
+fn secret_text(secret: &Secret, key: &str) -> String {
+    String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn examples_become_a_ready_server_with_owned_children_and_a_complete_config() {
+    let s = setup("ready").await;
+    for doc in examples(&s.server_ns, &s.client_ns) {
+        apply_doc(&s.client, &doc).await;
+    }
+    let ns = &s.server_ns;
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), ns);
+    support::eventually(WAIT, "the issuer Deployment", || async {
+        deployments.get_opt("payments-issuer").await.unwrap()
+    })
+    .await;
+
+    let servers: Api<AuthorizationServer> = Api::namespaced(s.client.clone(), ns);
+    let server = servers.get("payments").await.unwrap();
+    let uid = server.metadata.uid.clone().unwrap();
+    let owned_by_server = |refs: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
+        refs.unwrap_or_default().iter().any(|o| o.uid == uid && o.controller == Some(true))
+    };
+    assert!(owned_by_server(
+        Api::<ServiceAccount>::namespaced(s.client.clone(), ns)
+            .get("payments-issuer")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+    ));
+    assert!(owned_by_server(
+        Api::<Role>::namespaced(s.client.clone(), ns).get("payments-issuer").await.unwrap().metadata.owner_references
+    ));
+    assert!(owned_by_server(
+        Api::<RoleBinding>::namespaced(s.client.clone(), ns)
+            .get("payments-issuer")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+    ));
+    assert!(owned_by_server(
+        Api::<Service>::namespaced(s.client.clone(), ns)
+            .get("payments-issuer")
+            .await
+            .unwrap()
+            .metadata
+            .owner_references
+    ));
+    assert!(owned_by_server(deployments.get("payments-issuer").await.unwrap().metadata.owner_references));
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), ns);
+    let config =
+        support::eventually(WAIT, "the config Secret", || async { secrets.get_opt("payments-config").await.unwrap() })
+            .await;
+    assert!(owned_by_server(config.metadata.owner_references.clone()));
+    let keys = secrets.get("payments-signing-keys").await.unwrap();
+    assert!(owned_by_server(keys.metadata.owner_references.clone()));
+
+    // The compiled config holds every scope, claim, policy and client of the examples.
+    let config_json = support::eventually(WAIT, "all three clients in the config", || async {
+        let c = secrets.get("payments-config").await.unwrap();
+        let text = secret_text(&c, "config.json");
+        text.contains(&format!("{}.orders-worker", s.client_ns)).then_some(text)
+    })
+    .await;
+    for needle in [
+        "payments:read",
+        "payments:write",
+        "payments:admin",
+        "tenant",
+        "k8s_namespace",
+        "groups",
+        "machine-access",
+        "admins",
+        &format!("{}.orders-api", s.client_ns),
+        &format!("{}.orders-admin", s.client_ns),
+    ] {
+        assert!(config_json.contains(needle), "config lacks {needle}");
+    }
+
+    // The client's secret was written in its own namespace; only a hash reached the config.
+    let client_secret: Api<Secret> = Api::namespaced(s.client.clone(), &s.client_ns);
+    let written = support::eventually(WAIT, "the client Secret", || async {
+        client_secret.get_opt("orders-api-oauth").await.unwrap()
+    })
+    .await;
+    let secret_value = secret_text(&written, "client_secret");
+    assert!(secret_value.len() >= 43, "256-bit secret expected");
+    assert!(!config_json.contains(&secret_value), "the config must hold only the secret's hash");
+    assert_eq!(secret_text(&written, "token_endpoint"), "http://127.0.0.1:8080/oauth2/payments/v1/token");
+
+    wait_condition(&servers, "payments", "ConfigReady", "True", "Compiled").await;
+    wait_condition(&servers, "payments", "SigningKeysReady", "True", "KeysPublished").await;
+    wait_condition(&servers, "payments", "Ready", "False", "Progressing").await;
+    mark_pods_ready(&s.client, ns).await;
+    wait_condition(&servers, "payments", "Ready", "True", "Ready").await;
+    let server = get_value(&servers, "payments").await.unwrap();
+    assert_eq!(server["status"]["observedGeneration"], server["metadata"]["generation"]);
+    assert!(server["status"]["signing"]["activeKeyId"].is_string());
+    assert_eq!(server["status"]["endpoints"]["token"], "http://127.0.0.1:8080/oauth2/payments/v1/token");
+
+    let clients: Api<AuthClient> = Api::namespaced(s.client.clone(), &s.client_ns);
+    wait_condition(&clients, "orders-api", "Accepted", "True", "Accepted").await;
+    let scopes: Api<AuthScope> = Api::namespaced(s.client.clone(), ns);
+    wait_condition(&scopes, "payments-read", "Accepted", "True", "Accepted").await;
+
+    // Idempotence: a second reconcile of the unchanged server writes nothing.
+    let versions = |c: Client, ns: String, cns: String| async move {
+        let mut v = BTreeMap::new();
+        for s in Api::<Secret>::namespaced(c.clone(), &ns).list(&ListParams::default()).await.unwrap() {
+            v.insert(format!("secret/{}", s.name_any()), s.resource_version().unwrap());
+        }
+        for s in Api::<Secret>::namespaced(c.clone(), &cns).list(&ListParams::default()).await.unwrap() {
+            v.insert(format!("client-secret/{}", s.name_any()), s.resource_version().unwrap());
+        }
+        let d = Api::<Deployment>::namespaced(c.clone(), &ns).get("payments-issuer").await.unwrap();
+        v.insert("deployment".into(), d.resource_version().unwrap());
+        for o in Api::<AuthScope>::namespaced(c.clone(), &ns).list(&ListParams::default()).await.unwrap() {
+            v.insert(format!("scope/{}", o.name_any()), o.resource_version().unwrap());
+        }
+        for o in Api::<AuthClient>::namespaced(c.clone(), &cns).list(&ListParams::default()).await.unwrap() {
+            v.insert(format!("client/{}", o.name_any()), o.resource_version().unwrap());
+        }
+        v
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = versions(s.client.clone(), ns.clone(), s.client_ns.clone()).await;
+    // Touch the server without changing its spec: the controller reconciles it again.
+    let touch = json!({ "metadata": { "annotations": { "test/touch": "1" } } });
+    servers.patch("payments", &PatchParams::default(), &Patch::Merge(&touch)).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = versions(s.client.clone(), ns.clone(), s.client_ns.clone()).await;
+    assert_eq!(before, after, "an unchanged server's reconcile must not write");
+}
+
+#[tokio::test]
+async fn bad_references_are_reported_and_recover_when_fixed() {
+    let s = setup("refs").await;
+    let ns = s.server_ns.clone();
+    let policies: Api<AccessPolicy> = Api::namespaced(s.client.clone(), &ns);
+    let docs = examples(&ns, &s.client_ns);
+    let find = |kind: &str, name: &str| {
+        docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap().clone()
+    };
+
+    // A policy whose server does not exist yet.
+    apply_doc(&s.client, &find("AccessPolicy", "machine-access")).await;
+    wait_condition(&policies, "machine-access", "Accepted", "False", "ServerNotFound").await;
+    apply_doc(&s.client, &find("AuthorizationServer", "payments")).await;
+    wait_condition(&policies, "machine-access", "Accepted", "True", "Accepted").await;
+
+    // A claim whose CEL does not compile; fixed, it is accepted.
+    let claims: Api<AuthClaim> = Api::namespaced(s.client.clone(), &ns);
+    let mut claim = find("AuthClaim", "tenant");
+    claim["spec"]["value"] = json!("client.metadata.tenant +");
+    apply_doc(&s.client, &claim).await;
+    wait_condition(&claims, "tenant", "Accepted", "False", "InvalidExpression").await;
+    claim["spec"]["value"] = json!("client.namespace");
+    apply_doc(&s.client, &claim).await;
+    wait_condition(&claims, "tenant", "Accepted", "True", "Accepted").await;
+
+    // Two scopes with one name: the older wins, the newer is in Conflict until renamed.
+    let scopes: Api<AuthScope> = Api::namespaced(s.client.clone(), &ns);
+    apply_doc(&s.client, &find("AuthScope", "payments-read")).await;
+    wait_condition(&scopes, "payments-read", "Accepted", "True", "Accepted").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut dup = find("AuthScope", "payments-read");
+    dup["metadata"]["name"] = json!("payments-read-again");
+    apply_doc(&s.client, &dup).await;
+    wait_condition(&scopes, "payments-read-again", "Accepted", "False", "Conflict").await;
+    wait_condition(&scopes, "payments-read", "Accepted", "True", "Accepted").await;
+    dup["spec"]["name"] = json!("payments:read-again");
+    apply_doc(&s.client, &dup).await;
+    wait_condition(&scopes, "payments-read-again", "Accepted", "True", "Accepted").await;
+
+    // A client in a namespace the server's selector does not allow.
+    label_namespace(&s.client, &s.client_ns, "someone-else").await;
+    apply_doc(&s.client, &find("AuthClient", "orders-api")).await;
+    let clients: Api<AuthClient> = Api::namespaced(s.client.clone(), &s.client_ns);
+    wait_condition(&clients, "orders-api", "Accepted", "False", "NamespaceNotAllowed").await;
+    label_namespace(&s.client, &s.client_ns, "payments").await;
+    // The namespace label is not watched: the client's next change, or the periodic
+    // reconcile, picks it up. Touch the client to make it prompt.
+    let touch = json!({ "metadata": { "annotations": { "test/touch": "1" } } });
+    clients.patch("orders-api", &PatchParams::default(), &Patch::Merge(&touch)).await.unwrap();
+    wait_condition(&clients, "orders-api", "Accepted", "True", "Accepted").await;
+    let client = get_value(&clients, "orders-api").await.unwrap();
+    assert_eq!(client["status"]["clientId"], json!(format!("{}.orders-api", s.client_ns)));
+    assert_eq!(client["status"]["secretName"], "orders-api-oauth");
+}
+
+async fn token_for(client: &Client, ns: &str, sa: &str) -> String {
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let req: TokenRequest =
+        serde_json::from_value(json!({ "spec": { "audiences": [], "expirationSeconds": 3600 } })).unwrap();
+    let resp: TokenRequest = api.create_subresource("token", sa, &PostParams::default(), &req).await.unwrap();
+    resp.status.unwrap().token
+}
+
+#[tokio::test]
+async fn issuer_identity_reads_its_two_secrets_and_nothing_else() {
+    let s = setup("rbac").await;
+    for doc in examples(&s.server_ns, &s.client_ns) {
+        apply_doc(&s.client, &doc).await;
+    }
+    let ns = s.server_ns.clone();
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), &ns);
+    let deployment = support::eventually(WAIT, "the issuer Deployment", || async {
+        deployments.get_opt("payments-issuer").await.unwrap()
+    })
+    .await;
+    let sa = deployment.spec.unwrap().template.spec.unwrap().service_account_name.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), &ns);
+    support::eventually(WAIT, "the keys Secret", || async { secrets.get_opt("payments-signing-keys").await.unwrap() })
+        .await;
+    // The Role may land a moment after the Deployment.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let token = token_for(&s.client, &ns, &sa).await;
+    let plane = support::control_plane();
+    let mut config = kube::Config::new(plane.url.parse().unwrap());
+    let kc = kube::config::Kubeconfig::read_from(&plane.kubeconfig).unwrap();
+    let admin = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    config.root_cert = admin.root_cert.clone();
+    config.auth_info.token = Some(token.into());
+    let as_issuer = Client::try_from(config).unwrap();
+
+    let issuer_secrets: Api<Secret> = Api::namespaced(as_issuer.clone(), &ns);
+    issuer_secrets.get("payments-config").await.expect("issuer can read its config");
+    issuer_secrets.get("payments-signing-keys").await.expect("issuer can read its keys");
+    let forbidden = |r: Result<_, kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 403);
+    assert!(
+        forbidden(issuer_secrets.list(&ListParams::default()).await.map(|_| ())),
+        "listing all Secrets must be forbidden"
+    );
+    let other: Secret =
+        serde_json::from_value(json!({ "metadata": { "name": "other" }, "stringData": { "k": "v" } })).unwrap();
+    secrets.create(&PostParams::default(), &other).await.unwrap();
+    assert!(forbidden(issuer_secrets.get("other").await.map(|_| ())), "another Secret must be forbidden");
+    assert!(forbidden(
+        Api::<Secret>::namespaced(as_issuer.clone(), &s.client_ns).get("orders-api-oauth").await.map(|_| ())
+    ));
+    assert!(forbidden(Api::<Pod>::namespaced(as_issuer.clone(), &ns).list(&ListParams::default()).await.map(|_| ())));
+    assert!(forbidden(
+        issuer_secrets
+            .patch(
+                "payments-config",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"metadata": {"labels": {"x": "y"}}}))
+            )
+            .await
+            .map(|_| ())
+    ));
+    // Watching the two Secrets by name is allowed (that is how the issuer follows changes).
+    let lp = ListParams::default().fields("metadata.name=payments-config");
+    issuer_secrets.list(&lp).await.expect("list of its own config Secret by name");
+}
+
+#[tokio::test]
+async fn deleting_the_server_removes_everything_it_created_including_client_secrets() {
+    let s = setup("delete").await;
+    for doc in examples(&s.server_ns, &s.client_ns) {
+        apply_doc(&s.client, &doc).await;
+    }
+    let ns = s.server_ns.clone();
+    let client_secrets: Api<Secret> = Api::namespaced(s.client.clone(), &s.client_ns);
+    support::eventually(WAIT, "the client Secret", || async {
+        client_secrets.get_opt("orders-api-oauth").await.unwrap()
+    })
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), &ns);
+    support::eventually(WAIT, "the config Secret", || async { secrets.get_opt("payments-config").await.unwrap() })
+        .await;
+
+    let servers: Api<AuthorizationServer> = Api::namespaced(s.client.clone(), &ns);
+    servers.delete("payments", &DeleteParams::default()).await.unwrap();
+    support::eventually(WAIT, "the server to be gone", || async {
+        servers.get_opt("payments").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    support::eventually(WAIT, "the client Secret to be deleted", || async {
+        client_secrets.get_opt("orders-api-oauth").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    support::eventually(WAIT, "owned children to be collected", || async {
+        let none_left = secrets.get_opt("payments-config").await.unwrap().is_none()
+            && secrets.get_opt("payments-signing-keys").await.unwrap().is_none()
+            && Api::<Deployment>::namespaced(s.client.clone(), &ns).get_opt("payments-issuer").await.unwrap().is_none()
+            && Api::<ReplicaSet>::namespaced(s.client.clone(), &ns)
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .is_empty()
+            && Api::<Service>::namespaced(s.client.clone(), &ns).get_opt("payments-issuer").await.unwrap().is_none()
+            && Api::<Role>::namespaced(s.client.clone(), &ns).get_opt("payments-issuer").await.unwrap().is_none();
+        none_left.then_some(())
+    })
+    .await;
+    let policies: Api<AccessPolicy> = Api::namespaced(s.client.clone(), &ns);
+    wait_condition(&policies, "machine-access", "Accepted", "False", "ServerNotFound").await;
+}
+
+#[tokio::test]
+async fn killing_the_operator_mid_reconcile_converges_without_duplicates() {
+    let client = support::client().await;
+    let server_ns = support::namespace(&client, "crash-id").await;
+    let client_ns = support::namespace(&client, "crash-cl").await;
+    label_namespace(&client, &client_ns, "payments").await;
+    let plane = support::control_plane();
+    for doc in examples(&server_ns, &client_ns) {
+        apply_doc(&client, &doc).await;
+    }
+    // Start and kill the operator several times at different moments of its work.
+    for (i, delay_ms) in [150u64, 400, 700, 1200].into_iter().enumerate() {
+        let log = plane.data_dir.join(format!("operator-crash-{server_ns}-{i}.log"));
+        let mut op = OperatorProcess::start(&plane.kubeconfig, &[&server_ns, &client_ns], &log);
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        op.kill();
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &server_ns);
+    let client_secrets: Api<Secret> = Api::namespaced(client.clone(), &client_ns);
+    let first_keys = secrets.get_opt("payments-signing-keys").await.unwrap();
+    let first_client_secret = client_secrets.get_opt("orders-api-oauth").await.unwrap();
+
+    let log = plane.data_dir.join(format!("operator-crash-{server_ns}-final.log"));
+    let _op = OperatorProcess::start(&plane.kubeconfig, &[&server_ns, &client_ns], &log);
+    let servers: Api<AuthorizationServer> = Api::namespaced(client.clone(), &server_ns);
+    wait_condition(&servers, "payments", "ConfigReady", "True", "Compiled").await;
+    mark_pods_ready(&client, &server_ns).await;
+    wait_condition(&servers, "payments", "Ready", "True", "Ready").await;
+
+    let keys = secrets.get("payments-signing-keys").await.unwrap();
+    let key_set: Value = serde_json::from_slice(&keys.data.as_ref().unwrap()["keys.json"].0).unwrap();
+    let kids: Vec<String> =
+        key_set["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap().to_owned()).collect();
+    let mut unique = kids.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(kids.len(), unique.len(), "duplicate kids: {kids:?}");
+    if let Some(first) = first_keys {
+        assert_eq!(first.data, keys.data, "a key set written before the crash is kept as it was");
+    }
+    let cs = client_secrets.get("orders-api-oauth").await.unwrap();
+    if let Some(first) = first_client_secret {
+        assert_eq!(
+            secret_text(&first, "client_secret"),
+            secret_text(&cs, "client_secret"),
+            "the client secret is never re-issued"
+        );
+    }
+    let all_client_secrets =
+        client_secrets.list(&ListParams::default().labels("tessera.dev/server-name=payments")).await.unwrap();
+    assert_eq!(all_client_secrets.items.len(), 2, "one Secret per client with a secret");
+    let deployments =
+        Api::<Deployment>::namespaced(client.clone(), &server_ns).list(&ListParams::default()).await.unwrap();
+    assert_eq!(deployments.items.len(), 1);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = String::new();
+    stream.read_to_string(&mut buf).await.ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, buf))
+}
+
+#[tokio::test]
+async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
+    let client = support::client().await;
+    let server_ns = support::namespace(&client, "lease-id").await;
+    let client_ns = support::namespace(&client, "lease-cl").await;
+    label_namespace(&client, &client_ns, "payments").await;
+    let plane = support::control_plane();
+    let ports = [free_port(), free_port()];
+    let mut operators: Vec<Option<OperatorProcess>> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            let listen = format!("127.0.0.1:{port}");
+            let identity = format!("op-{i}");
+            let log = plane.data_dir.join(format!("operator-lease-{server_ns}-{i}.log"));
+            let args =
+                ["--listen", &listen, "--leader-elect", "--lease-namespace", &server_ns, "--identity", &identity];
+            Some(OperatorProcess::start_with(&plane.kubeconfig, &[&server_ns, &client_ns], &log, &args))
+        })
+        .collect();
+
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &server_ns);
+    let holder = support::eventually(WAIT, "a lease holder", || async {
+        leases.get_opt("tessera-operator").await.unwrap()?.spec?.holder_identity
+    })
+    .await;
+    let leader = if holder == "op-0" { 0 } else { 1 };
+    let standby = 1 - leader;
+    support::eventually(WAIT, "the leader to report ready", || async {
+        (http_get(ports[leader], "/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+    assert_eq!(http_get(ports[standby], "/readyz").await.unwrap().0, 503, "the standby must not be leading");
+    assert_eq!(http_get(ports[standby], "/healthz").await.unwrap().0, 200, "the standby is alive");
+
+    for doc in examples(&server_ns, &client_ns) {
+        apply_doc(&client, &doc).await;
+    }
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &server_ns);
+    support::eventually(WAIT, "the leader to render the config", || async {
+        secrets.get_opt("payments-config").await.unwrap()
+    })
+    .await;
+    let metrics = http_get(ports[leader], "/metrics").await.unwrap().1;
+    assert!(metrics.contains("tessera_operator_reconciles_total"), "{metrics}");
+    assert!(metrics.contains("tessera_operator_api_writes_total"), "{metrics}");
+    let standby_metrics = http_get(ports[standby], "/metrics").await.unwrap().1;
+    assert!(!standby_metrics.contains("tessera_operator_api_writes_total{"), "the standby wrote: {standby_metrics}");
+
+    // The leader dies; the standby takes the lease and keeps reconciling.
+    operators[leader].take().unwrap().kill();
+    support::eventually(Duration::from_secs(90), "the standby to take over", || async {
+        (http_get(ports[standby], "/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+    let scopes: Api<AuthScope> = Api::namespaced(client.clone(), &server_ns);
+    let mut doc = examples(&server_ns, &client_ns).into_iter().find(|d| d["kind"] == "AuthScope").unwrap();
+    doc["metadata"]["name"] = json!("after-failover");
+    doc["spec"]["name"] = json!("payments:after-failover");
+    apply_doc(&client, &doc).await;
+    wait_condition(&scopes, "after-failover", "Accepted", "True", "Accepted").await;
+    drop(operators);
+}

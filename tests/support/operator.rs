@@ -1,0 +1,40 @@
+//! Runs `tessera operator` as a child process against the test control plane, scoped to the
+//! test's namespaces; killed when dropped.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+};
+
+pub struct OperatorProcess {
+    child: Child,
+}
+
+impl OperatorProcess {
+    pub fn start(kubeconfig: &Path, namespaces: &[&str], log: &Path) -> Self {
+        Self::start_with(kubeconfig, namespaces, log, &["--listen", "127.0.0.1:0"])
+    }
+
+    pub fn start_with(kubeconfig: &Path, namespaces: &[&str], log: &Path, extra: &[&str]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        cmd.arg("operator").arg("--kubeconfig").arg(kubeconfig).args(extra);
+        cmd.args(["--issuer-image", "tessera:test"]);
+        for ns in namespaces {
+            cmd.args(["--namespace", ns]);
+        }
+        let log = std::fs::File::create(log).unwrap();
+        let child = cmd.env("RUST_LOG", "info,tessera=debug").stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        Self { child }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
