@@ -17,7 +17,6 @@ use crate::api::{
 };
 
 pub use compile::{ClientInput, CompileInput, Compiled, Rejection, compile, jwks_max_age_secs};
-pub use selector::matches as selector_matches;
 
 /// Name of the Secret holding the compiled config of server `server`.
 pub fn config_secret_name(server: &str) -> String {

@@ -50,7 +50,7 @@ fn client_allowed(server: &AuthorizationServer, client: &AuthClient, m: &Manifes
         NamespaceFrom::Selector => {
             client_ns == server_ns
                 || match (&server.spec.client_namespaces.selector, m.namespaces.get(client_ns)) {
-                    (Some(sel), Some(labels)) => crate::config::selector_matches(sel, labels),
+                    (Some(sel), Some(labels)) => crate::config::selector::matches(sel, labels),
                     _ => false,
                 }
         }
