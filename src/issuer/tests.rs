@@ -24,6 +24,8 @@ struct FakeIssuer {
     url: String,
     keys: ActiveKeys,
     jwk: serde_json::Map<String, Value>,
+    /// How many times its JWKS was fetched.
+    jwks_fetches: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeIssuer {
@@ -40,14 +42,22 @@ impl FakeIssuer {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let discovery = json!({ "issuer": url, "jwks_uri": format!("{url}/openid/v1/jwks") });
         let jwks = json!({ "keys": [jwk] });
+        let jwks_fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = jwks_fetches.clone();
         let app = axum::Router::new()
             .route(
                 "/.well-known/openid-configuration",
                 axum::routing::get(move || async move { axum::Json(discovery) }),
             )
-            .route("/openid/v1/jwks", axum::routing::get(move || async move { axum::Json(jwks) }));
+            .route(
+                "/openid/v1/jwks",
+                axum::routing::get(move || {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async move { axum::Json(jwks) }
+                }),
+            );
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { url, keys: active, jwk }
+        Self { url, keys: active, jwk, jwks_fetches }
     }
 
     fn sign(&self, claims: Value) -> String {
@@ -622,4 +632,20 @@ async fn one_process_serves_several_servers_by_issuer_path() {
     let body = format!("token={}", t.json["access_token"].as_str().unwrap());
     let i = send(&h.app, basic("/oauth2/orders/v1/introspect", "team.basic", "basic-secret", &body)).await;
     assert_eq!(i.json, json!({ "active": false }));
+}
+
+#[tokio::test]
+async fn trusted_keys_are_fetched_when_config_loads_not_on_the_token_path() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let h = harness().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while h.kube.jwks_fetches.load(SeqCst) == 0 || h.ci.jwks_fetches.load(SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "keys were not fetched ahead of use");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let before = h.kube.jwks_fetches.load(SeqCst);
+    let sa = h.kube.sign(sa_claims("system:serviceaccount:team:worker", ISSUER, now() + 600, &h.kube));
+    let r = send(&h.app, form(TOKEN, &assertion_body(&sa))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(h.kube.jwks_fetches.load(SeqCst), before, "the token request fetched keys");
 }
