@@ -164,6 +164,15 @@ spec:
   serverRef: {{ name: payments, namespace: identity }}
   grantTypes: [client_credentials]
   authentication: {{ method: ServiceAccount, serviceAccountName: worker }}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: AuthClient
+metadata: {{ name: public, namespace: team }}
+spec:
+  serverRef: {{ name: payments, namespace: identity }}
+  grantTypes: [authorization_code]
+  redirectUris: [http://localhost:3000/callback]
+  authentication: {{ method: None }}
 "#,
         ci = ci.url,
         jwk = serde_json::to_string(&client_key.jwk).unwrap(),
@@ -648,4 +657,15 @@ async fn trusted_keys_are_fetched_when_config_loads_not_on_the_token_path() {
     let r = send(&h.app, form(TOKEN, &assertion_body(&sa))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     assert_eq!(h.kube.jwks_fetches.load(SeqCst), before, "the token request fetched keys");
+}
+
+#[tokio::test]
+async fn public_clients_may_not_introspect_or_get_machine_tokens() {
+    let h = harness().await;
+    let t = send(&h.app, basic(TOKEN, "team.basic", "basic-secret", "grant_type=client_credentials")).await;
+    let body = format!("token={}&client_id=team.public", t.json["access_token"].as_str().unwrap());
+    let r = send(&h.app, form("/oauth2/payments/v1/introspect", &body)).await;
+    assert_eq!((r.status, r.error()), (StatusCode::UNAUTHORIZED, "invalid_client"));
+    let r = send(&h.app, form(TOKEN, "grant_type=client_credentials&client_id=team.public")).await;
+    assert_eq!(r.error(), "unauthorized_client");
 }
