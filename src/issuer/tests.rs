@@ -669,3 +669,23 @@ async fn public_clients_may_not_introspect_or_get_machine_tokens() {
     let r = send(&h.app, form(TOKEN, "grant_type=client_credentials&client_id=team.public")).await;
     assert_eq!(r.error(), "unauthorized_client");
 }
+
+#[tokio::test]
+async fn basic_credentials_are_form_decoded_and_raw_ones_still_work() {
+    let h = harness_with("").await;
+    let mut current = h.issuer.current("identity", "payments").unwrap().config.clone();
+    let odd = "a+b%2Fc&d=e";
+    if let Some(c) = current.clients.iter_mut().find(|c| c.client_id == "team.basic") {
+        c.secret_hashes = vec![crate::config::hash_secret(odd)];
+    }
+    let now = jiff::Timestamp::now();
+    let key = keys::generate(SigningAlgorithm::ES256, now, now).unwrap();
+    h.issuer.replace(Served::new(current, &keys::KeySet { keys: vec![key] }).unwrap());
+    // As RFC 6749 §2.3.1 asks: the secret form-encoded inside the Basic header.
+    let encoded: String = form_urlencoded::byte_serialize(odd.as_bytes()).collect();
+    let r = send(&h.app, basic(TOKEN, "team.basic", &encoded, "grant_type=client_credentials")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    // As curl -u sends it: raw.
+    let r = send(&h.app, basic(TOKEN, "team.basic", odd, "grant_type=client_credentials")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+}
