@@ -21,7 +21,6 @@ use support::{
 };
 use tessera::api::{AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer};
 
-
 /// A server namespace and a client namespace, with the examples applied into them.
 struct Setup {
     client: Client,

@@ -93,7 +93,10 @@ fn kubeconfig_with_token(path: &Path, token: &str) {
 /// Starts the issuer exactly as the Deployment would, but listening on a loopback port.
 async fn start_issuer_from_deployment(client: &kube::Client, ns: &str, port: u16) -> KillOnDrop {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    let d = support::eventually(WAIT, "the issuer Deployment", || async { deployments.get_opt("rot-issuer").await.unwrap() }).await;
+    let d = support::eventually(WAIT, "the issuer Deployment", || async {
+        deployments.get_opt("rot-issuer").await.unwrap()
+    })
+    .await;
     let pod = d.spec.unwrap().template.spec.unwrap();
     let mut args = pod.containers[0].args.clone().unwrap();
     let listen = args.iter().position(|a| a == "--listen").expect("the issuer command line names --listen");
@@ -145,15 +148,19 @@ async fn scheduled_and_manual_rotations_never_fail_a_verifier_and_revocation_doe
         apply_doc(&client, &doc).await;
     }
     let plane = support::control_plane();
-    let _operator = OperatorProcess::start(&plane.kubeconfig, &[&ns], &plane.data_dir.join(format!("operator-{ns}.log")));
+    let _operator =
+        OperatorProcess::start(&plane.kubeconfig, &[&ns], &plane.data_dir.join(format!("operator-{ns}.log")));
     let _issuer = start_issuer_from_deployment(&client, &ns, port).await;
 
     let issuer = format!("http://127.0.0.1:{port}/oauth2/rot");
     let jwks_url = format!("{issuer}/v1/keys");
     let token_url = format!("{issuer}/v1/token");
-    support::eventually(WAIT, "the issuer to serve its JWKS", || async { http_ok(&jwks_url).await.then_some(()) }).await;
+    support::eventually(WAIT, "the issuer to serve its JWKS", || async { http_ok(&jwks_url).await.then_some(()) })
+        .await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
-    let creds = support::eventually(WAIT, "the client Secret", || async { secrets.get_opt("verifier-oauth").await.unwrap() }).await;
+    let creds =
+        support::eventually(WAIT, "the client Secret", || async { secrets.get_opt("verifier-oauth").await.unwrap() })
+            .await;
     let field = |k: &str| String::from_utf8(creds.data.as_ref().unwrap()[k].0.clone()).unwrap();
     let (client_id, client_secret) = (field("client_id"), field("client_secret"));
 
@@ -194,12 +201,20 @@ async fn scheduled_and_manual_rotations_never_fail_a_verifier_and_revocation_doe
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find_map(|v| v.get("summary").cloned())
         .unwrap_or_else(|| panic!("the verifier printed no summary: {stdout}"));
-    eprintln!("verifier: ok={} failed={} kids={}", summary["ok"], summary["failed"], summary["kids"].as_array().map_or(0, Vec::len));
+    eprintln!(
+        "verifier: ok={} failed={} kids={}",
+        summary["ok"],
+        summary["failed"],
+        summary["kids"].as_array().map_or(0, Vec::len)
+    );
     assert_eq!(summary["failed"], 0, "verifications failed during rotation: {summary}");
     assert!(summary["ok"].as_u64().unwrap() > 1000, "too few verifications: {summary}");
     assert!(manual_asked, "never saw enough rotations to ask for a manual one: {actives:?}");
     let kids = summary["kids"].as_array().unwrap().len();
-    assert!(kids >= 11, "expected at least 10 scheduled and 1 manual rotation to be seen by the verifier, saw {kids} keys");
+    assert!(
+        kids >= 11,
+        "expected at least 10 scheduled and 1 manual rotation to be seen by the verifier, saw {kids} keys"
+    );
     let server = get_value(&servers, "rot").await.unwrap();
     let keys_secret = secrets.get("rot-signing-keys").await.unwrap();
     assert_eq!(
@@ -231,14 +246,23 @@ async fn scheduled_and_manual_rotations_never_fail_a_verifier_and_revocation_doe
         let (dir, jwks_url, issuer) = (node_dir(), jwks_url.clone(), issuer.clone());
         async move {
             tokio::task::spawn_blocking(move || {
-                Command::new("node").current_dir(dir).args(["rotation-verifier.mjs", "once", &jwks_url, &issuer, &token]).output().unwrap()
+                Command::new("node")
+                    .current_dir(dir)
+                    .args(["rotation-verifier.mjs", "once", &jwks_url, &issuer, &token])
+                    .output()
+                    .unwrap()
             })
             .await
             .unwrap()
         }
     };
     let refused = once(compromised_token).await;
-    assert_eq!(refused.status.code(), Some(3), "a token of the revoked key must fail: {}", String::from_utf8_lossy(&refused.stdout));
+    assert_eq!(
+        refused.status.code(),
+        Some(3),
+        "a token of the revoked key must fail: {}",
+        String::from_utf8_lossy(&refused.stdout)
+    );
     let fresh = fetch_token(&token_url, &client_id, &client_secret).await;
     let accepted = once(fresh).await;
     assert!(accepted.status.success(), "a fresh token verifies: {}", String::from_utf8_lossy(&accepted.stdout));
@@ -294,7 +318,8 @@ async fn operator_killed_at_each_step_of_a_rotation_converges_to_the_planned_key
     let client = support::client().await;
     let ns = support::namespace(&client, "crash-rot").await;
     let mut docs = docs(&ns, free_port());
-    docs[0]["spec"]["signing"]["rotation"] = json!({ "mode": "Automatic", "period": "15s", "prePublish": "10s", "retainRetired": "10s" });
+    docs[0]["spec"]["signing"]["rotation"] =
+        json!({ "mode": "Automatic", "period": "15s", "prePublish": "10s", "retainRetired": "10s" });
     for doc in &docs {
         apply_doc(&client, doc).await;
     }
@@ -310,7 +335,13 @@ async fn operator_killed_at_each_step_of_a_rotation_converges_to_the_planned_key
     let mut seen_signing = Vec::new();
     for point in points {
         let log = plane.data_dir.join(format!("operator-{ns}-{point}.log"));
-        let mut crashing = OperatorProcess::start_env(&plane.kubeconfig, &[&ns], &log, &["--listen", "127.0.0.1:0"], &[("TESSERA_CRASH_AT", point)]);
+        let mut crashing = OperatorProcess::start_env(
+            &plane.kubeconfig,
+            &[&ns],
+            &log,
+            &["--listen", "127.0.0.1:0"],
+            &[("TESSERA_CRASH_AT", point)],
+        );
         // Every key change (the bootstrap, then each scheduled rotation) passes every point.
         let code = tokio::task::spawn_blocking(move || {
             let code = crashing.wait_exit(Duration::from_secs(60));
@@ -321,7 +352,9 @@ async fn operator_killed_at_each_step_of_a_rotation_converges_to_the_planned_key
         assert_eq!(code.0, Some(86), "the operator should have crashed at {point}");
         let log = plane.data_dir.join(format!("operator-{ns}-{point}-after.log"));
         let mut recovered = OperatorProcess::start(&plane.kubeconfig, &[&ns], &log);
-        let (kids, signing) = support::eventually(WAIT, &format!("convergence after a crash at {point}"), || converged(&client, &ns)).await;
+        let (kids, signing) =
+            support::eventually(WAIT, &format!("convergence after a crash at {point}"), || converged(&client, &ns))
+                .await;
         eprintln!("{point}: converged with {} keys, {signing} signing", kids.len());
         seen_signing.push(signing);
         recovered.kill();

@@ -67,4 +67,3 @@ pub async fn token_for(client: &Client, ns: &str, sa: &str) -> String {
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
-
