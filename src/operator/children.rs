@@ -20,6 +20,7 @@ pub const MANAGER: &str = "tessera-operator";
 pub const ISSUER_PORT: i32 = 8080;
 pub const CONFIG_KEY: &str = "config.json";
 pub const KEYS_KEY: &str = "keys.json";
+const TLS_DIR: &str = "/etc/tessera/tls";
 
 pub fn config_secret_name(server: &str) -> String {
     format!("{server}-config")
@@ -167,11 +168,19 @@ pub fn deployment(server: &AuthorizationServer, ctx: &BuildContext) -> Deploymen
     let w = &server.spec.workload;
     let mut pod_labels = w.pod_labels.clone();
     pod_labels.extend(labels(&name));
-    // spec.tls is not served by the issuer yet: TLS terminates at the gateway in front of it.
-    let volumes = vec![json!({ "name": "tmp", "emptyDir": { "sizeLimit": "16Mi" } })];
-    let mounts = vec![json!({ "name": "tmp", "mountPath": "/tmp" })];
-    let scheme = "HTTP";
-    let args = issuer_args(server);
+    let mut volumes = vec![json!({ "name": "tmp", "emptyDir": { "sizeLimit": "16Mi" } })];
+    let mut mounts = vec![json!({ "name": "tmp", "mountPath": "/tmp" })];
+    let mut args = issuer_args(server);
+    let scheme = match &server.spec.tls {
+        Some(tls) => {
+            // The issuer serves https itself from a kubernetes.io/tls Secret, re-read when it changes.
+            volumes.push(json!({ "name": "tls", "secret": { "secretName": tls.secret_name } }));
+            mounts.push(json!({ "name": "tls", "mountPath": TLS_DIR, "readOnly": true }));
+            args.extend(["--tls-dir".into(), TLS_DIR.into()]);
+            "HTTPS"
+        }
+        None => "HTTP",
+    };
     let probe = |path: &str, period: i32| json!({ "httpGet": { "path": path, "port": "http", "scheme": scheme }, "periodSeconds": period, "timeoutSeconds": 2 });
     let mut deployment: Deployment = from_json(json!({
         "spec": {
@@ -314,6 +323,20 @@ spec: { issuer: "https://auth.example.com/payments", audiences: [api://payments]
         assert_eq!(rules[0].resources.clone().unwrap(), ["secrets"]);
         assert_eq!(rules[0].resource_names.clone().unwrap(), ["payments-config", "payments-signing-keys"]);
         assert!(!rules[0].verbs.iter().any(|v| v == "create" || v == "update" || v == "patch" || v == "delete"));
+    }
+
+    #[test]
+    fn tls_secret_is_mounted_and_served_by_the_issuer() {
+        let mut s = server(BASIC);
+        s.spec.tls = Some(crate::api::TlsSpec { secret_name: "payments-tls".into() });
+        let pod = deployment(&s, &BuildContext { image: "x".into() }).spec.unwrap().template.spec.unwrap();
+        let c = &pod.containers[0];
+        assert!(c.args.clone().unwrap().windows(2).any(|w| w == ["--tls-dir", "/etc/tessera/tls"]));
+        assert_eq!(c.readiness_probe.clone().unwrap().http_get.unwrap().scheme.as_deref(), Some("HTTPS"));
+        let volumes = pod.volumes.unwrap();
+        assert!(
+            volumes.iter().any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("payments-tls"))
+        );
     }
 
     #[test]

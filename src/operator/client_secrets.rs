@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
     Api, Resource, ResourceExt,
@@ -16,13 +15,6 @@ use crate::api::{AuthClient, AuthorizationServer, Endpoints};
 pub const SERVER_NAMESPACE_LABEL: &str = "tessera.dev/server-namespace";
 pub const SERVER_NAME_LABEL: &str = "tessera.dev/server-name";
 pub const CLIENT_SECRET_KEY: &str = "client_secret";
-
-/// A fresh client secret: 256 random bits, base64url.
-pub fn generate_secret() -> Result<String, Error> {
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| Error::Invalid("the system random generator failed".into()))?;
-    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-}
 
 fn field(secret: &Secret, key: &str) -> Option<String> {
     let data = secret.data.as_ref()?.get(key)?;
@@ -38,7 +30,7 @@ pub async fn ensure(ctx: &Context, server: &AuthorizationServer, client: &AuthCl
     let existing = api.get_opt(&name).await?;
     let secret = match existing.as_ref().and_then(|s| field(s, CLIENT_SECRET_KEY)) {
         Some(s) if !s.is_empty() => s,
-        _ => generate_secret()?,
+        _ => crate::keys::generate_client_secret().map_err(|e| Error::Invalid(e.to_string()))?,
     };
     let endpoints = Endpoints::for_issuer(&server.spec.issuer);
     let wanted = BTreeMap::from([
