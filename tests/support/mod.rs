@@ -188,4 +188,5 @@ where
     }
 }
 
+pub mod helm;
 pub mod operator;
