@@ -188,5 +188,6 @@ where
     }
 }
 
+pub mod examples;
 pub mod helm;
 pub mod operator;
