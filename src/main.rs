@@ -121,6 +121,9 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    if tessera::plugin::invoked_as_plugin(std::env::args_os().next().as_deref()) {
+        return tessera::plugin::main(std::env::args_os());
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Crds { dir, chart_dir } => report(print_crds(dir.as_deref(), chart_dir.as_deref())),
