@@ -43,6 +43,9 @@ struct IssuerArgs {
     server: String,
     #[arg(long, default_value = "0.0.0.0:8080", env = "TESSERA_LISTEN")]
     listen: SocketAddr,
+    /// Serve HTTPS with `tls.crt` and `tls.key` from this directory (re-read every minute).
+    #[arg(long, env = "TESSERA_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
     #[command(flatten)]
     trust: TrustArgs,
 }
@@ -83,6 +86,9 @@ struct ServeArgs {
     /// Where keys and generated client secrets are kept.
     #[arg(long, default_value = ".tessera", env = "TESSERA_STATE_DIR")]
     state_dir: PathBuf,
+    /// Serve HTTPS with `tls.crt` and `tls.key` from this directory.
+    #[arg(long, env = "TESSERA_TLS_DIR")]
+    tls_dir: Option<PathBuf>,
     #[command(flatten)]
     trust: TrustArgs,
 }
@@ -141,6 +147,7 @@ fn main() -> ExitCode {
                 files: args.files,
                 listen: args.listen,
                 state_dir: args.state_dir,
+                tls_dir: args.tls_dir,
                 issuer: args.trust.options(),
             };
             match runtime().map(|rt| rt.block_on(tessera::standalone::serve(options))) {
@@ -151,7 +158,13 @@ fn main() -> ExitCode {
         }
         Command::Issuer(args) => {
             init_tracing();
-            let run = tessera::issuer::watch::run(&args.namespace, &args.server, args.listen, args.trust.options());
+            let run = tessera::issuer::watch::run(
+                &args.namespace,
+                &args.server,
+                args.listen,
+                args.tls_dir,
+                args.trust.options(),
+            );
             match runtime().map(|rt| rt.block_on(run)) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) => fail(e),

@@ -7,19 +7,19 @@ use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::api::{
     apps::v1::{Deployment, ReplicaSet},
-    authentication::v1::TokenRequest,
     core::v1::{Namespace, Pod, Secret, Service, ServiceAccount},
     rbac::v1::{Role, RoleBinding},
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
-use support::operator::OperatorProcess;
+use support::{
+    operator::OperatorProcess,
+    resources::{WAIT, apply_doc, free_port, get_value, token_for, wait_condition},
+};
 use tessera::api::{AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer};
-
-const WAIT: Duration = Duration::from_secs(60);
 
 /// A server namespace and a client namespace, with the examples applied into them.
 struct Setup {
@@ -27,22 +27,6 @@ struct Setup {
     server_ns: String,
     client_ns: String,
     _operator: OperatorProcess,
-}
-
-async fn apply_doc(client: &Client, doc: &Value) {
-    let kind = doc["kind"].as_str().unwrap();
-    let ns = doc["metadata"]["namespace"].as_str().unwrap();
-    let ar = match kind {
-        "AuthorizationServer" => kube::api::ApiResource::erase::<AuthorizationServer>(&()),
-        "AuthScope" => kube::api::ApiResource::erase::<AuthScope>(&()),
-        "AuthClaim" => kube::api::ApiResource::erase::<AuthClaim>(&()),
-        "AccessPolicy" => kube::api::ApiResource::erase::<AccessPolicy>(&()),
-        "AuthClient" => kube::api::ApiResource::erase::<AuthClient>(&()),
-        other => panic!("unexpected kind {other}"),
-    };
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-    let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
-    api.patch(&obj.name_any(), &PatchParams::apply("tests").force(), &Patch::Apply(&obj)).await.unwrap();
 }
 
 /// The examples, with namespace `identity` → server_ns and `team-orders` → client_ns.
@@ -85,32 +69,6 @@ async fn label_namespace(client: &Client, ns: &str, value: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
     let patch = json!({ "metadata": { "labels": { "tessera.dev/clients": value } } });
     api.patch(ns, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-}
-
-fn condition(obj: &Value, type_: &str) -> Option<(String, String)> {
-    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).map(|c| {
-        (c["status"].as_str().unwrap_or_default().to_owned(), c["reason"].as_str().unwrap_or_default().to_owned())
-    })
-}
-
-async fn get_value<K>(api: &Api<K>, name: &str) -> Option<Value>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    api.get_opt(name).await.unwrap().map(|o| serde_json::to_value(o).unwrap())
-}
-
-async fn wait_condition<K>(api: &Api<K>, name: &str, type_: &str, status: &str, reason: &str)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let what = format!("{name}: {type_}={status} ({reason})");
-    support::eventually(WAIT, &what, || async {
-        let v = get_value(api, name).await?;
-        let (s, r) = condition(&v, type_)?;
-        (s == status && r == reason).then_some(())
-    })
-    .await;
 }
 
 /// No kubelet runs: mark the issuer's pods Ready so the Deployment becomes Available.
@@ -327,14 +285,6 @@ async fn bad_references_are_reported_and_recover_when_fixed() {
     assert_eq!(client["status"]["secretName"], "orders-api-oauth");
 }
 
-async fn token_for(client: &Client, ns: &str, sa: &str) -> String {
-    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let req: TokenRequest =
-        serde_json::from_value(json!({ "spec": { "audiences": [], "expirationSeconds": 3600 } })).unwrap();
-    let resp: TokenRequest = api.create_subresource("token", sa, &PostParams::default(), &req).await.unwrap();
-    resp.status.unwrap().token
-}
-
 #[tokio::test]
 async fn issuer_identity_reads_its_two_secrets_and_nothing_else() {
     let s = setup("rbac").await;
@@ -493,10 +443,6 @@ async fn killing_the_operator_mid_reconcile_converges_without_duplicates() {
     let deployments =
         Api::<Deployment>::namespaced(client.clone(), &server_ns).list(&ListParams::default()).await.unwrap();
     assert_eq!(deployments.items.len(), 1);
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {

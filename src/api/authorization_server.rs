@@ -325,6 +325,11 @@ pub struct Endpoints {
     pub userinfo: String,
 }
 
+/// Annotation: any new value makes the Next key Active now (`kubectl tessera rotate`).
+pub const ROTATE_ANNOTATION: &str = "tessera.dev/rotate";
+/// Annotation: any new value also drops the signing key from the JWKS at once.
+pub const ROTATE_REVOKE_ANNOTATION: &str = "tessera.dev/rotate-revoke";
+
 impl Endpoints {
     /// Okta-compatible endpoint URLs under `issuer`.
     pub fn for_issuer(issuer: &str) -> Self {
@@ -359,6 +364,8 @@ pub enum KeyState {
     Next,
     Active,
     Retired,
+    /// Removed from the JWKS by an emergency rotation; listed in status as a record only.
+    Revoked,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

@@ -6,7 +6,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::Served;
+use crate::config::{ClientConfig, ServerConfig};
 use crate::keys::jwt;
+use crate::policy::Grant;
 
 #[derive(Serialize, Debug)]
 pub struct AccessTokenClaims {
@@ -26,6 +28,34 @@ pub struct AccessTokenClaims {
     pub custom: Map<String, Value>,
 }
 
+impl AccessTokenClaims {
+    /// The claims of an access token for `grant` to `client`, issued at `now` (Unix seconds).
+    pub fn new(
+        config: &ServerConfig,
+        client: &ClientConfig,
+        grant: &Grant,
+        sub: String,
+        custom: Map<String, Value>,
+        now: i64,
+        jti: String,
+    ) -> Self {
+        Self {
+            ver: 1,
+            jti,
+            iss: config.issuer.clone(),
+            aud: audience_value(&config.audiences),
+            iat: now,
+            exp: now.saturating_add(i64::try_from(grant.access_token_lifetime_secs).unwrap_or(i64::MAX)),
+            cid: client.client_id.clone(),
+            uid: None,
+            scp: grant.scopes.clone(),
+            sub,
+            client_id: client.client_id.clone(),
+            custom,
+        }
+    }
+}
+
 /// `AT.` and 128 random bits, like Okta's token ids.
 pub fn new_jti() -> Option<String> {
     let mut b = [0u8; 16];
@@ -34,7 +64,7 @@ pub fn new_jti() -> Option<String> {
 }
 
 /// One audience as a string, several as an array.
-pub fn audience_value(aud: &[String]) -> Value {
+fn audience_value(aud: &[String]) -> Value {
     match aud {
         [one] => Value::String(one.clone()),
         many => Value::Array(many.iter().cloned().map(Value::String).collect()),

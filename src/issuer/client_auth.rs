@@ -23,7 +23,13 @@ const LEEWAY: i64 = 30;
 
 /// Credentials as presented, before they are checked.
 pub enum Presented {
-    Secret { secret: String, basic: bool },
+    /// `also` is the secret as sent in the Basic header before form-decoding, when that differs:
+    /// many clients (curl -u) do not form-encode it as RFC 6749 §2.3.1 asks.
+    Secret {
+        secret: String,
+        also: Option<String>,
+        basic: bool,
+    },
     Assertion(String),
     None,
 }
@@ -43,8 +49,10 @@ fn failed() -> OAuthError {
     OAuthError::invalid_client("client authentication failed")
 }
 
+/// Form-decodes one value (`+` is a space, `%XX` a byte); `&` and `=` are kept as they are.
 fn percent_decode(s: &str) -> Option<String> {
-    form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned())
+    let escaped = s.replace('&', "%26").replace('=', "%3D");
+    form_urlencoded::parse(format!("x={escaped}").as_bytes()).next().map(|(_, v)| v.into_owned())
 }
 
 /// Finds which client the request claims to be and how it authenticates.
@@ -54,11 +62,13 @@ pub fn identify<'a>(
     form: &Form,
 ) -> Result<(&'a ClientConfig, Presented), OAuthError> {
     let basic = match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        Some(v) if v.len() > 6 && v[..6].eq_ignore_ascii_case("basic ") => {
+        Some(v) if v.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("basic ")) => {
             let raw = STANDARD.decode(v[6..].trim()).map_err(|_| failed())?;
             let raw = String::from_utf8(raw).map_err(|_| failed())?;
             let (id, secret) = raw.split_once(':').ok_or_else(failed)?;
-            Some((percent_decode(id).ok_or_else(failed)?, percent_decode(secret).ok_or_else(failed)?))
+            let decoded = percent_decode(secret).ok_or_else(failed)?;
+            let also = (decoded != secret).then(|| secret.to_owned());
+            Some((percent_decode(id).ok_or_else(failed)?, decoded, also))
         }
         Some(_) => return Err(failed()),
         None => None,
@@ -74,11 +84,11 @@ pub fn identify<'a>(
         return Err(OAuthError::invalid_request("use exactly one client authentication method"));
     }
     let form_id = form.get("client_id");
-    let (client_id, credential) = if let Some((id, secret)) = basic {
+    let (client_id, credential) = if let Some((id, secret, also)) = basic {
         if form_id.is_some_and(|f| f != id) {
             return Err(OAuthError::invalid_request("client_id does not match the Authorization header"));
         }
-        (id, Presented::Secret { secret, basic: true })
+        (id, Presented::Secret { secret, also, basic: true })
     } else if let Some(assertion) = assertion {
         let peeked = jwt::peek(assertion).map_err(|_| failed())?;
         let sub = peeked.claims.get("sub").and_then(Value::as_str).unwrap_or_default();
@@ -97,7 +107,7 @@ pub fn identify<'a>(
         (id, Presented::Assertion(assertion.to_owned()))
     } else if let Some(secret) = post_secret {
         let id = form_id.ok_or_else(|| OAuthError::invalid_request("client_id is required with client_secret"))?;
-        (id.to_owned(), Presented::Secret { secret: secret.to_owned(), basic: false })
+        (id.to_owned(), Presented::Secret { secret: secret.to_owned(), also: None, basic: false })
     } else {
         let id = form_id.ok_or_else(failed)?;
         (id.to_owned(), Presented::None)
@@ -114,9 +124,10 @@ pub async fn verify(
     presented: &Presented,
 ) -> Result<(), OAuthError> {
     match (client.auth_method, presented) {
-        (AuthMethod::ClientSecretBasic, Presented::Secret { secret, basic: true })
-        | (AuthMethod::ClientSecretPost, Presented::Secret { secret, basic: false }) => {
+        (AuthMethod::ClientSecretBasic, Presented::Secret { secret, also, basic: true })
+        | (AuthMethod::ClientSecretPost, Presented::Secret { secret, also, basic: false }) => {
             verify_secret(served, client, secret)
+                .or_else(|e| also.as_deref().map_or(Err(e), |raw| verify_secret(served, client, raw)))
         }
         (AuthMethod::PrivateKeyJwt, Presented::Assertion(a)) => verify_private_key_jwt(issuer, served, client, a).await,
         (AuthMethod::ServiceAccount, Presented::Assertion(a)) => {

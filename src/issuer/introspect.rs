@@ -25,6 +25,10 @@ async fn handle(issuer: &Issuer, served: &Served, req: &Incoming) -> Result<Valu
     let form = Form::parse(&req.headers, &req.body)?;
     let (client, presented) = client_auth::identify(served, &req.headers, &form)?;
     client_auth::verify(issuer, served, client, &presented).await?;
+    // Anyone can claim a public client's id: it must not learn about other clients' tokens.
+    if client.auth_method == crate::api::AuthMethod::None {
+        return Err(OAuthError::invalid_client("public clients may not introspect tokens"));
+    }
     let token = form.require("token")?;
     let now = unix_now();
     let Some(mut claims) = verify_own(served, token, now) else { return Ok(json!({ "active": false })) };

@@ -8,10 +8,12 @@ mod discovery;
 pub mod error;
 mod form;
 mod grants;
+mod health;
 mod introspect;
 mod jwks;
 mod rate_limit;
 mod revoke;
+pub mod tls;
 mod token;
 pub mod trust;
 pub mod watch;
@@ -143,6 +145,7 @@ impl Issuer {
 
     /// Serves `served` in place of the server with the same namespace and name (or adds it).
     pub fn replace(&self, served: Served) {
+        self.warm_trusted_keys(&served.config);
         let served = Arc::new(served);
         self.servers.rcu(|current| {
             let mut next: Vec<Arc<Served>> = current
@@ -153,6 +156,24 @@ impl Issuer {
             next.push(served.clone());
             next
         });
+    }
+
+    /// Starts fetching every key set this config may verify against, off the token path.
+    fn warm_trusted_keys(&self, config: &ServerConfig) {
+        let k8s = self.options.kubernetes_issuer.as_deref();
+        let uses_k8s = config.trusted_issuers.iter().any(|t| t.kubernetes)
+            || config.clients.iter().any(|c| c.service_account.is_some());
+        if let (true, Some(iss)) = (uses_k8s, k8s) {
+            self.trust.warm(self.kubernetes_keys(iss));
+        }
+        for t in config.trusted_issuers.iter().filter(|t| !t.kubernetes) {
+            if let Some(issuer) = &t.issuer {
+                self.trust.warm(trust::KeySource::Issuer { issuer, jwks_uri: t.jwks_uri.as_deref() });
+            }
+        }
+        for uri in config.clients.iter().filter_map(|c| c.jwks_uri.as_deref()) {
+            self.trust.warm(trust::KeySource::Url(uri));
+        }
     }
 
     /// The server currently served under `namespace/name`.
@@ -245,6 +266,11 @@ async fn readyz(State(issuer): State<Arc<Issuer>>) -> Response {
 
 async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    match parts.uri.path() {
+        "/livez" => return health::livez(),
+        "/readyz" => return health::readyz(&issuer),
+        _ => {}
+    }
     let Some((served, endpoint)) = issuer.route(parts.uri.path()) else {
         return OAuthError::not_found().into_response();
     };

@@ -24,6 +24,8 @@ struct FakeIssuer {
     url: String,
     keys: ActiveKeys,
     jwk: serde_json::Map<String, Value>,
+    /// How many times its JWKS was fetched.
+    jwks_fetches: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeIssuer {
@@ -40,14 +42,22 @@ impl FakeIssuer {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let discovery = json!({ "issuer": url, "jwks_uri": format!("{url}/openid/v1/jwks") });
         let jwks = json!({ "keys": [jwk] });
+        let jwks_fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = jwks_fetches.clone();
         let app = axum::Router::new()
             .route(
                 "/.well-known/openid-configuration",
                 axum::routing::get(move || async move { axum::Json(discovery) }),
             )
-            .route("/openid/v1/jwks", axum::routing::get(move || async move { axum::Json(jwks) }));
+            .route(
+                "/openid/v1/jwks",
+                axum::routing::get(move || {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async move { axum::Json(jwks) }
+                }),
+            );
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { url, keys: active, jwk }
+        Self { url, keys: active, jwk, jwks_fetches }
     }
 
     fn sign(&self, claims: Value) -> String {
@@ -154,6 +164,15 @@ spec:
   serverRef: {{ name: payments, namespace: identity }}
   grantTypes: [client_credentials]
   authentication: {{ method: ServiceAccount, serviceAccountName: worker }}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: AuthClient
+metadata: {{ name: public, namespace: team }}
+spec:
+  serverRef: {{ name: payments, namespace: identity }}
+  grantTypes: [authorization_code]
+  redirectUris: [http://localhost:3000/callback]
+  authentication: {{ method: None }}
 "#,
         ci = ci.url,
         jwk = serde_json::to_string(&client_key.jwk).unwrap(),
@@ -590,4 +609,83 @@ async fn swapped_keys_are_served_at_once() {
     let after = send(&h.app, get("/oauth2/payments/v1/keys")).await.json;
     assert_ne!(before, after);
     assert_eq!(after["keys"][0]["alg"], "EdDSA");
+}
+
+#[tokio::test]
+async fn health_endpoints_report_liveness_and_readiness() {
+    let empty = Issuer::new(IssuerOptions::default(), Arc::new(MemoryStore::new())).router();
+    let r = empty.clone().oneshot(get("/readyz")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(empty.oneshot(get("/livez")).await.unwrap().status(), StatusCode::OK);
+    let h = harness().await;
+    assert_eq!(h.app.clone().oneshot(get("/readyz")).await.unwrap().status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn one_process_serves_several_servers_by_issuer_path() {
+    let h = harness().await;
+    let mut other = h.issuer.current("identity", "payments").unwrap().config.clone();
+    other.name = "orders".into();
+    other.issuer = "http://127.0.0.1:9/oauth2/orders".into();
+    let now = jiff::Timestamp::now();
+    let key = keys::generate(SigningAlgorithm::EdDSA, now, now).unwrap();
+    h.issuer.replace(Served::new(other, &keys::KeySet { keys: vec![key] }).unwrap());
+    let a = send(&h.app, get("/oauth2/payments/.well-known/openid-configuration")).await;
+    let b = send(&h.app, get("/oauth2/orders/.well-known/openid-configuration")).await;
+    assert_eq!(a.json["issuer"], ISSUER);
+    assert_eq!(b.json["issuer"], "http://127.0.0.1:9/oauth2/orders");
+    let keys_b = send(&h.app, get("/oauth2/orders/v1/keys")).await;
+    assert_eq!(keys_b.json["keys"][0]["alg"], "EdDSA");
+    // A token of one server is not active at the other.
+    let t = send(&h.app, basic(TOKEN, "team.basic", "basic-secret", "grant_type=client_credentials")).await;
+    let body = format!("token={}", t.json["access_token"].as_str().unwrap());
+    let i = send(&h.app, basic("/oauth2/orders/v1/introspect", "team.basic", "basic-secret", &body)).await;
+    assert_eq!(i.json, json!({ "active": false }));
+}
+
+#[tokio::test]
+async fn trusted_keys_are_fetched_when_config_loads_not_on_the_token_path() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let h = harness().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while h.kube.jwks_fetches.load(SeqCst) == 0 || h.ci.jwks_fetches.load(SeqCst) == 0 {
+        assert!(std::time::Instant::now() < deadline, "keys were not fetched ahead of use");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let before = h.kube.jwks_fetches.load(SeqCst);
+    let sa = h.kube.sign(sa_claims("system:serviceaccount:team:worker", ISSUER, now() + 600, &h.kube));
+    let r = send(&h.app, form(TOKEN, &assertion_body(&sa))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(h.kube.jwks_fetches.load(SeqCst), before, "the token request fetched keys");
+}
+
+#[tokio::test]
+async fn public_clients_may_not_introspect_or_get_machine_tokens() {
+    let h = harness().await;
+    let t = send(&h.app, basic(TOKEN, "team.basic", "basic-secret", "grant_type=client_credentials")).await;
+    let body = format!("token={}&client_id=team.public", t.json["access_token"].as_str().unwrap());
+    let r = send(&h.app, form("/oauth2/payments/v1/introspect", &body)).await;
+    assert_eq!((r.status, r.error()), (StatusCode::UNAUTHORIZED, "invalid_client"));
+    let r = send(&h.app, form(TOKEN, "grant_type=client_credentials&client_id=team.public")).await;
+    assert_eq!(r.error(), "unauthorized_client");
+}
+
+#[tokio::test]
+async fn basic_credentials_are_form_decoded_and_raw_ones_still_work() {
+    let h = harness_with("").await;
+    let mut current = h.issuer.current("identity", "payments").unwrap().config.clone();
+    let odd = "a+b%2Fc&d=e";
+    if let Some(c) = current.clients.iter_mut().find(|c| c.client_id == "team.basic") {
+        c.secret_hashes = vec![crate::config::hash_secret(odd)];
+    }
+    let now = jiff::Timestamp::now();
+    let key = keys::generate(SigningAlgorithm::ES256, now, now).unwrap();
+    h.issuer.replace(Served::new(current, &keys::KeySet { keys: vec![key] }).unwrap());
+    // As RFC 6749 §2.3.1 asks: the secret form-encoded inside the Basic header.
+    let encoded: String = form_urlencoded::byte_serialize(odd.as_bytes()).collect();
+    let r = send(&h.app, basic(TOKEN, "team.basic", &encoded, "grant_type=client_credentials")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    // As curl -u sends it: raw.
+    let r = send(&h.app, basic(TOKEN, "team.basic", odd, "grant_type=client_credentials")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
 }

@@ -2,6 +2,7 @@
 //! by name only) and swap both into the running issuer together.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::{StreamExt, TryStreamExt};
@@ -9,6 +10,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 
+use super::tls::TlsListener;
 use super::{Issuer, IssuerOptions, Served};
 use crate::config::{CONFIG_SECRET_KEY, ServerConfig, config_secret_name};
 use crate::keys::{KEYS_SECRET_KEY, KeySet, keys_secret_name};
@@ -38,6 +40,7 @@ pub async fn run(
     namespace: &str,
     server: &str,
     listen: SocketAddr,
+    tls_dir: Option<PathBuf>,
     mut options: IssuerOptions,
 ) -> Result<(), WatchError> {
     let client = kube::Client::try_default().await.map_err(|e| WatchError::Client(e.to_string()))?;
@@ -48,11 +51,19 @@ pub async fn run(
     let secrets: Api<Secret> = Api::namespaced(client, namespace);
     let issuer = Issuer::new(options, Arc::new(MemoryStore::new()));
 
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| WatchError::Listen { addr: listen, message: e.to_string() })?;
     let router = issuer.router();
-    let http = tokio::spawn(async move { axum::serve(listener, router).await });
+    let listen_error = |message: String| WatchError::Listen { addr: listen, message };
+    let http = match tls_dir {
+        Some(dir) => {
+            let listener = TlsListener::bind(listen, dir).await.map_err(|e| listen_error(e.to_string()))?;
+            tokio::spawn(async move { axum::serve(listener, router).await })
+        }
+        None => {
+            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| listen_error(e.to_string()))?;
+            tokio::spawn(async move { axum::serve(listener, router).await })
+        }
+    };
+    tracing::info!(%listen, namespace, server, "issuer listening; waiting for config and keys");
 
     let by_name = |name: String| watcher::Config::default().fields(&format!("metadata.name={name}"));
     let config_stream = watcher(secrets.clone(), by_name(config_secret_name(server)))

@@ -192,6 +192,27 @@ mod tests {
     }
 
     #[test]
+    fn ecdsa_zero_signature_unknown_kid_and_jku_are_refused() {
+        let now = jiff::Timestamp::now();
+        let key = crate::keys::generate(crate::api::SigningAlgorithm::ES256, now, now).unwrap();
+        let kid = key.public_jwk["kid"].as_str().unwrap().to_owned();
+        let keys = vec![key.public_jwk.clone()];
+        // "Psychic signature": r = s = 0.
+        let zero = jwt(&format!(r#"{{"alg":"ES256","kid":"{kid}"}}"#), r#"{"sub":"x"}"#, &[0u8; 64]);
+        assert_eq!(verify(&zero, &keys).unwrap_err(), JwtError::BadSignature);
+        let unknown = jwt(r#"{"alg":"ES256","kid":"nope"}"#, r#"{"sub":"x"}"#, &[1u8; 64]);
+        assert_eq!(verify(&unknown, &keys).unwrap_err(), JwtError::UnknownKey);
+        // A jku header pointing elsewhere changes nothing: only the given keys are tried.
+        let active = crate::keys::ActiveKeys::new(&crate::keys::KeySet { keys: vec![key] }).unwrap();
+        let (good, _) = active.sign_access_token(now, &serde_json::json!({ "sub": "x" })).unwrap();
+        let mut parts: Vec<&str> = good.split('.').collect();
+        let jku =
+            URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"ES256","kid":"{kid}","jku":"https://evil.example/jwks"}}"#));
+        parts[0] = &jku;
+        assert_eq!(verify(&parts.join("."), &keys).unwrap_err(), JwtError::BadSignature);
+    }
+
+    #[test]
     fn garbage_is_malformed_not_a_panic() {
         for t in ["", "a", "a.b", "a.b.c.d", "!!.??.**", "e30.e30"] {
             assert!(verify(t, &[]).is_err());

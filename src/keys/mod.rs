@@ -18,7 +18,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use crate::api::{KeyState, SigningAlgorithm};
-pub use rotation::{RotationPlan, RotationSettings, plan};
+pub use rotation::{RotationPlan, RotationRequest, RotationSettings, manual_hold, plan, plan_with};
 pub use signer::{ActiveKeys, Jwks, SignError};
 
 /// Name of the Secret holding the keys of server `server`.
@@ -127,7 +127,6 @@ impl KeySet {
 
 /// Generates a key for `algorithm`: RS256 is 2048-bit RSA, ES256 is P-256, EdDSA is Ed25519.
 pub fn generate(algorithm: SigningAlgorithm, now: Timestamp, activates_at: Timestamp) -> Result<StoredKey, KeyError> {
-    let kid = new_kid(now)?;
     let (pkcs8, mut jwk) = match algorithm {
         SigningAlgorithm::RS256 => {
             let pair =
@@ -170,6 +169,7 @@ pub fn generate(algorithm: SigningAlgorithm, now: Timestamp, activates_at: Times
             (der.as_ref().to_vec(), jwk)
         }
     };
+    let kid = kid_for(&jwk, now);
     if let Some(obj) = jwk.as_object_mut() {
         obj.insert("kid".into(), kid.clone().into());
         obj.insert("alg".into(), algorithm.as_str().into());
@@ -192,12 +192,23 @@ pub fn generate(algorithm: SigningAlgorithm, now: Timestamp, activates_at: Times
     })
 }
 
-/// `YYYY-MM-DD-<8 hex>`: sortable by day, unique by randomness.
-fn new_kid(now: Timestamp) -> Result<String, KeyError> {
-    let mut random = [0u8; 4];
-    aws_lc_rs::rand::fill(&mut random).map_err(|_| KeyError::Generate)?;
-    let date = now.strftime("%Y-%m-%d");
-    Ok(format!("{date}-{}", crate::config::hex(&random)))
+/// `YYYY-MM-DD-<12 chars of the RFC 7638 thumbprint>`: sortable by day, and derived from the
+/// key itself, so the same key always has the same kid (a retried write cannot mint a second).
+fn kid_for(jwk: &serde_json::Value, now: Timestamp) -> String {
+    // RFC 7638: the required members, in lexicographic order, without whitespace.
+    let members: &[&str] = match jwk["kty"].as_str() {
+        Some("RSA") => &["e", "kty", "n"],
+        Some("EC") => &["crv", "kty", "x", "y"],
+        _ => &["crv", "kty", "x"],
+    };
+    let canonical: serde_json::Map<String, serde_json::Value> =
+        members.iter().map(|m| ((*m).to_owned(), jwk[*m].clone())).collect();
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        serde_json::Value::Object(canonical).to_string().as_bytes(),
+    );
+    let thumbprint = URL_SAFE_NO_PAD.encode(digest.as_ref());
+    format!("{}-{}", now.strftime("%Y-%m-%d"), &thumbprint[..12])
 }
 
 /// 256 bits of randomness, base64url: a generated client secret.

@@ -1,223 +1,257 @@
-//! The rotation planner: what to change in a key set, and when to look again. Pure; the
-//! operator and `serve` apply the same plan.
+//! The rotation planner: what a key set should look like at `now`, and when to look again.
+//! Pure: the operator and `serve` apply the same plan; only `apply` makes key material.
+//!
+//! Lifecycle: `Next → Active → Retired → deleted`. A Next key is published at least
+//! `prePublish` before it signs; an Active key signs for `period`; a Retired key stays
+//! published for `retainRetired`. A revoked key leaves the JWKS at once and is kept (unpublished)
+//! only as a record until its `deleteAt`.
 
 use jiff::{SignedDuration, Timestamp};
 
 use super::{KeyError, KeySet, StoredKey, generate};
-use crate::api::RotationMode;
+use crate::api::{RotationMode, SigningAlgorithm};
 
 /// Rotation settings, with the safe minimums already applied by `config::compile`.
 pub type RotationSettings = crate::config::SigningConfig;
 
-/// Changes to make to a key set; empty when nothing is due.
+/// Activation time of a Next key in Manual mode: it waits for a person to promote it.
+pub fn manual_hold() -> Timestamp {
+    Timestamp::from_second(253_402_214_400).unwrap_or(Timestamp::MAX) // 9999-12-31
+}
+
+/// What a person asked for through annotations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RotationRequest {
+    #[default]
+    None,
+    /// `tessera.dev/rotate`: promote the Next key now and publish a new Next.
+    Rotate,
+    /// `tessera.dev/rotate-revoke`: also drop the signing key from the JWKS at once.
+    Revoke,
+}
+
+/// One key of the planned set: an existing key (by kid) or one to generate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedKey {
+    /// `None`: generate a key of `algorithm` when the plan is applied.
+    pub kid: Option<String>,
+    pub algorithm: SigningAlgorithm,
+    pub created_at: Timestamp,
+    pub activates_at: Timestamp,
+    pub retires_at: Option<Timestamp>,
+    pub delete_at: Option<Timestamp>,
+    pub revoked: bool,
+}
+
+impl PlannedKey {
+    fn of(k: &StoredKey) -> Self {
+        Self {
+            kid: Some(k.kid.clone()),
+            algorithm: k.algorithm,
+            created_at: k.created_at,
+            activates_at: k.activates_at,
+            retires_at: k.retires_at,
+            delete_at: k.delete_at,
+            revoked: k.revoked,
+        }
+    }
+
+    fn new(algorithm: SigningAlgorithm, now: Timestamp, activates_at: Timestamp) -> Self {
+        Self { kid: None, algorithm, created_at: now, activates_at, retires_at: None, delete_at: None, revoked: false }
+    }
+
+    fn live(&self) -> bool {
+        !self.revoked
+    }
+}
+
+/// The key set as it should be; empty (`is_empty`) when the current one is already right.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RotationPlan {
-    /// Generate a key of the configured algorithm that activates at this time.
-    pub generate: Option<Timestamp>,
-    /// Set `retiresAt` and `deleteAt` of these keys.
-    pub retire: Vec<(String, Timestamp, Timestamp)>,
-    /// Drop these keys from the set (revoked, or past `deleteAt`).
-    pub remove: Vec<String>,
-    /// Why the plan generates a key, for events and logs.
+    pub keys: Vec<PlannedKey>,
+    /// Whether anything differs from the key set the plan was made from.
+    pub changed: bool,
+    /// Why, in a word, for events and logs (`Bootstrap`, `RotationDue`, `ManualRotation`, ...).
     pub reason: Option<&'static str>,
+    /// Kids revoked by this plan.
+    pub revoked: Vec<String>,
+    /// A rotation was asked for but waits until the Next key has been published long enough.
+    pub request_pending: bool,
     /// When to plan again (the next scheduled change), if anything is scheduled.
     pub next_due: Option<Timestamp>,
 }
 
 impl RotationPlan {
     pub fn is_empty(&self) -> bool {
-        self.generate.is_none() && self.retire.is_empty() && self.remove.is_empty()
+        !self.changed
     }
 
-    /// The key set after this plan, generating the new key if there is one.
-    pub fn apply(&self, keys: &KeySet, settings: &RotationSettings, now: Timestamp) -> Result<KeySet, KeyError> {
-        let mut out: Vec<StoredKey> = keys.keys.iter().filter(|k| !self.remove.contains(&k.kid)).cloned().collect();
-        for (kid, retires_at, delete_at) in &self.retire {
-            if let Some(k) = out.iter_mut().find(|k| &k.kid == kid) {
-                k.retires_at = Some(*retires_at);
-                k.delete_at = Some(*delete_at);
-            }
-        }
-        if let Some(activates_at) = self.generate {
-            out.push(generate(settings.algorithm, now, activates_at)?);
+    /// The key set after this plan, generating the keys it adds.
+    pub fn apply(&self, keys: &KeySet, _settings: &RotationSettings, _now: Timestamp) -> Result<KeySet, KeyError> {
+        let mut out = Vec::with_capacity(self.keys.len());
+        for p in &self.keys {
+            let mut key = match &p.kid {
+                Some(kid) => match keys.keys.iter().find(|k| &k.kid == kid) {
+                    Some(k) => k.clone(),
+                    None => continue,
+                },
+                None => generate(p.algorithm, p.created_at, p.activates_at)?,
+            };
+            key.activates_at = p.activates_at;
+            key.retires_at = p.retires_at;
+            key.delete_at = p.delete_at;
+            key.revoked = p.revoked;
+            out.push(key);
         }
         Ok(KeySet { keys: out })
     }
 }
 
-fn secs(s: u64) -> SignedDuration {
-    SignedDuration::from_secs(i64::try_from(s).unwrap_or(i64::MAX / 2))
-}
-
 fn add(t: Timestamp, s: u64) -> Timestamp {
-    t.checked_add(secs(s)).unwrap_or(Timestamp::MAX)
+    t.checked_add(SignedDuration::from_secs(i64::try_from(s).unwrap_or(i64::MAX / 4))).unwrap_or(Timestamp::MAX)
 }
 
-fn sub(t: Timestamp, s: u64) -> Timestamp {
-    t.checked_sub(secs(s)).unwrap_or(Timestamp::MIN)
-}
-
-/// Plans the next changes to `keys` at `now`.
-///
-/// A key signs for `period`; its successor is generated `prePublish` before that and
-/// activates at the end of the period (never sooner than `prePublish` after it is published),
-/// and the old key stays published `retainRetired` after it retires.
+/// Plans the key set at `now` with no request from a person.
 pub fn plan(settings: &RotationSettings, keys: &KeySet, now: Timestamp) -> RotationPlan {
-    let mut out = RotationPlan::default();
-    let mut due: Vec<Timestamp> = Vec::new();
+    plan_with(settings, keys, now, RotationRequest::None)
+}
 
-    for k in &keys.keys {
-        if k.revoked || k.delete_at.is_some_and(|d| d <= now) {
-            out.remove.push(k.kid.clone());
-        }
+/// Plans the key set at `now`, honouring `request`.
+pub fn plan_with(settings: &RotationSettings, keys: &KeySet, now: Timestamp, request: RotationRequest) -> RotationPlan {
+    let mut reason: Option<&'static str> = None;
+    let mut revoked_now = Vec::new();
+    let retain = settings.retain_retired_secs;
+
+    // Keys past deleteAt are gone.
+    let mut set: Vec<PlannedKey> =
+        keys.keys.iter().filter(|k| k.delete_at.is_none_or(|d| d > now)).map(PlannedKey::of).collect();
+    set.sort_by_key(|k| (k.activates_at, k.created_at));
+
+    // The signing key: the newest live key that has activated and not retired.
+    let signing = |set: &[PlannedKey]| {
+        set.iter()
+            .enumerate()
+            .filter(|(_, k)| k.live() && k.activates_at <= now && k.retires_at.is_none_or(|r| r > now))
+            .map(|(i, _)| i)
+            .next_back()
+    };
+    let next_index = |set: &[PlannedKey]| set.iter().position(|k| k.live() && k.activates_at > now);
+    let mut pending_request = false;
+    let mut extra_due: Vec<Timestamp> = Vec::new();
+
+    // Emergency: the signing key leaves the JWKS now and its successor signs at once.
+    if request == RotationRequest::Revoke
+        && let Some(i) = signing(&set)
+    {
+        let k = &mut set[i];
+        k.revoked = true;
+        k.retires_at = Some(now);
+        k.delete_at = Some(add(now, retain));
+        revoked_now.push(k.kid.clone().unwrap_or_default());
+        reason = Some("EmergencyRotation");
     }
-    let mut live: Vec<&StoredKey> = keys.keys.iter().filter(|k| !out.remove.contains(&k.kid)).collect();
-    live.sort_by_key(|k| (k.activates_at, k.created_at));
 
-    // Each key retires when the next newer one activates.
-    for pair in live.windows(2) {
-        let (older, newer) = (pair[0], pair[1]);
-        if older.retires_at.is_none() {
-            let retires = newer.activates_at;
-            out.retire.push((older.kid.clone(), retires, add(retires, settings.retain_retired_secs)));
+    // Nothing can sign (first key, or the signing key was revoked): a Next key of the
+    // configured algorithm takes over now if there is one, else a new key signs at once.
+    if signing(&set).is_none() {
+        match next_index(&set) {
+            Some(n) if set[n].algorithm == settings.algorithm => set[n].activates_at = now,
+            _ => set.push(PlannedKey::new(settings.algorithm, now, now)),
         }
+        reason = reason.or(Some(if keys.keys.is_empty() { "Bootstrap" } else { "NoActiveKey" }));
     }
 
-    let live_set = KeySet { keys: live.iter().map(|k| (*k).clone()).collect() };
-    let signing = live_set.signing_key(now);
-    let newest = live.last().copied();
-    match (signing, newest) {
-        (None, _) => {
-            out.generate = Some(now);
-            out.reason = Some("NoActiveKey");
-            if let Some(newest) = newest
-                && newest.retires_at.is_none()
-            {
-                out.retire.push((newest.kid.clone(), now, add(now, settings.retain_retired_secs)));
+    // A person asked for a rotation: the Next key signs now, once it has been published for
+    // prePublish like any Next key (normally long ago: it is published right after the
+    // previous rotation).
+    if request == RotationRequest::Rotate {
+        match next_index(&set) {
+            Some(n) if now >= add(set[n].created_at, settings.pre_publish_secs) => {
+                set[n].activates_at = now;
+                reason = Some("ManualRotation");
             }
-            due.push(sub(add(now, settings.period_secs), settings.pre_publish_secs));
+            Some(n) => {
+                pending_request = true;
+                extra_due.push(add(set[n].created_at, settings.pre_publish_secs));
+            }
+            None => pending_request = true,
         }
-        (Some(active), Some(newest)) if newest.kid == active.kid => {
-            let rotation_at = add(active.activates_at, settings.period_secs);
-            let publish_at = sub(rotation_at, settings.pre_publish_secs);
-            let algorithm_changed = active.algorithm != settings.algorithm;
-            let automatic_due = settings.mode == RotationMode::Automatic && now >= publish_at;
-            if algorithm_changed || automatic_due {
-                let activates = if algorithm_changed {
-                    add(now, settings.pre_publish_secs)
-                } else {
-                    rotation_at.max(add(now, settings.pre_publish_secs))
-                };
-                out.generate = Some(activates);
-                out.reason = Some(if algorithm_changed { "AlgorithmChanged" } else { "RotationDue" });
-                if active.retires_at.is_none() {
-                    out.retire.push((active.kid.clone(), activates, add(activates, settings.retain_retired_secs)));
-                }
-                due.push(activates);
+    }
+
+    // There is always one Next key, published from the moment its predecessor starts signing.
+    if let Some(active) = signing(&set) {
+        let active_key = set[active].clone();
+        if let Some(n) = next_index(&set)
+            && set[n].algorithm != settings.algorithm
+        {
+            // A Next key of an old algorithm never signed: replace it.
+            set.remove(n);
+        }
+        let algorithm_changed = active_key.algorithm != settings.algorithm;
+        if next_index(&set).is_none() {
+            set.push(PlannedKey::new(settings.algorithm, now, manual_hold()));
+            reason = reason.or(Some(if algorithm_changed { "AlgorithmChanged" } else { "NextKeyPublished" }));
+            if request == RotationRequest::Rotate && pending_request {
+                extra_due.push(add(now, settings.pre_publish_secs));
+            }
+        }
+        if let Some(n) = next_index(&set) {
+            let earliest = add(set[n].created_at, settings.pre_publish_secs);
+            set[n].activates_at = if algorithm_changed {
+                earliest
             } else if settings.mode == RotationMode::Automatic {
-                due.push(publish_at);
-            }
-        }
-        (Some(_), Some(newest)) => {
-            // A Next key is published: look again when it activates.
-            due.push(newest.activates_at);
-        }
-        (Some(_), None) => {}
-    }
-    for k in &live {
-        if let Some(d) = k.delete_at {
-            due.push(d);
+                add(active_key.activates_at, settings.period_secs).max(earliest)
+            } else {
+                manual_hold()
+            };
         }
     }
-    for (_, _, d) in &out.retire {
-        due.push(*d);
+    set.sort_by_key(|k| (k.activates_at, k.created_at));
+
+    // Each key retires when the next live one activates, and stays published retainRetired
+    // after; a retirement already past is history and stays as it was.
+    let live: Vec<usize> = (0..set.len()).filter(|&i| set[i].live()).collect();
+    for pair in live.windows(2) {
+        let retires = set[pair[1]].activates_at;
+        let k = &mut set[pair[0]];
+        if k.retires_at.is_some_and(|r| r <= now) {
+            continue;
+        }
+        if retires < manual_hold() {
+            k.retires_at = Some(retires);
+            k.delete_at = Some(add(retires, retain));
+        } else {
+            k.retires_at = None;
+            k.delete_at = None;
+        }
     }
-    out.next_due = due.into_iter().filter(|d| *d > now).min();
-    out
+    if let Some(&last) = live.last() {
+        set[last].retires_at = None;
+        set[last].delete_at = None;
+    }
+
+    // When to look again: the next publication, activation or deletion.
+    let mut due: Vec<Timestamp> = extra_due;
+    for k in &set {
+        due.extend([Some(k.activates_at), k.delete_at].into_iter().flatten());
+    }
+    let next_due = due.into_iter().filter(|d| *d > now && *d < manual_hold()).min();
+
+    let before: Vec<PlannedKey> = {
+        let mut b: Vec<PlannedKey> = keys.keys.iter().map(PlannedKey::of).collect();
+        b.sort_by_key(|k| (k.activates_at, k.created_at));
+        b
+    };
+    let changed = before != set;
+    RotationPlan {
+        keys: set,
+        changed,
+        reason: if changed { reason.or(Some("Retention")) } else { None },
+        revoked: revoked_now,
+        request_pending: pending_request,
+        next_due,
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::SigningAlgorithm;
-
-    fn ts(s: i64) -> Timestamp {
-        Timestamp::from_second(s).unwrap()
-    }
-
-    fn settings() -> RotationSettings {
-        RotationSettings {
-            algorithm: SigningAlgorithm::EdDSA,
-            mode: RotationMode::Automatic,
-            period_secs: 1000,
-            pre_publish_secs: 100,
-            retain_retired_secs: 300,
-        }
-    }
-
-    fn step(keys: &KeySet, now: Timestamp) -> KeySet {
-        let p = plan(&settings(), keys, now);
-        p.apply(keys, &settings(), now).unwrap()
-    }
-
-    #[test]
-    fn empty_set_gets_a_key_that_signs_now() {
-        let keys = step(&KeySet::default(), ts(0));
-        assert_eq!(keys.keys.len(), 1);
-        assert!(keys.signing_key(ts(0)).is_some());
-        assert_eq!(plan(&settings(), &keys, ts(0)).next_due, Some(ts(900)));
-    }
-
-    #[test]
-    fn next_key_is_published_pre_publish_before_it_signs_and_old_key_retires() {
-        let keys = step(&KeySet::default(), ts(0));
-        let first = keys.keys[0].kid.clone();
-        assert!(plan(&settings(), &keys, ts(899)).is_empty());
-        let keys = step(&keys, ts(900));
-        assert_eq!(keys.keys.len(), 2);
-        assert_eq!(keys.signing_key(ts(999)).unwrap().kid, first);
-        assert_ne!(keys.signing_key(ts(1000)).unwrap().kid, first);
-        assert_eq!(keys.keys[0].delete_at, Some(ts(1300)));
-        let keys = step(&keys, ts(1300));
-        assert_eq!(keys.keys.len(), 1);
-    }
-
-    #[test]
-    fn signing_key_was_always_published_for_at_least_pre_publish() {
-        // Property over a fake clock: at every tick the signing kid was published >= prePublish earlier
-        // (except the bootstrap key), and every kid that signed within the last token lifetime is published.
-        let mut keys = KeySet::default();
-        let mut first_seen: std::collections::HashMap<String, i64> = Default::default();
-        let mut signed_at: Vec<(String, i64)> = Vec::new();
-        let mut t = 0;
-        while t < 10_000 {
-            let now = ts(t);
-            keys = step(&keys, now);
-            for k in keys.published(now) {
-                first_seen.entry(k.kid.clone()).or_insert(t);
-            }
-            let s = keys.signing_key(now).unwrap().kid.clone();
-            if t > 0 {
-                assert!(t - first_seen[&s] >= 100 || first_seen[&s] == 0, "kid {s} signed too early at {t}");
-            }
-            signed_at.push((s, t));
-            for (kid, at) in &signed_at {
-                if t - at < 200 {
-                    assert!(keys.published(now).any(|k| &k.kid == kid), "kid {kid} dropped at {t}");
-                }
-            }
-            t += 7;
-        }
-        assert!(first_seen.len() >= 9);
-    }
-
-    #[test]
-    fn algorithm_change_prepublishes_a_key_of_the_new_algorithm() {
-        let keys = step(&KeySet::default(), ts(0));
-        let mut s = settings();
-        s.algorithm = SigningAlgorithm::ES256;
-        let p = plan(&s, &keys, ts(10));
-        assert_eq!(p.generate, Some(ts(110)));
-        assert_eq!(p.reason, Some("AlgorithmChanged"));
-    }
-}
+mod tests;

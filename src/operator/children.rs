@@ -136,9 +136,12 @@ pub fn config_secret(server: &AuthorizationServer, config_json: String) -> Secre
     }
 }
 
-pub fn keys_secret(server: &AuthorizationServer, keys_json: Vec<u8>) -> Secret {
+/// The key set; `handled` records which rotation annotations were acted on, in the same write.
+pub fn keys_secret(server: &AuthorizationServer, keys_json: Vec<u8>, handled: BTreeMap<String, String>) -> Secret {
+    let mut metadata = meta(server, keys_secret_name(&server.name()));
+    metadata.annotations = (!handled.is_empty()).then_some(handled);
     Secret {
-        metadata: meta(server, keys_secret_name(&server.name())),
+        metadata,
         type_: Some("Opaque".into()),
         data: Some(BTreeMap::from([(KEYS_KEY.to_owned(), k8s_openapi::ByteString(keys_json))])),
         ..Default::default()

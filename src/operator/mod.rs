@@ -5,6 +5,7 @@
 
 pub mod children;
 mod client_secrets;
+mod crash;
 mod dependents;
 pub mod metrics;
 mod server;

@@ -22,7 +22,7 @@ use serde_json::json;
 use tracing::{info, instrument};
 
 use super::{
-    Context, Error, MANAGER, children, client_secrets,
+    Context, Error, MANAGER, children, client_secrets, crash,
     dependents::Dependent,
     metrics::{KindLabel, ServerLabel},
     status::{self, Acceptance},
@@ -30,10 +30,10 @@ use super::{
 use crate::{
     api::{
         AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer, AuthorizationServerStatus, Endpoints,
-        KeyStatus, NamespaceFrom, SigningStatus, conditions,
+        KeyState, KeyStatus, NamespaceFrom, ROTATE_ANNOTATION, ROTATE_REVOKE_ANNOTATION, SigningStatus, conditions,
     },
     config::{ClientInput, CompileInput},
-    keys::{self, KeySet},
+    keys::{self, KeySet, RotationRequest},
 };
 
 pub const FINALIZER: &str = "tessera.dev/cleanup";
@@ -173,7 +173,14 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
     apply_object(ctx, &ns, children::role(server)).await?;
     apply_object(ctx, &ns, children::role_binding(server)).await?;
     apply_object(ctx, &ns, children::config_secret(server, config_json)).await?;
+    let crash_point = |name| {
+        if keys_outcome.changed {
+            crash::point(name)
+        }
+    };
+    crash_point(crash::AFTER_CONFIG_APPLY);
     let deployment = apply_object(ctx, &ns, children::deployment(server, &ctx.build)).await?;
+    crash_point(crash::AFTER_WORKLOAD_APPLY);
     apply_object(ctx, &ns, children::service(server)).await?;
     match children::pod_disruption_budget(server) {
         Some(pdb) => {
@@ -237,13 +244,15 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
         ready_replicas: Some(workload.ready_replicas),
         signing: Some(keys_outcome.status.clone()),
     };
+    crash_point(crash::BEFORE_STATUS_WRITE);
     write_server_status(ctx, server, desired).await?;
 
     let labels = ServerLabel { namespace: ns.clone(), server: name.clone() };
     if let Some(age) = keys_outcome.active_age {
         ctx.metrics.active_key_age.get_or_create(&labels).set(age.as_secs_f64());
     }
-    let requeue = keys_outcome.next_due.map(|d| d.min(Duration::from_secs(300))).unwrap_or(Duration::from_secs(300));
+    // Requeue at the exact moment the next key change is due; an hourly resync at most otherwise.
+    let requeue = keys_outcome.next_due.map(|d| d.min(Duration::from_secs(3600))).unwrap_or(Duration::from_secs(3600));
     if let Some(d) = keys_outcome.next_due {
         ctx.metrics.next_rotation_in.get_or_create(&labels).set(d.as_secs_f64());
     }
@@ -400,6 +409,8 @@ pub(super) async fn publish(ctx: &Context, server: &AuthorizationServer, type_: 
 
 /// Keys of the server, created when missing; what status should say about them.
 struct KeysOutcome {
+    /// The key set was written in this reconcile.
+    changed: bool,
     ready: bool,
     reason: String,
     message: String,
@@ -413,20 +424,27 @@ fn rfc3339(t: jiff::Timestamp) -> String {
 }
 
 /// What `status.signing` shows of a key set at `now`.
-fn signing_status(keys: &KeySet, next_due: Option<jiff::Timestamp>, now: jiff::Timestamp) -> SigningStatus {
+fn signing_status(keys: &KeySet, now: jiff::Timestamp) -> SigningStatus {
     let active = keys.signing_key(now);
+    // The Next key's activation; none in Manual mode, where it waits for a person.
+    let next_rotation = keys
+        .published(now)
+        .filter(|k| k.activates_at > now && k.activates_at < keys::manual_hold())
+        .map(|k| k.activates_at)
+        .min();
     SigningStatus {
         active_key_id: active.map(|k| k.kid.clone()),
-        next_rotation_time: next_due.map(rfc3339),
+        next_rotation_time: next_rotation.map(rfc3339),
         last_rotation_time: active.map(|k| rfc3339(k.activates_at)),
         keys: keys
             .keys
             .iter()
             .filter_map(|k| {
+                let state = if k.revoked { KeyState::Revoked } else { keys.state(k, now)? };
                 Some(KeyStatus {
                     kid: k.kid.clone(),
                     algorithm: k.algorithm,
-                    state: keys.state(k, now)?,
+                    state,
                     created_at: rfc3339(k.created_at),
                     activates_at: rfc3339(k.activates_at),
                     retires_at: k.retires_at.map(rfc3339),
@@ -435,6 +453,30 @@ fn signing_status(keys: &KeySet, next_due: Option<jiff::Timestamp>, now: jiff::T
             })
             .collect(),
     }
+}
+
+/// The rotation a person asked for through the server's annotations and that is not handled yet.
+fn rotation_request(
+    server: &AuthorizationServer,
+    handled: &BTreeMap<String, String>,
+) -> (RotationRequest, BTreeMap<String, String>) {
+    let asked = server.annotations();
+    let mut now_handled = handled.clone();
+    let mut request = RotationRequest::None;
+    for (annotation, kind) in
+        [(ROTATE_ANNOTATION, RotationRequest::Rotate), (ROTATE_REVOKE_ANNOTATION, RotationRequest::Revoke)]
+    {
+        let marker = format!("{annotation}-handled");
+        if let Some(value) = asked.get(annotation)
+            && handled.get(&marker) != Some(value)
+        {
+            now_handled.insert(marker, value.clone());
+            if request != RotationRequest::Revoke {
+                request = kind;
+            }
+        }
+    }
+    (request, now_handled)
 }
 
 async fn ensure_keys(
@@ -452,46 +494,90 @@ async fn ensure_keys(
             .map_err(|e| Error::Invalid(format!("Secret {ns}/{secret_name} does not hold a valid key set: {e}")))?,
         None => KeySet::default(),
     };
-    let plan = keys::plan(settings, &current, now);
-    let keys = if plan.is_empty() {
+    let handled = existing.as_ref().map(|s| s.annotations().clone()).unwrap_or_default();
+    let (request, mut now_handled) = rotation_request(server, &handled);
+    let plan = keys::plan_with(settings, &current, now, request);
+    if plan.request_pending {
+        // Not handled yet: the Next key is not in every verifier's cache; we come back when it is.
+        now_handled = handled.clone();
+    }
+    let mut changed = false;
+    let keys = if plan.is_empty() && now_handled == handled {
         current
     } else {
-        let next = plan.apply(&current, settings, now).map_err(|e| Error::Invalid(e.to_string()))?;
+        let next = if plan.is_empty() {
+            current
+        } else {
+            plan.apply(&current, settings, now).map_err(|e| Error::Invalid(e.to_string()))?
+        };
         let json = next.to_json().map_err(|e| Error::Invalid(e.to_string()))?;
-        let mut secret = children::keys_secret(server, json.into_bytes());
+        let mut secret = children::keys_secret(server, json.into_bytes(), now_handled);
+        crash::point(crash::BEFORE_KEYS_WRITE);
         let params = kube::api::PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
+        // The new key is written before anyone's state changes, with a precondition on the
+        // version we read: a concurrent or restarted operator fails here instead of duplicating.
         match &existing {
             None => {
                 api.create(&params, &secret).await?;
                 ctx.metrics.write("Secret", "create");
             }
             Some(old) => {
-                // Precondition on the version we read: a concurrent writer makes this fail, not duplicate.
                 secret.metadata.resource_version = old.metadata.resource_version.clone();
                 api.replace(&secret_name, &params, &secret).await?;
                 ctx.metrics.write("Secret", "replace");
             }
         }
-        let note = match plan.reason {
-            Some(reason) => format!("signing keys changed ({reason})"),
-            None => "retired keys updated".to_owned(),
-        };
-        info!(reason = plan.reason, "signing keys changed");
-        publish(ctx, server, EventType::Normal, "KeyRotated", note).await;
+        crash::point(crash::AFTER_KEYS_WRITE);
+        if let Some(reason) = plan.reason {
+            let active = next.signing_key(now).map(|k| k.kid.clone()).unwrap_or_default();
+            info!(reason, active_key = %active, "signing keys changed");
+            let (type_, event_reason) = if plan.revoked.is_empty() {
+                (EventType::Normal, "KeyRotated")
+            } else {
+                (EventType::Warning, "KeyRevoked")
+            };
+            let note = if plan.revoked.is_empty() {
+                format!("{reason}: {active} signs; {} key(s) published", next.published(now).count())
+            } else {
+                format!("{reason}: revoked {} and removed it from the JWKS; {active} signs", plan.revoked.join(", "))
+            };
+            publish(ctx, server, type_, event_reason, note).await;
+            crash::point(crash::AFTER_KEYS_EVENT);
+        }
+        changed = true;
         next
     };
-    let status = signing_status(&keys, plan.next_due, now);
+    let status = signing_status(&keys, now);
     let active = keys.signing_key(now);
     let ready = active.is_some();
-    let published = status.keys.len();
+    let mut message = if ready {
+        format!(
+            "{} key(s) published; {} signs",
+            keys.published(now).count(),
+            status.active_key_id.clone().unwrap_or_default()
+        )
+    } else {
+        "no key can sign yet".to_owned()
+    };
+    let rotation = &server.spec.signing.rotation;
+    for (field, asked, used) in [
+        ("prePublish", rotation.pre_publish.as_secs(), settings.pre_publish_secs),
+        ("retainRetired", rotation.retain_retired.as_secs(), settings.retain_retired_secs),
+    ] {
+        if used > asked {
+            message.push_str(&format!(
+                "; {field} raised from {asked}s to {used}s so that no verifier with a cached JWKS fails"
+            ));
+        }
+    }
+    if plan.request_pending {
+        message.push_str("; manual rotation waits until the Next key is in every verifier's cache");
+    }
     Ok(KeysOutcome {
+        changed,
         ready,
         reason: if ready { "KeysPublished".into() } else { "NoActiveKey".into() },
-        message: if ready {
-            format!("{published} key(s) published; {} signs", status.active_key_id.clone().unwrap_or_default())
-        } else {
-            "no key can sign yet".into()
-        },
+        message,
         active_age: active.map(|k| now.duration_since(k.activates_at).unsigned_abs()),
         next_due: plan.next_due.map(|t| t.duration_since(now).unsigned_abs()),
         status,

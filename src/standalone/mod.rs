@@ -36,6 +36,8 @@ pub struct ServeOptions {
     pub files: Vec<PathBuf>,
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
+    /// Serve HTTPS with `tls.crt` and `tls.key` from this directory.
+    pub tls_dir: Option<PathBuf>,
     pub issuer: IssuerOptions,
 }
 
@@ -48,7 +50,7 @@ fn client_allowed(server: &AuthorizationServer, client: &AuthClient, m: &Manifes
         NamespaceFrom::Selector => {
             client_ns == server_ns
                 || match (&server.spec.client_namespaces.selector, m.namespaces.get(client_ns)) {
-                    (Some(sel), Some(labels)) => crate::config::selector_matches(sel, labels),
+                    (Some(sel), Some(labels)) => crate::config::selector::matches(sel, labels),
                     _ => false,
                 }
         }
@@ -128,12 +130,22 @@ pub async fn serve(options: ServeOptions) -> Result<(), StandaloneError> {
         }
         tokio::spawn(rotate_forever(issuer.clone(), state.clone(), config, keys.1));
     }
-    let listener = tokio::net::TcpListener::bind(options.listen)
-        .await
-        .map_err(|e| StandaloneError::Listen { addr: options.listen, message: e.to_string() })?;
-    let addr = listener.local_addr().unwrap_or(options.listen);
-    tracing::info!(%addr, "listening");
-    axum::serve(listener, issuer.router()).await.map_err(|e| StandaloneError::Listen { addr, message: e.to_string() })
+    let listen_error = |message: String| StandaloneError::Listen { addr: options.listen, message };
+    match options.tls_dir {
+        Some(dir) => {
+            let listener = crate::issuer::tls::TlsListener::bind(options.listen, dir)
+                .await
+                .map_err(|e| listen_error(e.to_string()))?;
+            tracing::info!(addr = %options.listen, "listening (https)");
+            axum::serve(listener, issuer.router()).await.map_err(|e| listen_error(e.to_string()))
+        }
+        None => {
+            let listener =
+                tokio::net::TcpListener::bind(options.listen).await.map_err(|e| listen_error(e.to_string()))?;
+            tracing::info!(addr = %listener.local_addr().unwrap_or(options.listen), "listening");
+            axum::serve(listener, issuer.router()).await.map_err(|e| listen_error(e.to_string()))
+        }
+    }
 }
 
 /// Rotates the keys of one server on the planner's schedule, swapping them in as they change.

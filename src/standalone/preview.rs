@@ -3,10 +3,11 @@
 
 use std::fmt::Write;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::{Manifests, StandaloneError, compile_all};
 use crate::api::{GrantType, TokenKind};
+use crate::issuer::AccessTokenClaims;
 use crate::policy::{CelVariables, Denial, PolicyEngine, TokenRequest};
 
 pub struct PreviewRequest {
@@ -99,14 +100,8 @@ pub fn preview(m: &Manifests, req: &PreviewRequest) -> Result<String, Standalone
                 Some(Value::String(s)) if grant == GrantType::TokenExchange => s.clone(),
                 _ => client.client_id.clone(),
             };
-            let mut claims = json!({
-                "ver": 1, "jti": "AT.<random>", "iss": config.issuer, "aud": config.audiences, "iat": "<now>",
-                "exp": format!("<now + {}s>", g.access_token_lifetime_secs), "cid": client.client_id,
-                "scp": g.scopes, "sub": sub, "client_id": client.client_id,
-            });
-            if let Some(obj) = claims.as_object_mut() {
-                obj.extend(custom);
-            }
+            let now = jiff::Timestamp::now().as_second();
+            let claims = AccessTokenClaims::new(config, client, g, sub, custom, now, "AT.<preview>".into());
             let _ = writeln!(
                 out,
                 "\nGRANTED by {}/{}: access token lifetime {}s",

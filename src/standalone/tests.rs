@@ -58,7 +58,7 @@ fn keys_are_created_on_first_run_and_kept() {
     let config = compile_all(&m, Some(&state)).unwrap().remove(0).config;
     let now = jiff::Timestamp::now();
     let (first, due) = state.rotate_keys(&config, now).unwrap();
-    assert_eq!(first.keys.len(), 1);
+    assert_eq!(first.keys.len(), 2, "the signing key and its Next key");
     assert!(due.is_some());
     let (again, _) = state.rotate_keys(&config, now).unwrap();
     assert_eq!(first, again);

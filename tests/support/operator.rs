@@ -16,6 +16,10 @@ impl OperatorProcess {
     }
 
     pub fn start_with(kubeconfig: &Path, namespaces: &[&str], log: &Path, extra: &[&str]) -> Self {
+        Self::start_env(kubeconfig, namespaces, log, extra, &[])
+    }
+
+    pub fn start_env(kubeconfig: &Path, namespaces: &[&str], log: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera"));
         cmd.arg("operator").arg("--kubeconfig").arg(kubeconfig).args(extra);
         cmd.args(["--issuer-image", "tessera:test"]);
@@ -23,8 +27,21 @@ impl OperatorProcess {
             cmd.args(["--namespace", ns]);
         }
         let log = std::fs::File::create(log).unwrap();
+        cmd.envs(env.iter().copied());
         let child = cmd.env("RUST_LOG", "info,tessera=debug").stdout(Stdio::null()).stderr(log).spawn().unwrap();
         Self { child }
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; its exit code if it did.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        None
     }
 
     pub fn kill(&mut self) {

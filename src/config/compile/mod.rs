@@ -13,7 +13,8 @@ use super::{
 
 const HOUR: u64 = 3600;
 /// Allowance for clocks of verifiers that run a little behind.
-const CLOCK_SKEW_SECS: u64 = 60;
+/// Clock difference allowed between the operator, issuer replicas and verifiers (NTP-synced).
+pub const CLOCK_SKEW_SECS: u64 = 5;
 
 /// What the compiler reads: one server and the objects that point at it (already filtered by namespace).
 #[derive(Clone, Debug)]
@@ -78,8 +79,9 @@ pub fn compile(input: &CompileInput) -> Compiled {
     let policies = compile_policies(&input.policies, &clients, &mut rejected);
 
     let rotation = &spec.signing.rotation;
-    let pre_publish_secs = rotation.pre_publish.as_secs();
-    let jwks_max_age = jwks_max_age_secs(pre_publish_secs);
+    let jwks_max_age = jwks_max_age_secs(rotation.pre_publish.as_secs());
+    // A Next key must be in every verifier's cache (max-age, plus skew) before it signs.
+    let pre_publish_secs = rotation.pre_publish.as_secs().max(jwks_max_age + CLOCK_SKEW_SECS);
     let longest_token = policies
         .iter()
         .flat_map(|p| &p.rules)

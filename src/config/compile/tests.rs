@@ -112,3 +112,11 @@ fn signing_minimums_and_trusted_issuer_defaults_are_applied() {
     let json = c.to_json().unwrap();
     assert_eq!(ServerConfig::from_json(json.as_bytes()).unwrap(), c);
 }
+
+#[test]
+fn debug_of_clients_never_shows_secret_hashes() {
+    let mut i = input();
+    i.clients = vec![client("a", "team.a", "2026-01-01T00:00:00Z", "")];
+    let shown = format!("{:?} {:?}", compile(&i).config, i.clients);
+    assert!(!shown.contains(&crate::config::hash_secret("s3cret")), "{shown}");
+}

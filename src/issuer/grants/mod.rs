@@ -11,7 +11,7 @@ pub use token_exchange::token_exchange;
 use serde_json::{Map, Value};
 
 use super::Served;
-use super::access_token::{AccessTokenClaims, audience_value, new_jti};
+use super::access_token::{AccessTokenClaims, new_jti};
 use super::error::OAuthError;
 use super::token::TokenResponse;
 use crate::api::{GrantType, TokenKind};
@@ -76,20 +76,7 @@ pub fn mint(served: &Served, m: Minting<'_>) -> Result<TokenResponse, OAuthError
     let now = ts.as_second();
     let lifetime = grant.access_token_lifetime_secs;
     let jti = new_jti().ok_or_else(|| OAuthError::server_error("could not generate a token id"))?;
-    let claims = AccessTokenClaims {
-        ver: 1,
-        jti,
-        iss: c.issuer.clone(),
-        aud: audience_value(&audience),
-        iat: now,
-        exp: now + i64::try_from(lifetime).unwrap_or(3600),
-        cid: m.client.client_id.clone(),
-        uid: None,
-        scp: grant.scopes.clone(),
-        sub: m.sub,
-        client_id: m.client.client_id.clone(),
-        custom,
-    };
+    let claims = AccessTokenClaims::new(c, m.client, &grant, m.sub, custom, now, jti);
     let (token, kid) = served.keys.sign_access_token(ts, &claims).map_err(|e| {
         tracing::error!(server = %c.name, error = %e, "cannot sign");
         OAuthError::temporarily_unavailable("no signing key is active")
