@@ -17,8 +17,8 @@ use crate::api::{AuthClient, AuthorizationServer};
 
 pub use status::render_status;
 
-/// Annotation that makes the Next signing key Active now (API.md, manual rotation).
-pub const ROTATE_ANNOTATION: &str = "tessera.dev/rotate";
+pub use crate::api::{ROTATE_ANNOTATION, ROTATE_REVOKE_ANNOTATION};
+
 /// Annotation that issues a new client secret, keeping the previous one for an overlap window.
 pub const ROTATE_SECRET_ANNOTATION: &str = "tessera.dev/rotate-secret";
 
@@ -44,7 +44,12 @@ pub enum PluginCommand {
     /// Conditions, endpoints, signing keys and clients of an AuthorizationServer.
     Status { server: String },
     /// Make the server's Next signing key Active now.
-    Rotate { server: String },
+    Rotate {
+        server: String,
+        /// Emergency: also drop the current signing key from the JWKS at once.
+        #[arg(long)]
+        revoke: bool,
+    },
     /// Issue a new secret for an AuthClient (the previous one stays valid for a while).
     RotateSecret { client: String },
     /// Which policy and rule a token request matches, and the token's claims, from the
@@ -133,11 +138,14 @@ pub async fn run(args: PluginArgs) -> Result<String, PluginError> {
             let clients = clients_of(&client, &ns, server).await?;
             Ok(render_status(&found, &clients, now))
         }
-        PluginCommand::Rotate { server } => {
-            annotate::<AuthorizationServer>(&client, &ns, server, ROTATE_ANNOTATION, now).await?;
-            Ok(format!(
-                "authorizationserver/{server} annotated {ROTATE_ANNOTATION}={now}: the Next key becomes Active\n"
-            ))
+        PluginCommand::Rotate { server, revoke } => {
+            let (key, effect) = if *revoke {
+                (ROTATE_REVOKE_ANNOTATION, "the Next key becomes Active and the old key leaves the JWKS")
+            } else {
+                (ROTATE_ANNOTATION, "the Next key becomes Active")
+            };
+            annotate::<AuthorizationServer>(&client, &ns, server, key, now).await?;
+            Ok(format!("authorizationserver/{server} annotated {key}={now}: {effect}\n"))
         }
         PluginCommand::RotateSecret { client: name } => {
             annotate::<AuthClient>(&client, &ns, name, ROTATE_SECRET_ANNOTATION, now).await?;
