@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 /// Tessera: self-hosted, Okta-style custom authorization servers on Kubernetes.
 #[derive(Parser)]
@@ -19,6 +20,9 @@ enum Command {
         /// Write `<name>.yaml` files into this directory instead of printing.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Also write them as Helm templates (gated by `crds.install`) into this directory.
+        #[arg(long)]
+        chart_dir: Option<PathBuf>,
     },
     /// Run the controllers that turn AuthorizationServers into issuer workloads.
     Operator(tessera::operator::OperatorArgs),
@@ -123,9 +127,12 @@ fn fail(e: impl std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    if tessera::plugin::invoked_as_plugin(std::env::args_os().next().as_deref()) {
+        return tessera::plugin::main(std::env::args_os());
+    }
     let cli = Cli::parse();
     match cli.command {
-        Command::Crds { dir } => report(print_crds(dir.as_deref())),
+        Command::Crds { dir, chart_dir } => report(print_crds(dir.as_deref(), chart_dir.as_deref())),
         Command::Operator(args) => {
             tessera::telemetry::init();
             match runtime().map(|rt| rt.block_on(tessera::operator::main(args))) {
@@ -203,18 +210,28 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-fn print_crds(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
-    use anyhow::Context;
-    match dir {
-        None => print!("{}", tessera::api::crds_yaml()?),
-        Some(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            for crd in tessera::api::crds() {
-                let path = dir.join(tessera::api::crd_file_name(&crd));
-                std::fs::write(&path, tessera::api::crd_yaml(&crd)?)
-                    .with_context(|| format!("writing {}", path.display()))?;
-            }
+type RenderCrd = fn(&CustomResourceDefinition) -> Result<String, serde_norway::Error>;
+
+fn print_crds(dir: Option<&std::path::Path>, chart_dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    if dir.is_none() && chart_dir.is_none() {
+        print!("{}", tessera::api::crds_yaml()?);
+    }
+    let targets: [(Option<&std::path::Path>, RenderCrd); 2] =
+        [(dir, tessera::api::crd_yaml), (chart_dir, tessera::api::crd_chart_template)];
+    for (dir, render) in targets {
+        if let Some(dir) = dir {
+            write_crds(dir, render)?;
         }
+    }
+    Ok(())
+}
+
+fn write_crds(dir: &std::path::Path, render: RenderCrd) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for crd in tessera::api::crds() {
+        let path = dir.join(tessera::api::crd_file_name(&crd));
+        std::fs::write(&path, render(&crd)?).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

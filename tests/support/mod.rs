@@ -188,5 +188,7 @@ where
     }
 }
 
+pub mod examples;
+pub mod helm;
 pub mod operator;
 pub mod resources;
