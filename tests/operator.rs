@@ -16,8 +16,11 @@ use kube::{
 };
 use serde_json::{Value, json};
 use support::{
+    examples::{
+        WAIT, apply_doc, examples, free_port, get_value, mark_pods_ready, token_for,
+        wait_condition_reason as wait_condition,
+    },
     operator::OperatorProcess,
-    resources::{WAIT, apply_doc, free_port, get_value, token_for, wait_condition},
 };
 use tessera::api::{AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer};
 
@@ -27,31 +30,6 @@ struct Setup {
     server_ns: String,
     client_ns: String,
     _operator: OperatorProcess,
-}
-
-/// The examples, with namespace `identity` → server_ns and `team-orders` → client_ns.
-fn examples(server_ns: &str, client_ns: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut paths: Vec<_> =
-        std::fs::read_dir(support::repo_root().join("examples")).unwrap().map(|e| e.unwrap().path()).collect();
-    paths.sort();
-    for path in paths {
-        let text = std::fs::read_to_string(path).unwrap();
-        for de in serde_norway::Deserializer::from_str(&text) {
-            let mut doc: Value = serde::Deserialize::deserialize(de).unwrap();
-            if doc["apiVersion"] != "tessera.dev/v1alpha1" {
-                continue;
-            }
-            let rename = |ns: &str| if ns == "identity" { server_ns.to_owned() } else { client_ns.to_owned() };
-            let ns = rename(doc["metadata"]["namespace"].as_str().unwrap());
-            doc["metadata"]["namespace"] = json!(ns);
-            if let Some(ref_ns) = doc["spec"]["serverRef"]["namespace"].as_str() {
-                doc["spec"]["serverRef"]["namespace"] = json!(rename(ref_ns));
-            }
-            out.push(doc);
-        }
-    }
-    out
 }
 
 async fn setup(name: &str) -> Setup {
@@ -69,28 +47,6 @@ async fn label_namespace(client: &Client, ns: &str, value: &str) {
     let api: Api<Namespace> = Api::all(client.clone());
     let patch = json!({ "metadata": { "labels": { "tessera.dev/clients": value } } });
     api.patch(ns, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-}
-
-/// No kubelet runs: mark the issuer's pods Ready so the Deployment becomes Available.
-async fn mark_pods_ready(client: &Client, ns: &str) {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
-    support::eventually(WAIT, "issuer pods to be created", || async {
-        let list = pods.list(&ListParams::default().labels("app.kubernetes.io/name=tessera-issuer")).await.unwrap();
-        (!list.items.is_empty()).then_some(())
-    })
-    .await;
-    for pod in pods.list(&ListParams::default().labels("app.kubernetes.io/name=tessera-issuer")).await.unwrap() {
-        let now = jiff::Timestamp::now().to_string();
-        let status = json!({ "status": {
-            "phase": "Running",
-            "conditions": [
-                { "type": "Ready", "status": "True", "lastTransitionTime": now },
-                { "type": "ContainersReady", "status": "True", "lastTransitionTime": now },
-                { "type": "PodScheduled", "status": "True", "lastTransitionTime": now }
-            ]
-        }});
-        pods.patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
-    }
 }
 
 fn secret_text(secret: &Secret, key: &str) -> String {
@@ -484,11 +440,17 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     .await;
     let leader = if holder == "op-0" { 0 } else { 1 };
     let standby = 1 - leader;
-    support::eventually(WAIT, "the leader to report ready", || async {
-        (http_get(ports[leader], "/readyz").await?.0 == 200).then_some(())
+    support::eventually(WAIT, "the leader to report its role", || async {
+        let (code, body) = http_get(ports[leader], "/readyz").await?;
+        (code == 200 && body.ends_with("leader")).then_some(())
     })
     .await;
-    assert_eq!(http_get(ports[standby], "/readyz").await.unwrap().0, 503, "the standby must not be leading");
+    // The standby is ready (healthy, able to take over) but not leading.
+    support::eventually(WAIT, "the standby to report its role", || async {
+        let (code, body) = http_get(ports[standby], "/readyz").await?;
+        (code == 200 && body.ends_with("standby")).then_some(())
+    })
+    .await;
     assert_eq!(http_get(ports[standby], "/healthz").await.unwrap().0, 200, "the standby is alive");
 
     for doc in examples(&server_ns, &client_ns) {
@@ -508,7 +470,7 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     // The leader dies; the standby takes the lease and keeps reconciling.
     operators[leader].take().unwrap().kill();
     support::eventually(Duration::from_secs(90), "the standby to take over", || async {
-        (http_get(ports[standby], "/readyz").await?.0 == 200).then_some(())
+        http_get(ports[standby], "/readyz").await?.1.ends_with("leader").then_some(())
     })
     .await;
     let scopes: Api<AuthScope> = Api::namespaced(client.clone(), &server_ns);

@@ -6,7 +6,7 @@
 mod support;
 
 use std::{
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -18,8 +18,8 @@ use kube::{
 };
 use serde_json::{Value, json};
 use support::{
+    examples::{WAIT, apply_doc, free_port, get_value, token_for, token_kubeconfig},
     operator::OperatorProcess,
-    resources::{WAIT, apply_doc, free_port, get_value, token_for},
 };
 use tessera::api::AuthorizationServer;
 
@@ -76,20 +76,6 @@ fn docs(ns: &str, port: u16) -> Vec<Value> {
     vec![server, scope, policy, client]
 }
 
-/// Writes a kubeconfig that authenticates with `token` against the control plane.
-fn kubeconfig_with_token(path: &Path, token: &str) {
-    let plane = support::control_plane();
-    let admin: Value = serde_norway::from_str(&std::fs::read_to_string(&plane.kubeconfig).unwrap()).unwrap();
-    let ca = admin["clusters"][0]["cluster"]["certificate-authority-data"].clone();
-    let kc = json!({
-        "apiVersion": "v1", "kind": "Config", "current-context": "issuer",
-        "clusters": [{ "name": "testenv", "cluster": { "server": plane.url, "certificate-authority-data": ca } }],
-        "users": [{ "name": "issuer", "user": { "token": token } }],
-        "contexts": [{ "name": "issuer", "context": { "cluster": "testenv", "user": "issuer" } }],
-    });
-    std::fs::write(path, serde_norway::to_string(&kc).unwrap()).unwrap();
-}
-
 /// Starts the issuer exactly as the Deployment would, but listening on a loopback port.
 async fn start_issuer_from_deployment(client: &kube::Client, ns: &str, port: u16) -> KillOnDrop {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
@@ -105,7 +91,7 @@ async fn start_issuer_from_deployment(client: &kube::Client, ns: &str, port: u16
     let token = token_for(client, ns, &sa).await;
     let plane = support::control_plane();
     let kubeconfig = plane.data_dir.join(format!("issuer-{ns}.kubeconfig"));
-    kubeconfig_with_token(&kubeconfig, &token);
+    token_kubeconfig(&plane.kubeconfig, &token, &kubeconfig);
     let log = std::fs::File::create(plane.data_dir.join(format!("issuer-{ns}.log"))).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(&args)

@@ -51,12 +51,14 @@ pub struct Context {
     pub recorder: Recorder,
     /// Namespaces watched; `None` means the whole cluster.
     pub namespaces: Option<Vec<String>>,
+    /// resourceVersion of each child after our last apply, to tell writes from no-ops.
+    applied_versions: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
 }
 
 impl Context {
     pub fn new(client: Client, build: BuildContext, namespaces: Option<Vec<String>>) -> Self {
         let recorder = Recorder::new(client.clone(), Reporter { controller: MANAGER.into(), instance: None });
-        Self { client, build, metrics: Arc::default(), recorder, namespaces }
+        Self { client, build, metrics: Arc::default(), recorder, namespaces, applied_versions: Default::default() }
     }
 
     /// Api handles for `K` in every watched namespace (one `all` handle cluster-wide).

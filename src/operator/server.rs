@@ -340,12 +340,15 @@ where
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let name = obj.meta().name.clone().unwrap_or_default();
-    let before = api.get_opt(&name).await?;
     let mut patch = serde_json::to_value(&obj).map_err(|source| Error::Serialize { what: "child object", source })?;
     patch["apiVersion"] = json!(K::api_version(&()));
     patch["kind"] = json!(K::kind(&()));
     let after = api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
-    if before.and_then(|b| b.meta().resource_version.clone()) != after.meta().resource_version {
+    // An unchanged apply is a no-op that keeps the resourceVersion: count only real writes.
+    let key = format!("{}/{ns}/{name}", K::kind(&()));
+    if ctx.applied_versions.lock().unwrap_or_else(|e| e.into_inner()).insert(key, after.meta().resource_version.clone())
+        != Some(after.meta().resource_version.clone())
+    {
         ctx.metrics.write(&K::kind(&()), "apply");
     }
     Ok(after)
@@ -588,6 +591,8 @@ async fn cleanup(server: &AuthorizationServer, ctx: &Context) -> Result<Action, 
     // Children in the server's namespace go with their owner (garbage collection); client
     // Secrets may live elsewhere, where owner references cannot reach.
     client_secrets::delete_all(ctx, server).await?;
+    let prefix = format!("/{}/{}-", server.namespace().unwrap_or_default(), server.name_any());
+    ctx.applied_versions.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, _| !k.contains(&prefix));
     let deps = read_dependents(server, ctx).await?;
     let ns = server.namespace().unwrap_or_default();
     let gone = |k: &str| {

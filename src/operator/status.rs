@@ -9,7 +9,7 @@ use std::{
     },
 };
 
-use axum::{Router, http::StatusCode, routing::get};
+use axum::{Router, routing::get};
 use kube::{
     Api, ResourceExt,
     api::{Patch, PatchParams},
@@ -99,20 +99,15 @@ pub async fn set_dependent_with<K: Dependent>(
     Ok(())
 }
 
-/// `/metrics`, `/healthz` (alive) and `/readyz` (leading or not electing).
+/// `/metrics`, `/healthz` and `/readyz`. A standby is ready too (it is healthy and can take
+/// over at once); `/readyz` says which role it has, so a PDB never blocks evicting the leader.
 pub async fn serve_health(addr: SocketAddr, metrics: Arc<Metrics>, leading: Arc<AtomicBool>) {
     let app = Router::new()
         .route("/metrics", get(move || async move { metrics.render() }))
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
-            get(move || async move {
-                if leading.load(Ordering::SeqCst) {
-                    (StatusCode::OK, "ok")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "standby")
-                }
-            }),
+            get(move || async move { if leading.load(Ordering::SeqCst) { "leader" } else { "standby" } }),
         );
     match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => {

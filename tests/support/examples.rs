@@ -40,21 +40,6 @@ pub fn examples(server_ns: &str, client_ns: &str) -> Vec<Value> {
     out
 }
 
-pub async fn apply_doc(client: &Client, doc: &Value) {
-    let ar = match doc["kind"].as_str().unwrap() {
-        "AuthorizationServer" => kube::api::ApiResource::erase::<AuthorizationServer>(&()),
-        "AuthScope" => kube::api::ApiResource::erase::<AuthScope>(&()),
-        "AuthClaim" => kube::api::ApiResource::erase::<AuthClaim>(&()),
-        "AccessPolicy" => kube::api::ApiResource::erase::<AccessPolicy>(&()),
-        "AuthClient" => kube::api::ApiResource::erase::<AuthClient>(&()),
-        other => panic!("unexpected kind {other}"),
-    };
-    let ns = doc["metadata"]["namespace"].as_str().unwrap();
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
-    let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
-    api.patch(&obj.name_any(), &PatchParams::apply("tests").force(), &Patch::Apply(&obj)).await.unwrap();
-}
-
 /// Applies the examples; the client namespace gets the label the server's selector wants.
 pub async fn apply_examples(client: &Client, server_ns: &str, client_ns: &str) {
     let patch = json!({ "metadata": { "labels": { "tessera.dev/clients": "payments" } } });
@@ -106,15 +91,6 @@ pub async fn mark_pods_ready(client: &Client, ns: &str) {
     }
 }
 
-/// A token of ServiceAccount `ns/sa`, minted by TokenRequest.
-pub async fn token_for(client: &Client, ns: &str, sa: &str) -> String {
-    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let req: TokenRequest =
-        serde_json::from_value(json!({ "spec": { "audiences": [], "expirationSeconds": 3600 } })).unwrap();
-    let resp: TokenRequest = api.create_subresource("token", sa, &PostParams::default(), &req).await.unwrap();
-    resp.status.unwrap().token
-}
-
 /// A copy of the admin kubeconfig `admin` that authenticates with `token` only, at `out`.
 pub fn token_kubeconfig(admin: &Path, token: &str, out: &Path) {
     let mut kc: Value = serde_norway::from_str(&std::fs::read_to_string(admin).unwrap()).unwrap();
@@ -127,4 +103,60 @@ pub fn token_kubeconfig(admin: &Path, token: &str, out: &Path) {
 /// A client of the control plane authenticated by the kubeconfig at `path`.
 pub async fn client_from(path: &Path) -> Client {
     super::client_for(path).await
+}
+
+/// Server-side applies one document of our kinds (its namespace is in its metadata).
+pub async fn apply_doc(client: &Client, doc: &Value) {
+    let kind = doc["kind"].as_str().unwrap();
+    let ns = doc["metadata"]["namespace"].as_str().unwrap();
+    let ar = match kind {
+        "AuthorizationServer" => kube::api::ApiResource::erase::<AuthorizationServer>(&()),
+        "AuthScope" => kube::api::ApiResource::erase::<AuthScope>(&()),
+        "AuthClaim" => kube::api::ApiResource::erase::<AuthClaim>(&()),
+        "AccessPolicy" => kube::api::ApiResource::erase::<AccessPolicy>(&()),
+        "AuthClient" => kube::api::ApiResource::erase::<AuthClient>(&()),
+        other => panic!("unexpected kind {other}"),
+    };
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
+    api.patch(&obj.name_any(), &PatchParams::apply("tests").force(), &Patch::Apply(&obj)).await.unwrap();
+}
+
+pub fn condition_with_reason(obj: &Value, type_: &str) -> Option<(String, String)> {
+    obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_).map(|c| {
+        (c["status"].as_str().unwrap_or_default().to_owned(), c["reason"].as_str().unwrap_or_default().to_owned())
+    })
+}
+
+pub async fn get_value<K>(api: &Api<K>, name: &str) -> Option<Value>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    api.get_opt(name).await.unwrap().map(|o| serde_json::to_value(o).unwrap())
+}
+
+pub async fn wait_condition_reason<K>(api: &Api<K>, name: &str, type_: &str, status: &str, reason: &str)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let what = format!("{name}: {type_}={status} ({reason})");
+    super::eventually(WAIT, &what, || async {
+        let v = get_value(api, name).await?;
+        let (s, r) = condition_with_reason(&v, type_)?;
+        (s == status && r == reason).then_some(())
+    })
+    .await;
+}
+
+/// A ServiceAccount token from TokenRequest, valid for an hour.
+pub async fn token_for(client: &Client, ns: &str, sa: &str) -> String {
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let req: TokenRequest =
+        serde_json::from_value(json!({ "spec": { "audiences": [], "expirationSeconds": 3600 } })).unwrap();
+    let resp: TokenRequest = api.create_subresource("token", sa, &PostParams::default(), &req).await.unwrap();
+    resp.status.unwrap().token
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

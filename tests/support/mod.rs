@@ -191,4 +191,3 @@ where
 pub mod examples;
 pub mod helm;
 pub mod operator;
-pub mod resources;
