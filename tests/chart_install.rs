@@ -101,6 +101,23 @@ async fn cluster_wide_install_lets_the_operator_complete_the_examples() {
     let (_operator, _kc, log) = operator_as_chart_identity(&client, &release_ns, sa, &[]).await;
     examples_complete(&client, &server_ns, &client_ns, &log).await;
     assert_eq!(lease_holder(&client, &release_ns).await.as_deref(), Some(sa));
+
+    // The people's roles aggregate into Kubernetes' view, edit and admin.
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
+    for (builtin, verb) in [("view", "list"), ("edit", "create"), ("admin", "delete")] {
+        support::eventually(ex::WAIT, &format!("ClusterRole {builtin} to aggregate tessera.dev"), || async {
+            let role = roles.get(builtin).await.ok()?;
+            role.rules?
+                .iter()
+                .any(|r| {
+                    r.api_groups.as_deref().unwrap_or_default().iter().any(|g| g == "tessera.dev")
+                        && r.resources.as_deref().unwrap_or_default().iter().any(|x| x == "authorizationservers")
+                        && r.verbs.iter().any(|v| v == verb)
+                })
+                .then_some(())
+        })
+        .await;
+    }
 }
 
 #[tokio::test]
