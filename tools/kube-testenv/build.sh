@@ -16,7 +16,7 @@ if [ $# -ge 1 ]; then
 fi
 cd "$here"
 if [ -z "${out:-}" ]; then
-  key="$(cat go.mod go.sum ./*.go | sha256sum | cut -c1-16)"
+  key="$(cat go.mod go.sum ./*.go build.sh | sha256sum | cut -c1-16)"
   mkdir -p ../../target/kube-testenv
   out="$(cd ../../target/kube-testenv && pwd)/kube-testenv-$key"
 fi
@@ -24,8 +24,13 @@ if [ ! -x "$out" ]; then
   echo "building $out (a cold build takes several minutes)" >&2
   tmp="$out.tmp.$$"
   trap 'rm -f "$tmp"' EXIT
+  # The version the API server reports (helm checks charts' kubeVersion against it).
+  k8s="$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' go.mod)"
+  minor="$(echo "$k8s" | cut -d. -f2)"
+  v=k8s.io/component-base/version
+  ldflags="-s -w -X $v.gitVersion=$k8s -X $v.gitMajor=1 -X $v.gitMinor=$minor -X $v.gitTreeState=clean"
   GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod" \
-    go build -p "${KUBE_TESTENV_BUILD_JOBS:-2}" -buildvcs=false -ldflags="-s -w" -o "$tmp" . >&2
+    go build -p "${KUBE_TESTENV_BUILD_JOBS:-2}" -buildvcs=false -ldflags="$ldflags" -o "$tmp" . >&2
   mv -f "$tmp" "$out"
 fi
 echo "$out"
