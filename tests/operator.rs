@@ -481,3 +481,57 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     wait_condition(&scopes, "after-failover", "Accepted", "True", "Accepted").await;
     drop(operators);
 }
+
+#[tokio::test]
+async fn rotating_a_client_secret_keeps_the_previous_one_valid_for_the_overlap() {
+    let s = setup("secret-rot").await;
+    for doc in examples(&s.server_ns, &s.client_ns) {
+        apply_doc(&s.client, &doc).await;
+    }
+    let client_secrets: Api<Secret> = Api::namespaced(s.client.clone(), &s.client_ns);
+    let first = support::eventually(WAIT, "the client Secret", || async {
+        client_secrets.get_opt("orders-api-oauth").await.unwrap()
+    })
+    .await;
+    let first_secret = secret_text(&first, "client_secret");
+
+    let clients: Api<AuthClient> = Api::namespaced(s.client.clone(), &s.client_ns);
+    let patch = json!({ "metadata": { "annotations": { "tessera.dev/rotate-secret": "r1" } } });
+    clients.patch("orders-api", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let rotated = support::eventually(WAIT, "a new client secret", || async {
+        let s = client_secrets.get("orders-api-oauth").await.unwrap();
+        (secret_text(&s, "client_secret") != first_secret).then_some(s)
+    })
+    .await;
+    assert_eq!(
+        secret_text(&rotated, "previous_client_secret"),
+        first_secret,
+        "the previous secret stays for the overlap"
+    );
+    let until: jiff::Timestamp = secret_text(&rotated, "previous_valid_until").parse().unwrap();
+    assert!(until > jiff::Timestamp::now() + jiff::SignedDuration::from_hours(23));
+
+    // Both secrets' hashes are in the config the issuer serves, neither secret itself.
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), &s.server_ns);
+    let id = format!("{}.orders-api", s.client_ns);
+    support::eventually(WAIT, "both secrets accepted by the config", || async {
+        let config = secret_text(&secrets.get("payments-config").await.unwrap(), "config.json");
+        let config: Value = serde_json::from_str(&config).unwrap();
+        let client = config["clients"].as_array()?.iter().find(|c| c["clientId"] == id.as_str())?.clone();
+        let hashes = client["secretHashes"].as_array()?.clone();
+        let expected = [
+            tessera::config::hash_secret(&secret_text(&rotated, "client_secret")),
+            tessera::config::hash_secret(&first_secret),
+        ];
+        (hashes.len() == 2
+            && expected.iter().all(|h| hashes.iter().any(|x| x == h.as_str()))
+            && !config.to_string().contains(&first_secret))
+        .then_some(())
+    })
+    .await;
+
+    // The same request value again changes nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = client_secrets.get("orders-api-oauth").await.unwrap();
+    assert_eq!(again.metadata.resource_version, rotated.metadata.resource_version);
+}

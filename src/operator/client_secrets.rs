@@ -15,30 +15,71 @@ use crate::api::{AuthClient, AuthorizationServer, Endpoints};
 pub const SERVER_NAMESPACE_LABEL: &str = "tessera.dev/server-namespace";
 pub const SERVER_NAME_LABEL: &str = "tessera.dev/server-name";
 pub const CLIENT_SECRET_KEY: &str = "client_secret";
+const PREVIOUS_SECRET_KEY: &str = "previous_client_secret";
+const PREVIOUS_VALID_UNTIL_KEY: &str = "previous_valid_until";
+/// On the client: any new value issues a new secret (`kubectl tessera rotate-secret`).
+pub const ROTATE_SECRET_ANNOTATION: &str = "tessera.dev/rotate-secret";
+const ROTATE_SECRET_HANDLED: &str = "tessera.dev/rotate-secret-handled";
+/// How long the previous secret stays valid after a rotation, so that workloads can roll.
+pub const SECRET_OVERLAP: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
+
+/// The secrets a client may present now, and when the set next changes.
+pub struct ClientSecrets {
+    pub valid: Vec<String>,
+    pub changes_at: Option<jiff::Timestamp>,
+}
 
 fn field(secret: &Secret, key: &str) -> Option<String> {
     let data = secret.data.as_ref()?.get(key)?;
     String::from_utf8(data.0.clone()).ok()
 }
 
-/// Ensures the client's Secret exists with a secret and the server's current endpoints;
-/// returns the secret (to hash) without ever logging it.
-pub async fn ensure(ctx: &Context, server: &AuthorizationServer, client: &AuthClient) -> Result<String, Error> {
+fn new_secret() -> Result<String, Error> {
+    crate::keys::generate_client_secret().map_err(|e| Error::Invalid(e.to_string()))
+}
+
+/// Ensures the client's Secret exists with a secret and the server's current endpoints, and
+/// carries out a requested secret rotation (the previous secret stays valid for
+/// `SECRET_OVERLAP`); returns the valid secrets (to hash) without ever logging them.
+pub async fn ensure(ctx: &Context, server: &AuthorizationServer, client: &AuthClient) -> Result<ClientSecrets, Error> {
     let ns = client.namespace().unwrap_or_default();
     let name = client.secret_name();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let existing = api.get_opt(&name).await?;
-    let secret = match existing.as_ref().and_then(|s| field(s, CLIENT_SECRET_KEY)) {
-        Some(s) if !s.is_empty() => s,
-        _ => crate::keys::generate_client_secret().map_err(|e| Error::Invalid(e.to_string()))?,
+    let now = jiff::Timestamp::now();
+    let current = existing.as_ref().and_then(|s| field(s, CLIENT_SECRET_KEY)).filter(|s| !s.is_empty());
+    let mut previous = existing.as_ref().and_then(|s| {
+        let until: jiff::Timestamp = field(s, PREVIOUS_VALID_UNTIL_KEY)?.parse().ok()?;
+        Some((field(s, PREVIOUS_SECRET_KEY)?, until))
+    });
+    let asked = client.annotations().get(ROTATE_SECRET_ANNOTATION).cloned();
+    let handled = existing.as_ref().and_then(|s| s.annotations().get(ROTATE_SECRET_HANDLED).cloned());
+    let secret = match current {
+        Some(current) if asked.is_some() && asked != handled && existing.is_some() => {
+            previous = Some((current, now.checked_add(SECRET_OVERLAP).unwrap_or(now)));
+            new_secret()?
+        }
+        Some(current) => current,
+        None => new_secret()?,
     };
+    previous = previous.filter(|(_, until)| *until > now);
     let endpoints = Endpoints::for_issuer(&server.spec.issuer);
-    let wanted = BTreeMap::from([
+    let mut wanted = BTreeMap::from([
         ("client_id".to_owned(), client.client_id()),
         (CLIENT_SECRET_KEY.to_owned(), secret.clone()),
         ("issuer".to_owned(), server.spec.issuer.clone()),
         ("token_endpoint".to_owned(), endpoints.token),
     ]);
+    if let Some((old, until)) = &previous {
+        wanted.insert(PREVIOUS_SECRET_KEY.to_owned(), old.clone());
+        wanted.insert(PREVIOUS_VALID_UNTIL_KEY.to_owned(), until.to_string());
+    }
+    let result = ClientSecrets {
+        valid: std::iter::once(secret.clone()).chain(previous.iter().map(|(s, _)| s.clone())).collect(),
+        changes_at: previous.as_ref().map(|(_, until)| *until),
+    };
+    let annotations: BTreeMap<String, String> =
+        asked.iter().map(|v| (ROTATE_SECRET_HANDLED.to_owned(), v.clone())).collect();
     let server_ns = server.namespace().unwrap_or_default();
     let labels = BTreeMap::from([
         ("app.kubernetes.io/managed-by".to_owned(), MANAGER.to_owned()),
@@ -46,11 +87,13 @@ pub async fn ensure(ctx: &Context, server: &AuthorizationServer, client: &AuthCl
         (SERVER_NAME_LABEL.to_owned(), server.name_any()),
     ]);
     let up_to_date = existing.as_ref().is_some_and(|s| {
-        wanted.iter().all(|(k, v)| field(s, k).as_deref() == Some(v.as_str()))
+        s.data.as_ref().map_or(0, |d| d.len()) == wanted.len()
+            && wanted.iter().all(|(k, v)| field(s, k).as_deref() == Some(v.as_str()))
             && labels.iter().all(|(k, v)| s.labels().get(k) == Some(v))
+            && annotations.iter().all(|(k, v)| s.annotations().get(k) == Some(v))
     });
     if up_to_date {
-        return Ok(secret);
+        return Ok(result);
     }
     let owner = client.controller_owner_ref(&());
     let desired = Secret {
@@ -58,6 +101,7 @@ pub async fn ensure(ctx: &Context, server: &AuthorizationServer, client: &AuthCl
             name: Some(name.clone()),
             namespace: Some(ns.clone()),
             labels: Some(labels),
+            annotations: (!annotations.is_empty()).then_some(annotations),
             owner_references: owner.map(|o| vec![o]),
             ..Default::default()
         },
@@ -70,19 +114,20 @@ pub async fn ensure(ctx: &Context, server: &AuthorizationServer, client: &AuthCl
         match api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &desired).await {
             Ok(_) => {
                 ctx.metrics.write("Secret", "create");
-                return Ok(secret);
+                return Ok(result);
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 let current = api.get(&name).await?;
-                return field(&current, CLIENT_SECRET_KEY)
-                    .ok_or_else(|| Error::Invalid(format!("Secret {ns}/{name} exists without {CLIENT_SECRET_KEY}")));
+                let secret = field(&current, CLIENT_SECRET_KEY)
+                    .ok_or_else(|| Error::Invalid(format!("Secret {ns}/{name} exists without {CLIENT_SECRET_KEY}")))?;
+                return Ok(ClientSecrets { valid: vec![secret], changes_at: None });
             }
             Err(e) => return Err(e.into()),
         }
     }
     api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&desired)).await?;
     ctx.metrics.write("Secret", "apply");
-    Ok(secret)
+    Ok(result)
 }
 
 /// Deletes the client Secrets written for `server`, in every namespace we can see.

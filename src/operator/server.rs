@@ -136,6 +136,7 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
     // validate: namespaces, then client secrets for the clients that may exist
     let mut acceptance: BTreeMap<(&'static str, String, String), Acceptance> = BTreeMap::new();
     let mut client_inputs = Vec::new();
+    let mut secrets_change_at: Option<jiff::Timestamp> = None;
     for client in &deps.clients {
         let key = ("AuthClient", client.namespace().unwrap_or_default(), client.name_any());
         if let Some(why) = namespace_refusal(server, client, ctx).await? {
@@ -143,7 +144,11 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
             continue;
         }
         let secret_hashes = if client.spec.authentication.method.uses_secret() {
-            vec![crate::config::hash_secret(&client_secrets::ensure(ctx, server, client).await?)]
+            let secrets = client_secrets::ensure(ctx, server, client).await?;
+            if let Some(t) = secrets.changes_at {
+                secrets_change_at = Some(secrets_change_at.map_or(t, |c| c.min(t)));
+            }
+            secrets.valid.iter().map(|s| crate::config::hash_secret(s)).collect()
         } else {
             Vec::new()
         };
@@ -251,8 +256,14 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
     if let Some(age) = keys_outcome.active_age {
         ctx.metrics.active_key_age.get_or_create(&labels).set(age.as_secs_f64());
     }
-    // Requeue at the exact moment the next key change is due; an hourly resync at most otherwise.
-    let requeue = keys_outcome.next_due.map(|d| d.min(Duration::from_secs(3600))).unwrap_or(Duration::from_secs(3600));
+    // Requeue at the exact moment the next key change (or the end of a client secret's overlap)
+    // is due; an hourly resync at most otherwise.
+    let overlap_ends = secrets_change_at.map(|t| t.duration_since(now).unsigned_abs());
+    let requeue = [keys_outcome.next_due, overlap_ends, Some(Duration::from_secs(3600))]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_default();
     if let Some(d) = keys_outcome.next_due {
         ctx.metrics.next_rotation_in.get_or_create(&labels).set(d.as_secs_f64());
     }
