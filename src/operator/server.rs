@@ -163,10 +163,8 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
     };
     let compiled = crate::config::compile(&input);
     for r in &compiled.rejected {
-        acceptance.insert(
-            (kind_of(r.kind), r.namespace.clone(), r.name.clone()),
-            Acceptance::rejected(&r.reason, r.message.clone()),
-        );
+        acceptance
+            .insert((r.kind, r.namespace.clone(), r.name.clone()), Acceptance::rejected(&r.reason, r.message.clone()));
     }
     let config_json = compiled.config.to_json().map_err(|source| Error::Serialize { what: "ServerConfig", source })?;
 
@@ -268,15 +266,6 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
         ctx.metrics.next_rotation_in.get_or_create(&labels).set(d.as_secs_f64());
     }
     Ok(Action::requeue(requeue.max(Duration::from_millis(200))))
-}
-
-fn kind_of(kind: &str) -> &'static str {
-    match kind {
-        "AuthScope" => "AuthScope",
-        "AuthClaim" => "AuthClaim",
-        "AccessPolicy" => "AccessPolicy",
-        _ => "AuthClient",
-    }
 }
 
 async fn report_dependents(
