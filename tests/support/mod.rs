@@ -189,4 +189,5 @@ where
 }
 
 pub mod operator;
+pub mod redis;
 pub mod resources;
