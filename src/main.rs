@@ -46,6 +46,9 @@ struct IssuerArgs {
     /// Serve HTTPS with `tls.crt` and `tls.key` from this directory (re-read every minute).
     #[arg(long, env = "TESSERA_TLS_DIR")]
     tls_dir: Option<PathBuf>,
+    /// Redis URL (`redis://` or `rediss://`, password in the URL) for storage.type Redis.
+    #[arg(long, env = "TESSERA_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
     #[command(flatten)]
     trust: TrustArgs,
 }
@@ -89,6 +92,9 @@ struct ServeArgs {
     /// Serve HTTPS with `tls.crt` and `tls.key` from this directory.
     #[arg(long, env = "TESSERA_TLS_DIR")]
     tls_dir: Option<PathBuf>,
+    /// Redis URL (`redis://` or `rediss://`, password in the URL) for storage.type Redis.
+    #[arg(long, env = "TESSERA_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
     #[command(flatten)]
     trust: TrustArgs,
 }
@@ -148,6 +154,7 @@ fn main() -> ExitCode {
                 listen: args.listen,
                 state_dir: args.state_dir,
                 tls_dir: args.tls_dir,
+                redis_url: args.redis_url,
                 issuer: args.trust.options(),
             };
             match runtime().map(|rt| rt.block_on(tessera::standalone::serve(options))) {
@@ -163,6 +170,7 @@ fn main() -> ExitCode {
                 &args.server,
                 args.listen,
                 args.tls_dir,
+                args.redis_url,
                 args.trust.options(),
             );
             match runtime().map(|rt| rt.block_on(run)) {

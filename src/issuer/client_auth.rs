@@ -200,11 +200,10 @@ async fn verify_private_key_jwt(
         return Err(OAuthError::invalid_client("assertion lifetime is too long"));
     }
     let jti = c.get("jti").and_then(Value::as_str).ok_or_else(|| OAuthError::invalid_client("assertion has no jti"))?;
-    let key = format!("{}/{}/assertion/{}/{jti}", served.config.namespace, served.config.name, client.client_id);
-    match issuer.store.first_use(&key, exp + LEEWAY, now).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(OAuthError::invalid_client("assertion jti was already used")),
-        Err(_) => Err(OAuthError::temporarily_unavailable("token state unavailable")),
+    let key = format!("assertion:{}:{jti}", client.client_id);
+    match issuer.store.first_use(served.scope(), &key, exp + LEEWAY, now).await? {
+        true => Ok(()),
+        false => Err(OAuthError::invalid_client("assertion jti was already used")),
     }
 }
 

@@ -81,6 +81,17 @@ impl OAuthError {
     }
 }
 
+/// Token state unreachable: the request may succeed shortly, on any replica.
+impl From<crate::store::StoreError> for OAuthError {
+    fn from(e: crate::store::StoreError) -> Self {
+        tracing::warn!(error = %e, "token state unavailable");
+        Self {
+            retry_after: Some(crate::store::RETRY_AFTER_SECS),
+            ..Self::temporarily_unavailable("token state is temporarily unavailable; retry shortly")
+        }
+    }
+}
+
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.code, "error_description": self.description });

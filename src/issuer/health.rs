@@ -1,4 +1,5 @@
-//! `/livez` and `/readyz` for the kubelet: ready once every served server can sign.
+//! `/livez` and `/readyz` for the kubelet: ready once every served server can sign and the
+//! token store answers.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -9,7 +10,9 @@ pub fn livez() -> Response {
     (StatusCode::OK, "ok\n").into_response()
 }
 
-pub fn readyz(issuer: &Issuer) -> Response {
+/// Ready when every server can sign and token state answers: while the store is down the
+/// replica says so (503), though stateless grants still work on it.
+pub async fn readyz(issuer: &Issuer) -> Response {
     let servers = issuer.servers.load();
     let now = jiff::Timestamp::now();
     if servers.is_empty() {
@@ -19,6 +22,9 @@ pub fn readyz(issuer: &Issuer) -> Response {
         Some(s) => {
             (StatusCode::SERVICE_UNAVAILABLE, format!("{}: no active signing key\n", s.config.name)).into_response()
         }
-        None => (StatusCode::OK, "ok\n").into_response(),
+        None => match issuer.store.ping().await {
+            Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+            Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
+        },
     }
 }

@@ -33,11 +33,8 @@ async fn handle(issuer: &Issuer, served: &Served, req: &Incoming) -> Result<Valu
     let now = unix_now();
     let Some(mut claims) = verify_own(served, token, now) else { return Ok(json!({ "active": false })) };
     let jti = claims.get("jti").and_then(Value::as_str).unwrap_or_default().to_owned();
-    let key = format!("{}/{}/revoked/{jti}", served.config.namespace, served.config.name);
-    match issuer.store.is_revoked(&key, now).await {
-        Ok(false) => {}
-        Ok(true) => return Ok(json!({ "active": false })),
-        Err(_) => return Err(OAuthError::temporarily_unavailable("token state unavailable")),
+    if issuer.store.is_revoked(served.scope(), &jti, now).await? {
+        return Ok(json!({ "active": false }));
     }
     let scope = claims
         .get("scp")

@@ -25,7 +25,7 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 
 use crate::config::ServerConfig;
@@ -109,6 +109,11 @@ impl Served {
         Ok(Self { config, keys, engine, secret_hashes })
     }
 
+    /// Where this server's token state lives in the store.
+    pub fn scope(&self) -> crate::store::ServerScope<'_> {
+        crate::store::ServerScope { namespace: &self.config.namespace, server: &self.config.name }
+    }
+
     fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.config.issuer)
     }
@@ -183,8 +188,11 @@ impl Issuer {
 
     pub fn router(self: &Arc<Self>) -> Router {
         Router::new()
-            .route("/livez", axum::routing::get(|| async { "ok" }))
-            .route("/readyz", axum::routing::get(readyz))
+            .route("/livez", axum::routing::get(|| async { health::livez() }))
+            .route(
+                "/readyz",
+                axum::routing::get(|State(issuer): State<Arc<Issuer>>| async move { health::readyz(&issuer).await }),
+            )
             .fallback(dispatch)
             .with_state(self.clone())
     }
@@ -255,20 +263,11 @@ pub(crate) struct Incoming {
     pub body: Bytes,
 }
 
-/// Ready once a server's config and keys are loaded (in a cluster: both Secrets were read).
-async fn readyz(State(issuer): State<Arc<Issuer>>) -> Response {
-    if issuer.servers.load().is_empty() {
-        (StatusCode::SERVICE_UNAVAILABLE, "no server loaded yet").into_response()
-    } else {
-        (StatusCode::OK, "ok").into_response()
-    }
-}
-
 async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     match parts.uri.path() {
         "/livez" => return health::livez(),
-        "/readyz" => return health::readyz(&issuer),
+        "/readyz" => return health::readyz(&issuer).await,
         _ => {}
     }
     let Some((served, endpoint)) = issuer.route(parts.uri.path()) else {

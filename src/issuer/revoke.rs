@@ -34,8 +34,7 @@ async fn handle(issuer: &Issuer, served: &Served, req: &Incoming) -> Result<(), 
     }
     let jti = claims.get("jti").and_then(Value::as_str).unwrap_or_default();
     let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
-    let key = format!("{}/{}/revoked/{jti}", served.config.namespace, served.config.name);
-    issuer.store.revoke(&key, exp).await.map_err(|_| OAuthError::temporarily_unavailable("token state unavailable"))?;
+    issuer.store.revoke(served.scope(), jti, exp).await?;
     tracing::info!(target: "tessera::audit", server = %served.config.name, client = %client.client_id, jti, "token revoked");
     Ok(())
 }

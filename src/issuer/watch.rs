@@ -12,9 +12,10 @@ use kube::runtime::{WatchStreamExt, watcher};
 
 use super::tls::TlsListener;
 use super::{Issuer, IssuerOptions, Served};
+use crate::api::StorageType;
 use crate::config::{CONFIG_SECRET_KEY, ServerConfig, config_secret_name};
 use crate::keys::{KEYS_SECRET_KEY, KeySet, keys_secret_name};
-use crate::store::MemoryStore;
+use crate::store::{MemoryStore, RedisStore, TokenStore};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
@@ -41,15 +42,22 @@ pub async fn run(
     server: &str,
     listen: SocketAddr,
     tls_dir: Option<PathBuf>,
+    redis_url: Option<String>,
     mut options: IssuerOptions,
 ) -> Result<(), WatchError> {
+    // The operator sets TESSERA_REDIS_URL (from spec.storage.redis.urlSecretRef) only for Redis.
+    let has_redis = redis_url.is_some();
+    let store: Arc<dyn TokenStore> = match redis_url {
+        Some(url) => Arc::new(RedisStore::new(&url).map_err(|e| WatchError::Client(e.to_string()))?),
+        None => Arc::new(MemoryStore::new()),
+    };
     let client = kube::Client::try_default().await.map_err(|e| WatchError::Client(e.to_string()))?;
     if options.kubernetes_issuer.is_none() {
         options.kubernetes_issuer = service_account_issuer(&client).await;
     }
     options.kube_client = Some(client.clone());
     let secrets: Api<Secret> = Api::namespaced(client, namespace);
-    let issuer = Issuer::new(options, Arc::new(MemoryStore::new()));
+    let issuer = Issuer::new(options, store);
 
     let router = issuer.router();
     let listen_error = |message: String| WatchError::Listen { addr: listen, message };
@@ -87,7 +95,7 @@ pub async fn run(
             }
         }
         let (Some(c), Some(k)) = (&config, &keys) else { continue };
-        match load(c, k) {
+        match load(c, k, has_redis) {
             Ok(served) => {
                 tracing::info!(server, issuer = %served.config.issuer, "config and keys swapped in");
                 issuer.replace(served);
@@ -119,8 +127,18 @@ async fn service_account_issuer(client: &kube::Client) -> Option<String> {
     }
 }
 
-fn load(config: &[u8], keys: &[u8]) -> Result<Served, String> {
+fn load(config: &[u8], keys: &[u8], has_redis: bool) -> Result<Served, String> {
     let config = ServerConfig::from_json(config).map_err(|e| format!("{CONFIG_SECRET_KEY}: {e}"))?;
+    match (config.storage.type_, has_redis) {
+        // Several replicas each with their own memory would accept a code or jti once per replica.
+        (StorageType::Redis, false) => return Err("storage.type is Redis but TESSERA_REDIS_URL is not set".into()),
+        (StorageType::Memory, true) => {
+            tracing::warn!(
+                "storage.type is Memory but TESSERA_REDIS_URL is set: token state stays in Redis until restart"
+            )
+        }
+        _ => {}
+    }
     let keys = KeySet::from_json(keys).map_err(|e| format!("{KEYS_SECRET_KEY}: {e}"))?;
     Served::new(config, &keys).map_err(|e| e.to_string())
 }

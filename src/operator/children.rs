@@ -14,7 +14,7 @@ use k8s_openapi::{
 use kube::Resource;
 use serde_json::json;
 
-use crate::api::AuthorizationServer;
+use crate::api::{AuthorizationServer, StorageType};
 
 pub const MANAGER: &str = "tessera-operator";
 pub const ISSUER_PORT: i32 = 8080;
@@ -162,6 +162,20 @@ pub fn issuer_args(server: &AuthorizationServer) -> Vec<String> {
     ]
 }
 
+/// The issuer's environment; the Redis URL comes straight from the user's Secret, so it never
+/// passes through the operator, the ServerConfig or a log line.
+fn issuer_env(server: &AuthorizationServer) -> serde_json::Value {
+    let mut env = vec![json!({ "name": "RUST_LOG", "value": "info" })];
+    if let (StorageType::Redis, Some(redis)) = (server.spec.storage.type_, &server.spec.storage.redis) {
+        let r = &redis.url_secret_ref;
+        env.push(json!({
+            "name": "TESSERA_REDIS_URL",
+            "valueFrom": { "secretKeyRef": { "name": r.name, "key": r.key } }
+        }));
+    }
+    json!(env)
+}
+
 /// The issuer Deployment, under the restricted Pod Security profile.
 pub fn deployment(server: &AuthorizationServer, ctx: &BuildContext) -> Deployment {
     let name = server.name();
@@ -213,7 +227,7 @@ pub fn deployment(server: &AuthorizationServer, ctx: &BuildContext) -> Deploymen
                         "image": ctx.image,
                         "args": args,
                         "ports": [{ "name": "http", "containerPort": ISSUER_PORT, "protocol": "TCP" }],
-                        "env": [{ "name": "RUST_LOG", "value": "info" }],
+                        "env": issuer_env(server),
                         "resources": w.resources.clone().unwrap_or_else(|| from_json(json!({
                             "requests": { "cpu": "50m", "memory": "32Mi" }, "limits": { "memory": "128Mi" }
                         }))),
@@ -337,6 +351,22 @@ spec: { issuer: "https://auth.example.com/payments", audiences: [api://payments]
         assert!(
             volumes.iter().any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("payments-tls"))
         );
+    }
+
+    #[test]
+    fn redis_url_reaches_the_issuer_only_as_a_secret_reference() {
+        let memory = deployment(&server(BASIC), &BuildContext { image: "x".into() });
+        let env = |d: Deployment| d.spec.unwrap().template.spec.unwrap().containers[0].env.clone().unwrap();
+        assert!(!env(memory).iter().any(|e| e.name == "TESSERA_REDIS_URL"));
+        let redis = server(&BASIC.replace(
+            "audiences: [api://payments] }",
+            "audiences: [api://payments], workload: { replicas: 3 }, storage: { type: Redis, redis: { urlSecretRef: { name: payments-redis } } } }",
+        ));
+        let env = env(deployment(&redis, &BuildContext { image: "x".into() }));
+        let url = env.iter().find(|e| e.name == "TESSERA_REDIS_URL").unwrap();
+        assert!(url.value.is_none());
+        let key_ref = url.value_from.clone().unwrap().secret_key_ref.unwrap();
+        assert_eq!((key_ref.name.as_str(), key_ref.key.as_str()), ("payments-redis", "url"));
     }
 
     #[test]

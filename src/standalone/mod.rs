@@ -10,10 +10,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::api::StorageType;
 use crate::api::{AuthClient, AuthorizationServer, NamespaceFrom};
 use crate::config::{ClientInput, CompileInput, Compiled, compile, hash_secret};
 use crate::issuer::{Issuer, IssuerOptions, Served};
-use crate::store::MemoryStore;
+use crate::store::{MemoryStore, RedisStore, TokenStore};
 
 pub use manifests::{Manifests, load};
 pub use state::{ClientCredentials, StateDir};
@@ -38,6 +39,8 @@ pub struct ServeOptions {
     pub state_dir: PathBuf,
     /// Serve HTTPS with `tls.crt` and `tls.key` from this directory.
     pub tls_dir: Option<PathBuf>,
+    /// Redis URL for servers whose storage.type is Redis.
+    pub redis_url: Option<String>,
     pub issuer: IssuerOptions,
 }
 
@@ -110,7 +113,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), StandaloneError> {
     let manifests = load(&options.files)?;
     let state = StateDir::new(options.state_dir.clone());
     let compiled = compile_all(&manifests, Some(&state))?;
-    let issuer = Issuer::new(options.issuer.clone(), Arc::new(MemoryStore::new()));
+    let store = token_store(&compiled, options.redis_url.as_deref())?;
+    let issuer = Issuer::new(options.issuer.clone(), store);
     for c in compiled {
         for r in &c.rejected {
             tracing::warn!(kind = r.kind, namespace = %r.namespace, name = %r.name, reason = %r.reason, "{}", r.message);
@@ -144,6 +148,27 @@ pub async fn serve(options: ServeOptions) -> Result<(), StandaloneError> {
                 tokio::net::TcpListener::bind(options.listen).await.map_err(|e| listen_error(e.to_string()))?;
             tracing::info!(addr = %listener.local_addr().unwrap_or(options.listen), "listening");
             axum::serve(listener, issuer.router()).await.map_err(|e| listen_error(e.to_string()))
+        }
+    }
+}
+
+/// Redis when a server asks for it (one store serves every server, each under its own keys).
+fn token_store(compiled: &[Compiled], redis_url: Option<&str>) -> Result<Arc<dyn TokenStore>, StandaloneError> {
+    let wants_redis = compiled.iter().any(|c| c.config.storage.type_ == StorageType::Redis);
+    match (wants_redis, redis_url) {
+        (true, Some(url)) => {
+            let store = RedisStore::new(url).map_err(|e| StandaloneError::State(e.to_string()))?;
+            tracing::info!("token state in Redis");
+            Ok(Arc::new(store))
+        }
+        (true, None) => Err(StandaloneError::State("storage.type Redis needs TESSERA_REDIS_URL or --redis-url".into())),
+        (false, url) => {
+            if url.is_some() {
+                tracing::warn!(
+                    "a Redis URL was given but no server has storage.type Redis: token state stays in memory"
+                );
+            }
+            Ok(Arc::new(MemoryStore::new()))
         }
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use futures::future::{BoxFuture, FutureExt};
 
-use super::{StoreError, TokenStore};
+use super::{CodeKind, NewFamily, Rotation, ServerScope, StoreError, TokenStore};
 
 /// Entries are dropped once expired; a sweep runs every this many inserts.
 const SWEEP_EVERY: usize = 1024;
@@ -15,10 +15,18 @@ pub struct MemoryStore {
     inner: Mutex<Inner>,
 }
 
+struct Family {
+    current: String,
+    grant: Vec<u8>,
+    until: i64,
+}
+
 #[derive(Default)]
 struct Inner {
     revoked: HashMap<String, i64>,
     used: HashMap<String, i64>,
+    codes: HashMap<String, (Vec<u8>, i64)>,
+    families: HashMap<String, Family>,
     inserts: usize,
 }
 
@@ -28,8 +36,18 @@ impl Inner {
         if self.inserts.is_multiple_of(SWEEP_EVERY) {
             self.revoked.retain(|_, until| *until > now);
             self.used.retain(|_, until| *until > now);
+            self.codes.retain(|_, (_, until)| *until > now);
+            self.families.retain(|_, f| f.until > now);
         }
     }
+
+    fn live_code(&mut self, key: &str, now: i64) -> Option<&mut (Vec<u8>, i64)> {
+        self.codes.get_mut(key).filter(|(_, until)| *until > now)
+    }
+}
+
+fn key(s: ServerScope<'_>, kind: &str, id: &str) -> String {
+    format!("{}:{kind}:{id}", s.prefix())
 }
 
 impl MemoryStore {
@@ -37,9 +55,12 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> Result<T, StoreError> {
-        let mut guard = self.inner.lock().map_err(|_| StoreError("memory store lock poisoned".into()))?;
-        Ok(f(&mut guard))
+    fn with<T: Send + 'static>(&self, f: impl FnOnce(&mut Inner) -> T) -> BoxFuture<'static, Result<T, StoreError>> {
+        let r = match self.inner.lock() {
+            Ok(mut guard) => Ok(f(&mut guard)),
+            Err(_) => Err(StoreError("memory store lock poisoned".into())),
+        };
+        async move { r }.boxed()
     }
 }
 
@@ -50,31 +71,147 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl TokenStore for MemoryStore {
-    fn revoke<'a>(&'a self, jti: &'a str, until: i64) -> BoxFuture<'a, Result<(), StoreError>> {
-        let r = self.with(|i| {
-            i.revoked.insert(jti.to_owned(), until);
+    fn revoke<'a>(&'a self, s: ServerScope<'a>, jti: &'a str, until: i64) -> BoxFuture<'a, Result<(), StoreError>> {
+        let k = key(s, "revoked", jti);
+        self.with(move |i| {
+            i.revoked.insert(k, until);
             i.sweep(until);
-        });
-        async move { r }.boxed()
+        })
     }
 
-    fn is_revoked<'a>(&'a self, jti: &'a str, now: i64) -> BoxFuture<'a, Result<bool, StoreError>> {
-        let r = self.with(|i| i.revoked.get(jti).is_some_and(|until| *until > now));
-        async move { r }.boxed()
+    fn is_revoked<'a>(&'a self, s: ServerScope<'a>, jti: &'a str, now: i64) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let k = key(s, "revoked", jti);
+        self.with(move |i| i.revoked.get(&k).is_some_and(|until| *until > now))
     }
 
-    fn first_use<'a>(&'a self, key: &'a str, until: i64, now: i64) -> BoxFuture<'a, Result<bool, StoreError>> {
-        let r = self.with(|i| {
+    fn first_use<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        id: &'a str,
+        until: i64,
+        now: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let k = key(s, "used", id);
+        self.with(move |i| {
             i.sweep(now);
-            match i.used.get(key) {
+            match i.used.get(&k) {
                 Some(u) if *u > now => false,
                 _ => {
-                    i.used.insert(key.to_owned(), until);
+                    i.used.insert(k, until);
                     true
                 }
             }
-        });
-        async move { r }.boxed()
+        })
+    }
+
+    fn put_code<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        kind: CodeKind,
+        code: &'a str,
+        value: &'a [u8],
+        until: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let k = key(s, kind.as_str(), code);
+        let value = value.to_vec();
+        let now = crate::issuer::unix_now();
+        self.with(move |i| {
+            i.sweep(now);
+            if i.live_code(&k, now).is_some() {
+                return false;
+            }
+            i.codes.insert(k, (value, until));
+            true
+        })
+    }
+
+    fn get_code<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        kind: CodeKind,
+        code: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        let k = key(s, kind.as_str(), code);
+        self.with(move |i| i.live_code(&k, now).map(|(v, _)| v.clone()))
+    }
+
+    fn update_code<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        kind: CodeKind,
+        code: &'a str,
+        value: &'a [u8],
+        now: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        let k = key(s, kind.as_str(), code);
+        let value = value.to_vec();
+        self.with(move |i| match i.live_code(&k, now) {
+            Some(entry) => {
+                entry.0 = value;
+                true
+            }
+            None => false,
+        })
+    }
+
+    fn take_code<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        kind: CodeKind,
+        code: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        let k = key(s, kind.as_str(), code);
+        self.with(move |i| i.codes.remove(&k).filter(|(_, until)| *until > now).map(|(v, _)| v))
+    }
+
+    fn create_family<'a>(&'a self, s: ServerScope<'a>, f: NewFamily<'a>) -> BoxFuture<'a, Result<(), StoreError>> {
+        let k = key(s, "rf", f.family);
+        let family = Family { current: f.token.to_owned(), grant: f.grant.to_vec(), until: f.until };
+        let now = crate::issuer::unix_now();
+        self.with(move |i| {
+            i.sweep(now);
+            i.families.insert(k, family);
+        })
+    }
+
+    fn rotate_refresh<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        family: &'a str,
+        token: &'a str,
+        next: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Rotation, StoreError>> {
+        let k = key(s, "rf", family);
+        let (token, next) = (token.to_owned(), next.to_owned());
+        self.with(move |i| match i.families.get_mut(&k) {
+            Some(f) if f.until <= now => {
+                i.families.remove(&k);
+                Rotation::Unknown
+            }
+            Some(f) if f.current == token => {
+                f.current = next;
+                Rotation::Rotated(f.grant.clone())
+            }
+            Some(_) => {
+                i.families.remove(&k);
+                Rotation::ReuseDetected
+            }
+            None => Rotation::Unknown,
+        })
+    }
+
+    fn revoke_family<'a>(&'a self, s: ServerScope<'a>, family: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        let k = key(s, "rf", family);
+        self.with(move |i| {
+            i.families.remove(&k);
+        })
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.with(|_| ())
     }
 }
 
@@ -83,18 +220,16 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_key_is_used_once_until_it_expires() {
+    async fn expired_entries_are_swept() {
         let s = MemoryStore::new();
-        assert!(s.first_use("a", 100, 0).await.unwrap());
-        assert!(!s.first_use("a", 100, 50).await.unwrap());
-        assert!(s.first_use("a", 200, 100).await.unwrap());
-    }
-
-    #[tokio::test]
-    async fn revocation_lasts_until_expiry() {
-        let s = MemoryStore::new();
-        s.revoke("j", 100).await.unwrap();
-        assert!(s.is_revoked("j", 99).await.unwrap());
-        assert!(!s.is_revoked("j", 100).await.unwrap());
+        let scope = ServerScope { namespace: "ns", server: "srv" };
+        for n in 0..(SWEEP_EVERY as i64 * 2) {
+            s.first_use(scope, &n.to_string(), 10, 0).await.unwrap();
+        }
+        s.first_use(scope, "late", 1000, 500).await.unwrap();
+        for n in 0..(SWEEP_EVERY as i64) {
+            s.first_use(scope, &format!("x{n}"), 1000, 500).await.unwrap();
+        }
+        assert!(s.inner.lock().unwrap().used.len() <= SWEEP_EVERY + 1);
     }
 }

@@ -1,21 +1,144 @@
-//! Token state: revocations and single-use markers (client assertion `jti`s). In memory for
-//! one replica; a Redis implementation of the same trait comes for several replicas.
+//! Token state: revocations, single-use markers (client assertion `jti`s), one-time codes
+//! (authorization and device codes) and refresh-token families. In memory for one replica,
+//! in Redis for several; both behind [`TokenStore`], both run through the same tests.
 
 mod memory;
+mod redis;
 
 use futures::future::BoxFuture;
 
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
-#[derive(Debug, thiserror::Error)]
+/// Seconds a client is told to wait when token state is unavailable.
+pub const RETRY_AFTER_SECS: u64 = 2;
+
+/// The one error of the store: its state cannot be read or written right now. The message is
+/// for logs only and never holds the store's URL or password.
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("token store unavailable: {0}")]
 pub struct StoreError(pub String);
 
-/// Keys are namespaced by the caller (`<namespace>/<server>/...`). Times are Unix seconds.
+/// The authorization server whose state an operation touches; every key lives under it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServerScope<'a> {
+    pub namespace: &'a str,
+    pub server: &'a str,
+}
+
+impl ServerScope<'_> {
+    /// `{namespace}/{server}`: the prefix of every key of this server.
+    pub fn prefix(&self) -> String {
+        format!("{}/{}", self.namespace, self.server)
+    }
+}
+
+/// Kinds of one-time codes, each redeemed at most once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CodeKind {
+    Authorization,
+    Device,
+    /// The short code a user types for a device code; maps to the device code.
+    UserCode,
+}
+
+impl CodeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Authorization => "code",
+            Self::Device => "device",
+            Self::UserCode => "usercode",
+        }
+    }
+}
+
+/// What presenting a refresh token did to its family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The presented token was the current one; `next` replaced it. Holds the family's grant.
+    Rotated(Vec<u8>),
+    /// The presented token was already rotated away: a replay. The whole family is revoked.
+    ReuseDetected,
+    /// No such family (never issued, expired or revoked).
+    Unknown,
+}
+
+/// A new refresh-token family: the grant it carries, its first token and its lifetime.
+#[derive(Debug, Clone, Copy)]
+pub struct NewFamily<'a> {
+    pub family: &'a str,
+    pub token: &'a str,
+    pub grant: &'a [u8],
+    /// Unix seconds after which the family and all its tokens are gone.
+    pub until: i64,
+}
+
+/// Token state shared by the replicas of a server. Times are Unix seconds; `until` is when an
+/// entry stops mattering (the expiry of what it guards) and is its TTL in the backend.
 pub trait TokenStore: Send + Sync + 'static {
-    /// Marks token `jti` revoked until `until` (its expiry).
-    fn revoke<'a>(&'a self, jti: &'a str, until: i64) -> BoxFuture<'a, Result<(), StoreError>>;
-    fn is_revoked<'a>(&'a self, jti: &'a str, now: i64) -> BoxFuture<'a, Result<bool, StoreError>>;
-    /// Records `key` as used until `until`; true when this is its first use.
-    fn first_use<'a>(&'a self, key: &'a str, until: i64, now: i64) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Marks access token `jti` revoked until `until` (its expiry).
+    fn revoke<'a>(&'a self, s: ServerScope<'a>, jti: &'a str, until: i64) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn is_revoked<'a>(&'a self, s: ServerScope<'a>, jti: &'a str, now: i64) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Records `key` as used until `until`; true exactly once across all replicas.
+    fn first_use<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        key: &'a str,
+        until: i64,
+        now: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Stores a one-time code; false (and nothing written) if it already exists.
+    fn put_code<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        kind: CodeKind,
+        code: &'a str,
+        value: &'a [u8],
+        until: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Reads a code without consuming it (a device code being polled).
+    fn get_code<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        kind: CodeKind,
+        code: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
+    /// Replaces the value of an existing code, keeping its expiry (a device code approved);
+    /// false if it no longer exists.
+    fn update_code<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        kind: CodeKind,
+        code: &'a str,
+        value: &'a [u8],
+        now: i64,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+    /// Consumes a code: its value to exactly one caller across all replicas, None to the rest.
+    fn take_code<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        kind: CodeKind,
+        code: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
+
+    /// Starts a refresh-token family whose current token is `f.token`.
+    fn create_family<'a>(&'a self, s: ServerScope<'a>, f: NewFamily<'a>) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Presents `token` of `family`: if current, `next` becomes current (atomically, once);
+    /// if an older token, the family is revoked.
+    fn rotate_refresh<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        family: &'a str,
+        token: &'a str,
+        next: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Rotation, StoreError>>;
+    /// Revokes a family and every token of it.
+    fn revoke_family<'a>(&'a self, s: ServerScope<'a>, family: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Whether the store answers now (readiness).
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 }

@@ -191,3 +191,4 @@ where
 pub mod examples;
 pub mod helm;
 pub mod operator;
+pub mod redis;
