@@ -1,5 +1,7 @@
 //! Token path figures: signing alone per algorithm, and a whole `/v1/token` request
 //! (client_secret_basic, policy, CEL claims, signing) in-process. Run: `cargo bench --bench token`.
+//! `TOKEN_BENCH_PROFILE=ES256` runs only the `/v1/token` loop of that algorithm (what
+//! `benches/run` profiles under callgrind); `TOKEN_BENCH_N` sets the iterations (2000).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -29,11 +31,17 @@ fn per_op(label: &str, n: u32, f: impl FnMut()) {
 }
 
 fn main() {
+    let only = std::env::var("TOKEN_BENCH_PROFILE").ok();
+    let n: u32 = std::env::var("TOKEN_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let selected = |alg: SigningAlgorithm| only.as_deref().is_none_or(|o| o == alg.as_str());
     let now = jiff::Timestamp::now();
     let claims = serde_json::json!({ "ver": 1, "iss": "https://auth.example.com/payments", "sub": "team.api", "scp": ["payments:read"] });
     for alg in [SigningAlgorithm::RS256, SigningAlgorithm::ES256, SigningAlgorithm::EdDSA] {
+        if only.is_some() {
+            break;
+        }
         let keys = ActiveKeys::new(&KeySet { keys: vec![keys::generate(alg, now, now).unwrap()] }).unwrap();
-        per_op(&format!("sign access token {}", alg.as_str()), 2000, || {
+        per_op(&format!("sign access token {}", alg.as_str()), n, || {
             std::hint::black_box(keys.sign_access_token(now, &claims).unwrap());
         });
     }
@@ -54,6 +62,9 @@ fn main() {
     let mut config = compile_all(&m, Some(&StateDir::new(state.path().into()))).unwrap().remove(0).config;
     config.rate_limit = None;
     for alg in [SigningAlgorithm::RS256, SigningAlgorithm::ES256, SigningAlgorithm::EdDSA] {
+        if !selected(alg) {
+            continue;
+        }
         let issuer = Issuer::new(IssuerOptions::default(), Arc::new(MemoryStore::new()));
         let key = keys::generate(alg, now, now).unwrap();
         issuer.replace(Served::new(config.clone(), &KeySet { keys: vec![key] }).unwrap());
@@ -62,7 +73,7 @@ fn main() {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode("team-orders.orders-api:bench-secret")
         );
-        per_op(&format!("POST /v1/token client_credentials {}", alg.as_str()), 2000, || {
+        per_op(&format!("POST /v1/token client_credentials {}", alg.as_str()), n, || {
             let req = Request::post("/oauth2/payments/v1/token")
                 .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                 .header(header::AUTHORIZATION, auth.as_str())
