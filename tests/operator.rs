@@ -72,33 +72,27 @@ async fn examples_become_a_ready_server_with_owned_children_and_a_complete_confi
     let owned_by_server = |refs: Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>| {
         refs.unwrap_or_default().iter().any(|o| o.uid == uid && o.controller == Some(true))
     };
-    assert!(owned_by_server(
-        Api::<ServiceAccount>::namespaced(s.client.clone(), ns)
-            .get("payments-issuer")
-            .await
-            .unwrap()
-            .metadata
-            .owner_references
-    ));
-    assert!(owned_by_server(
-        Api::<Role>::namespaced(s.client.clone(), ns).get("payments-issuer").await.unwrap().metadata.owner_references
-    ));
-    assert!(owned_by_server(
-        Api::<RoleBinding>::namespaced(s.client.clone(), ns)
-            .get("payments-issuer")
-            .await
-            .unwrap()
-            .metadata
-            .owner_references
-    ));
-    assert!(owned_by_server(
-        Api::<Service>::namespaced(s.client.clone(), ns)
-            .get("payments-issuer")
-            .await
-            .unwrap()
-            .metadata
-            .owner_references
-    ));
+    async fn owners<K>(
+        client: &Client,
+        ns: &str,
+        name: &str,
+    ) -> Option<Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        Api::<K>::namespaced(client.clone(), ns).get(name).await.unwrap().meta().owner_references.clone()
+    }
+    for (kind, refs) in [
+        ("ServiceAccount", owners::<ServiceAccount>(&s.client, ns, "payments-issuer").await),
+        ("Role", owners::<Role>(&s.client, ns, "payments-issuer").await),
+        ("RoleBinding", owners::<RoleBinding>(&s.client, ns, "payments-issuer").await),
+        ("Service", owners::<Service>(&s.client, ns, "payments-issuer").await),
+    ] {
+        assert!(owned_by_server(refs), "{kind} payments-issuer is not owned by its server");
+    }
     assert!(owned_by_server(deployments.get("payments-issuer").await.unwrap().metadata.owner_references));
     let secrets: Api<Secret> = Api::namespaced(s.client.clone(), ns);
     let config =
