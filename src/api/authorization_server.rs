@@ -78,6 +78,137 @@ pub struct AuthorizationServerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub trusted_issuers: Vec<TrustedIssuer>,
+
+    /// Who may sign in: upstream OpenID Connect providers and static users (browser and
+    /// device flows). Without it the server issues machine tokens only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentitySpec>,
+}
+
+/// People sign in through upstream providers (federation) or as static users.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.upstreams) && size(self.upstreams) > 0) || has(self.staticUsers)").message("identity needs at least one of upstreams or staticUsers"))]
+pub struct IdentitySpec {
+    /// How long a sign-in at this server lasts (its session cookie).
+    #[serde(default = "default_session")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m') && duration(self) <= duration('720h')").message("sessionLifetime must be between 1m and 720h"))]
+    pub session_lifetime: Duration,
+    /// Upstream OpenID Connect providers, offered on the login page in this order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(validation = Rule::new("self.all(u, self.exists_one(o, o.name == u.name))").message("upstream names must be unique"))]
+    pub upstreams: Vec<UpstreamProvider>,
+    /// Users and password hashes kept in a Secret of the server's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub static_users: Option<StaticUsers>,
+}
+
+fn default_session() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+
+/// An upstream OpenID Connect provider Tessera federates to (authorization code + PKCE).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamProvider {
+    /// Identifies the upstream in URLs and in `amr`/`idp`; lowercase letters, digits and '-'.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("upstream name must be lowercase letters, digits and '-'"))]
+    pub name: String,
+    /// Shown on the login page ("Sign in with ...").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 128))]
+    pub display_name: Option<String>,
+    /// The provider's issuer; its discovery document gives the endpoints.
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(cel_https_or_loopback("self")).message("upstream issuer must be an https URL (http only on localhost)"))]
+    pub issuer: String,
+    #[schemars(length(min = 1, max = 256))]
+    pub client_id: String,
+    /// Secret (server's namespace) holding the client secret registered at the upstream.
+    pub client_secret_ref: SecretKeyRefSecret,
+    /// Scopes asked of the upstream; default `openid email profile`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 128)))]
+    pub scopes: Vec<String>,
+    /// Which upstream ID token (or userinfo) claims become the user's attributes.
+    #[serde(default)]
+    pub claim_mapping: ClaimMapping,
+}
+
+/// A Secret key holding a client secret; key defaults to `client_secret`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRefSecret {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[serde(default = "default_client_secret_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_client_secret_key() -> String {
+    "client_secret".into()
+}
+
+/// Upstream claim names for each user attribute.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimMapping {
+    #[serde(default = "claim_sub")]
+    #[schemars(length(min = 1, max = 128))]
+    pub sub: String,
+    #[serde(default = "claim_email")]
+    #[schemars(length(min = 1, max = 128))]
+    pub email: String,
+    #[serde(default = "claim_name")]
+    #[schemars(length(min = 1, max = 128))]
+    pub name: String,
+    #[serde(default = "claim_groups")]
+    #[schemars(length(min = 1, max = 128))]
+    pub groups: String,
+    #[serde(default = "claim_amr")]
+    #[schemars(length(min = 1, max = 128))]
+    pub amr: String,
+}
+
+fn claim_sub() -> String {
+    "sub".into()
+}
+fn claim_email() -> String {
+    "email".into()
+}
+fn claim_name() -> String {
+    "name".into()
+}
+fn claim_groups() -> String {
+    "groups".into()
+}
+fn claim_amr() -> String {
+    "amr".into()
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        Self { sub: claim_sub(), email: claim_email(), name: claim_name(), groups: claim_groups(), amr: claim_amr() }
+    }
+}
+
+/// Static users: a Secret key holding a YAML list of
+/// `{username, passwordHash (bcrypt or argon2id PHC), sub?, name?, email?, groups?}`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StaticUsers {
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+    #[serde(default = "default_users_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_users_key() -> String {
+    "users.yaml".into()
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]

@@ -54,6 +54,95 @@ pub struct ServerConfig {
     /// Sorted by priority, then name: the order of evaluation.
     pub policies: Vec<PolicyConfig>,
     pub clients: Vec<ClientConfig>,
+    /// Who may sign in (browser and device flows); none: machine tokens only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<IdentityConfig>,
+}
+
+/// Sign-in settings with the referenced Secrets already read.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityConfig {
+    pub session_lifetime_secs: u64,
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+    #[serde(default)]
+    pub users: Vec<StaticUser>,
+}
+
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamConfig {
+    pub name: String,
+    pub display_name: String,
+    pub issuer: String,
+    pub client_id: String,
+    /// Read from `clientSecretRef`; this config lives in a Secret.
+    pub client_secret: String,
+    pub scopes: Vec<String>,
+    pub claim_mapping: crate::api::ClaimMapping,
+}
+
+impl fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("name", &self.name)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+/// One entry of the static users Secret.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaticUser {
+    pub username: String,
+    /// bcrypt (`$2b$...`) or argon2 PHC string (`$argon2id$...`).
+    pub password_hash: String,
+    /// Default: the username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+}
+
+impl fmt::Debug for StaticUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StaticUser")
+            .field("username", &self.username)
+            .field("password_hash", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
+impl StaticUser {
+    /// Parses the YAML list a static users Secret holds; the error never quotes the input.
+    pub fn parse_list(yaml: &str) -> Result<Vec<Self>, String> {
+        let users: Vec<Self> = serde_norway::from_str(yaml).map_err(|e| {
+            let at = e.location().map(|l| format!(" at line {}", l.line())).unwrap_or_default();
+            format!("static users are not a YAML list of {{username, passwordHash, sub, name, email, groups}}{at}")
+        })?;
+        let mut seen = std::collections::HashSet::new();
+        for u in &users {
+            if u.username.is_empty() || !seen.insert(u.username.as_str()) {
+                return Err(format!("static user {:?} is empty or listed twice", u.username));
+            }
+            if !(u.password_hash.starts_with("$2") || u.password_hash.starts_with("$argon2")) {
+                return Err(format!("static user {:?}: passwordHash must be a bcrypt or argon2 hash", u.username));
+            }
+        }
+        Ok(users)
+    }
+
+    pub fn subject(&self) -> &str {
+        self.sub.as_deref().unwrap_or(&self.username)
+    }
 }
 
 /// Signing settings with the safe minimums already applied.
@@ -177,6 +266,8 @@ pub struct ClientConfig {
     pub grant_types: Vec<GrantType>,
     #[serde(default)]
     pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
     pub auth_method: AuthMethod,
     /// Hex SHA-256 of every currently valid client secret.
     #[serde(default)]

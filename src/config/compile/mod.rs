@@ -124,6 +124,7 @@ pub fn compile(input: &CompileInput) -> Compiled {
         claims,
         policies,
         clients,
+        identity: None,
     };
     Compiled { config, rejected }
 }
@@ -262,6 +263,7 @@ fn compile_clients(clients: &[ClientInput], rejected: &mut Vec<Rejection>) -> Ve
             display_name: c.spec.display_name.clone(),
             grant_types: c.spec.grant_types.clone(),
             redirect_uris: c.spec.redirect_uris.clone(),
+            post_logout_redirect_uris: c.spec.post_logout_redirect_uris.clone(),
             auth_method: auth.method,
             secret_hashes: if auth.method.uses_secret() { input.secret_hashes.clone() } else { Vec::new() },
             jwks: auth.jwks.clone(),
