@@ -613,7 +613,19 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    match run(options).await {
+    // On SIGINT/SIGTERM the run is dropped, and with it (kill on drop) every process it started.
+    let stop = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    let result = tokio::select! {
+        r = run(options) => r,
+        _ = stop => Err(anyhow::anyhow!("interrupted")),
+    };
+    match result {
         Ok(v) => println!("{v}"),
         Err(e) => {
             eprintln!("control-plane: {e:#}");
