@@ -6,7 +6,7 @@ use std::{fmt::Debug, sync::Arc, time::Duration};
 use futures::StreamExt;
 use kube::{
     Api, Resource, ResourceExt,
-    runtime::{Controller, controller::Action, watcher},
+    runtime::{Controller, controller::Action, reflector::Store, watcher},
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -50,8 +50,13 @@ dependent!(AuthClaim, "AuthClaim", |s| s.namespace().unwrap_or_default());
 dependent!(AccessPolicy, "AccessPolicy", |s| s.namespace().unwrap_or_default());
 dependent!(AuthClient, "AuthClient", |s| s.server_namespace());
 
-pub async fn run<K: Dependent>(api: Api<K>, ctx: Arc<Context>) {
-    Controller::new(api, watcher::Config::default())
+/// Runs the controller of `K` on the operator's shared watch of it (`trigger`, cached in `store`).
+pub async fn run<K: Dependent>(
+    trigger: impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    store: Store<K>,
+    ctx: Arc<Context>,
+) {
+    Controller::for_stream(trigger, store)
         .graceful_shutdown_on(super::shutdown_signal())
         .run(reconcile::<K>, |_, _, _| super::retry_after_error(), ctx)
         .for_each(|_| async {})

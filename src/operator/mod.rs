@@ -16,10 +16,11 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use futures::StreamExt;
 use kube::{
     Api, Client, Resource,
+    core::PartialObjectMeta,
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         events::{Recorder, Reporter},
-        reflector::ObjectRef,
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -53,12 +54,22 @@ pub struct Context {
     pub namespaces: Option<Vec<String>>,
     /// resourceVersion of each child after our last apply, to tell writes from no-ops.
     applied_versions: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
+    /// Caches of scopes, claims, policies and clients, once the controllers run.
+    stores: std::sync::OnceLock<Stores>,
 }
 
 impl Context {
     pub fn new(client: Client, build: BuildContext, namespaces: Option<Vec<String>>) -> Self {
         let recorder = Recorder::new(client.clone(), Reporter { controller: MANAGER.into(), instance: None });
-        Self { client, build, metrics: Arc::default(), recorder, namespaces, applied_versions: Default::default() }
+        Self {
+            client,
+            build,
+            metrics: Arc::default(),
+            recorder,
+            namespaces,
+            applied_versions: Default::default(),
+            stores: Default::default(),
+        }
     }
 
     /// Api handles for `K` in every watched namespace (one `all` handle cluster-wide).
@@ -141,67 +152,152 @@ async fn shutdown_signal() {
     }
 }
 
+/// Trims what the operator never reads from a cached object: `managedFields` and kubectl's
+/// last-applied copy are often larger than the object itself.
+fn slim<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+    if let Some(a) = obj.meta_mut().annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// One watch of `K` (slimmed into one store), its changes fanned out to `n` trigger streams:
+/// every controller that needs `K` shares the watch and the cache instead of opening its own.
+#[allow(clippy::type_complexity)]
+fn shared_watch<K>(
+    api: Api<K>,
+    n: usize,
+) -> (Store<K>, futures::future::BoxFuture<'static, ()>, Vec<futures::channel::mpsc::UnboundedReceiver<K>>)
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| futures::channel::mpsc::unbounded()).unzip();
+    let driver = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .touched_objects()
+        .for_each(move |event| {
+            match event {
+                Ok(obj) => {
+                    for tx in &senders {
+                        let _ = tx.unbounded_send(obj.clone());
+                    }
+                }
+                Err(e) => warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying"),
+            }
+            std::future::ready(())
+        });
+    (reader, futures::FutureExt::boxed(driver), receivers)
+}
+
+fn as_trigger<K>(
+    rx: futures::channel::mpsc::UnboundedReceiver<K>,
+) -> impl futures::Stream<Item = Result<K, watcher::Error>> {
+    rx.map(Ok)
+}
+
 async fn run_controllers(ctx: Arc<Context>) {
-    let wc = watcher::Config::default();
     let mut tasks = tokio::task::JoinSet::new();
-    let scopes = match &ctx.namespaces {
+    let scopes: Vec<Option<String>> = match &ctx.namespaces {
         None => vec![None],
         Some(list) => list.iter().cloned().map(Some).collect(),
     };
-    for ns in scopes {
-        let api = |c: &Client| -> (Api<AuthorizationServer>, Api<AuthScope>, Api<AuthClaim>, Api<AccessPolicy>) {
-            match &ns {
-                None => (Api::all(c.clone()), Api::all(c.clone()), Api::all(c.clone()), Api::all(c.clone())),
-                Some(ns) => (
-                    Api::namespaced(c.clone(), ns),
-                    Api::namespaced(c.clone(), ns),
-                    Api::namespaced(c.clone(), ns),
-                    Api::namespaced(c.clone(), ns),
-                ),
-            }
-        };
-        let (servers, scopes, claims, policies) = api(&ctx.client);
-        let clients: Api<AuthClient> = match &ns {
-            None => Api::all(ctx.client.clone()),
-            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        };
-        let secrets: Api<k8s_openapi::api::core::v1::Secret> = match &ns {
-            None => Api::all(ctx.client.clone()),
-            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        };
-        let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = match &ns {
-            None => Api::all(ctx.client.clone()),
-            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        };
+    fn api<K>(c: &Client, ns: &Option<String>) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        match ns {
+            None => Api::all(c.clone()),
+            Some(ns) => Api::namespaced(c.clone(), ns),
+        }
+    }
+    let client = ctx.client.clone();
+    // Clients may live in any watched namespace, not only their server's: every namespace's
+    // client watch feeds every server controller (and its own dependents controller).
+    let mut client_triggers: Vec<Vec<_>> = (0..scopes.len()).map(|_| Vec::new()).collect();
+    let mut client_dependents = Vec::new();
+    let mut stores = Stores::default();
+    for ns in &scopes {
+        let (store, driver, mut rx) = shared_watch(api::<AuthClient>(&client, ns), scopes.len() + 1);
+        tasks.spawn(driver);
+        client_dependents.push((store.clone(), rx.remove(0)));
+        for (i, r) in rx.into_iter().enumerate() {
+            client_triggers[i].push(r);
+        }
+        stores.clients.push(store);
+    }
+    let mut per_ns = Vec::new();
+    for ns in &scopes {
+        let (servers, servers_driver, mut servers_rx) = shared_watch(api::<AuthorizationServer>(&client, ns), 1);
+        let (scope_store, scope_driver, mut scope_rx) = shared_watch(api::<AuthScope>(&client, ns), 2);
+        let (claim_store, claim_driver, mut claim_rx) = shared_watch(api::<AuthClaim>(&client, ns), 2);
+        let (policy_store, policy_driver, mut policy_rx) = shared_watch(api::<AccessPolicy>(&client, ns), 2);
+        for d in [servers_driver, scope_driver, claim_driver, policy_driver] {
+            tasks.spawn(d);
+        }
+        stores.scopes.push(scope_store.clone());
+        stores.claims.push(claim_store.clone());
+        stores.policies.push(policy_store.clone());
+        per_ns.push((
+            ns.clone(),
+            (servers, servers_rx.remove(0)),
+            (scope_store, scope_rx.remove(0), scope_rx.remove(0)),
+            (claim_store, claim_rx.remove(0), claim_rx.remove(0)),
+            (policy_store, policy_rx.remove(0), policy_rx.remove(0)),
+        ));
+    }
+    if ctx.stores.set(stores).is_err() {
+        warn!("controllers started twice");
+        return;
+    }
+    for ((ns, (servers, servers_rx), scopes, claims, policies), client_rx) in per_ns.into_iter().zip(client_triggers) {
+        // Owned children only wake the server up: their metadata is enough.
         let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=tessera-operator");
-        let mut servers_controller = Controller::new(servers, wc.clone())
-            .owns(secrets, owned.clone())
-            .owns(deployments, owned)
-            .watches(scopes.clone(), wc.clone(), |s: AuthScope| {
+        let secrets =
+            watcher(api::<PartialObjectMeta<k8s_openapi::api::core::v1::Secret>>(&client, &ns), owned.clone());
+        let deployments =
+            watcher(api::<PartialObjectMeta<k8s_openapi::api::apps::v1::Deployment>>(&client, &ns), owned);
+        let mut servers_controller = Controller::for_stream(as_trigger(servers_rx), servers)
+            .owns_stream(secrets.default_backoff().touched_objects())
+            .owns_stream(deployments.default_backoff().touched_objects())
+            .watches_stream(as_trigger(scopes.1), |s: AuthScope| {
                 server_of(s.metadata.namespace, &s.spec.server_ref.name)
             })
-            .watches(claims.clone(), wc.clone(), |c: AuthClaim| {
+            .watches_stream(as_trigger(claims.1), |c: AuthClaim| {
                 server_of(c.metadata.namespace, &c.spec.server_ref.name)
             })
-            .watches(policies.clone(), wc.clone(), |p: AccessPolicy| {
+            .watches_stream(as_trigger(policies.1), |p: AccessPolicy| {
                 server_of(p.metadata.namespace, &p.spec.server_ref.name)
             })
             .graceful_shutdown_on(shutdown_signal());
-        // Clients may live in any watched namespace, not only their server's.
-        for clients in ctx.apis::<AuthClient>() {
-            servers_controller = servers_controller.watches(clients, wc.clone(), |c: AuthClient| {
+        for rx in client_rx {
+            servers_controller = servers_controller.watches_stream(as_trigger(rx), |c: AuthClient| {
                 server_of(Some(c.server_namespace()), &c.spec.server_ref.name)
             });
         }
         let servers_controller =
             servers_controller.run(server::reconcile, server::error_policy, ctx.clone()).for_each(|_| async {});
         tasks.spawn(servers_controller);
-        tasks.spawn(dependents::run(scopes, ctx.clone()));
-        tasks.spawn(dependents::run(claims, ctx.clone()));
-        tasks.spawn(dependents::run(policies, ctx.clone()));
-        tasks.spawn(dependents::run(clients, ctx.clone()));
+        tasks.spawn(dependents::run(as_trigger(scopes.2), scopes.0, ctx.clone()));
+        tasks.spawn(dependents::run(as_trigger(claims.2), claims.0, ctx.clone()));
+        tasks.spawn(dependents::run(as_trigger(policies.2), policies.0, ctx.clone()));
+    }
+    for (store, rx) in client_dependents {
+        tasks.spawn(dependents::run(as_trigger(rx), store, ctx.clone()));
     }
     tasks.join_all().await;
+}
+
+/// The operator's caches of the objects that point at servers, one store per watched namespace
+/// (or one for the cluster), read by each server reconcile instead of listing through the API.
+#[derive(Default)]
+pub(crate) struct Stores {
+    pub scopes: Vec<Store<AuthScope>>,
+    pub claims: Vec<Store<AuthClaim>>,
+    pub policies: Vec<Store<AccessPolicy>>,
+    pub clients: Vec<Store<AuthClient>>,
 }
 
 /// Requeue after an error, with a little back-off.

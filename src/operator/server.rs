@@ -70,9 +70,35 @@ struct Dependents {
     clients: Vec<AuthClient>,
 }
 
+/// The objects of `stores` that point at server `ns/name`.
+async fn from_stores<K: Dependent>(
+    stores: &[kube::runtime::reflector::Store<K>],
+    ns: &str,
+    name: &str,
+) -> Result<Vec<K>, Error> {
+    let mut out = Vec::new();
+    for store in stores {
+        store.wait_until_ready().await.map_err(|e| Error::Invalid(format!("{} cache: {e}", K::KIND)))?;
+        out.extend(
+            store.state().into_iter().filter(|o| o.server() == (ns.to_owned(), name.to_owned())).map(|o| (*o).clone()),
+        );
+    }
+    // The API lists by name; keep that order (the compiled config does not depend on it).
+    out.sort_by(|a, b| (a.namespace(), a.name_any()).cmp(&(b.namespace(), b.name_any())));
+    Ok(out)
+}
+
 async fn read_dependents(server: &AuthorizationServer, ctx: &Context) -> Result<Dependents, Error> {
     let ns = server.namespace().unwrap_or_default();
     let name = server.name_any();
+    if let Some(stores) = ctx.stores.get() {
+        return Ok(Dependents {
+            scopes: from_stores(&stores.scopes, &ns, &name).await?,
+            claims: from_stores(&stores.claims, &ns, &name).await?,
+            policies: from_stores(&stores.policies, &ns, &name).await?,
+            clients: from_stores(&stores.clients, &ns, &name).await?,
+        });
+    }
     let lp = ListParams::default();
     let scopes = Api::<AuthScope>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items;
     let claims = Api::<AuthClaim>::namespaced(ctx.client.clone(), &ns).list(&lp).await?.items;
