@@ -84,7 +84,7 @@ async fn from_stores<K: Dependent>(
         );
     }
     // The API lists by name; keep that order (the compiled config does not depend on it).
-    out.sort_by(|a, b| (a.namespace(), a.name_any()).cmp(&(b.namespace(), b.name_any())));
+    out.sort_by_key(|o| (o.namespace(), o.name_any()));
     Ok(out)
 }
 
