@@ -607,8 +607,21 @@ impl Agent {
         assert!(seen.contains(&"login") && seen.contains(&"approve"), "device pages seen: {seen:?}");
         eprintln!("device flow pages: {seen:?}, then {}", text_of(&page.body));
 
-        let tokens = self.poll(&token_endpoint, client_id, &device_code).await;
-        assert_eq!(tokens["token_type"], "Bearer", "device token response: error {}", tokens["error"]);
+        // Poll at the pace the server asked for (RFC 8628 §3.5).
+        let mut interval = authorization["interval"].as_u64().unwrap_or(5);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let tokens = loop {
+            tokio::time::sleep(Duration::from_secs(interval)).await;
+            let answer = self.poll(&token_endpoint, client_id, &device_code).await;
+            match answer["error"].as_str() {
+                None => break answer,
+                Some("authorization_pending") => {}
+                Some("slow_down") => interval += 5,
+                Some(error) => panic!("device token request failed: {error}: {}", answer["error_description"]),
+            }
+            assert!(Instant::now() < deadline, "device flow: no tokens after 60s");
+        };
+        assert_eq!(tokens["token_type"], "Bearer");
         tokens["id_token"].as_str().expect("an ID token from the device flow").to_owned()
     }
 
