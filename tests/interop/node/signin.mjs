@@ -82,7 +82,9 @@ async function main() {
 
   const rp = callbackServer(REDIRECT_URI);
   await rp.listen();
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
   });
   const pages = [];
   try {
