@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use crate::api::StorageType;
 use crate::api::{AuthClient, AuthorizationServer, NamespaceFrom};
-use crate::config::{ClientInput, CompileInput, Compiled, compile, hash_secret};
+use crate::config::{
+    ClientInput, CompileInput, Compiled, IdentitySecrets, compile, hash_secret, identity_secret_names,
+};
 use crate::issuer::{Issuer, IssuerOptions, Served};
 use crate::store::{MemoryStore, RedisStore, TokenStore};
 
@@ -27,6 +29,8 @@ pub enum StandaloneError {
     NoServer,
     #[error("{0}")]
     State(String),
+    #[error("AuthorizationServer {server}: spec.identity: {message}")]
+    Identity { server: String, message: String },
     #[error("{server}: {message}")]
     Serve { server: String, message: String },
     #[error("cannot listen on {addr}: {message}")]
@@ -91,12 +95,19 @@ pub fn compile_input(
         }
         clients.push(ClientInput { client: c.clone(), secret_hashes });
     }
+    let mut identity_secrets = IdentitySecrets::default();
+    for secret in identity_secret_names(server) {
+        if let Some(data) = m.secrets.get(&(ns.clone(), secret.clone())) {
+            identity_secrets.insert(secret, data.0.clone());
+        }
+    }
     Ok(CompileInput {
         server: server.clone(),
         scopes: m.scopes.iter().filter(|s| same(&s.metadata, &s.spec.server_ref.name)).cloned().collect(),
         claims: m.claims.iter().filter(|s| same(&s.metadata, &s.spec.server_ref.name)).cloned().collect(),
         policies: m.policies.iter().filter(|s| same(&s.metadata, &s.spec.server_ref.name)).cloned().collect(),
         clients,
+        identity_secrets,
     })
 }
 
@@ -105,7 +116,20 @@ pub fn compile_all(m: &Manifests, state: Option<&StateDir>) -> Result<Vec<Compil
     if m.servers.is_empty() {
         return Err(StandaloneError::NoServer);
     }
-    m.servers.iter().map(|s| Ok(compile(&compile_input(s, m, state)?))).collect()
+    m.servers
+        .iter()
+        .map(|s| {
+            let compiled = compile(&compile_input(s, m, state)?);
+            // A missing Secret is found in the files, not worked around: no half-built sign-in.
+            match &compiled.identity_error {
+                Some(e) => Err(StandaloneError::Identity {
+                    server: format!("{}/{}", compiled.config.namespace, compiled.config.name),
+                    message: e.message.clone(),
+                }),
+                None => Ok(compiled),
+            }
+        })
+        .collect()
 }
 
 /// Runs `tessera serve` until the process is stopped.
