@@ -17,8 +17,8 @@ use crate::api::{
 };
 
 pub use compile::{
-    CLOCK_SKEW_SECS, ClientInput, CompileInput, Compiled, IDENTITY_SECRET_NOT_FOUND, INVALID_STATIC_USERS, IdentityError,
-    IdentitySecrets, Rejection, compile, identity_secret_names, jwks_max_age_secs,
+    CLOCK_SKEW_SECS, ClientInput, CompileInput, Compiled, IDENTITY_SECRET_NOT_FOUND, INVALID_STATIC_USERS,
+    IdentityError, IdentitySecrets, Rejection, compile, identity_secret_names, jwks_max_age_secs,
 };
 pub use selector::matches as selector_matches;
 

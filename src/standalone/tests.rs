@@ -17,12 +17,7 @@ fn examples_compile_without_rejections() {
     let ids: Vec<_> = c.config.clients.iter().map(|c| c.client_id.as_str()).collect();
     assert_eq!(
         ids,
-        [
-            "team-orders.example-spa",
-            "team-orders.orders-admin",
-            "team-orders.orders-api",
-            "team-orders.orders-worker"
-        ]
+        ["team-orders.example-spa", "team-orders.orders-admin", "team-orders.orders-api", "team-orders.orders-worker"]
     );
     assert_eq!(c.config.scopes.len(), 3);
     let identity = c.config.identity.as_ref().expect("the examples sign people in");

@@ -202,10 +202,8 @@ fn compile_identity(
     let not_found = |message: String| IdentityError { reason: IDENTITY_SECRET_NOT_FOUND, message };
     // The value of `key` in Secret `name`, or why there is none; `what` says who refers to it.
     let value = |name: &str, key: &str, what: &str| -> Result<String, IdentityError> {
-        let data = secrets
-            .secrets
-            .get(name)
-            .ok_or_else(|| not_found(format!("Secret {ns}/{name} ({what}) was not found")))?;
+        let data =
+            secrets.secrets.get(name).ok_or_else(|| not_found(format!("Secret {ns}/{name} ({what}) was not found")))?;
         let bytes = data.get(key).ok_or_else(|| not_found(format!("Secret {ns}/{name} ({what}) has no key {key}")))?;
         String::from_utf8(bytes.clone())
             .map_err(|_| not_found(format!("key {key} of Secret {ns}/{name} ({what}) is not UTF-8 text")))
