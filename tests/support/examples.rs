@@ -26,8 +26,8 @@ pub fn examples(server_ns: &str, client_ns: &str) -> Vec<Value> {
         let text = std::fs::read_to_string(path).unwrap();
         for de in serde_norway::Deserializer::from_str(&text) {
             let mut doc: Value = serde::Deserialize::deserialize(de).unwrap();
-            let ours = doc["apiVersion"] == "tessera.dev/v1alpha1";
-            if !ours && !(doc["apiVersion"] == "v1" && doc["kind"] == "Secret") {
+            let secret = doc["apiVersion"] == "v1" && doc["kind"] == "Secret";
+            if doc["apiVersion"] != "tessera.dev/v1alpha1" && !secret {
                 continue;
             }
             let rename = |ns: &str| if ns == "identity" { server_ns.to_owned() } else { client_ns.to_owned() };
