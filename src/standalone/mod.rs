@@ -111,32 +111,32 @@ pub fn compile_input(
     })
 }
 
-/// Compiles every server in the files.
+/// Compiles every server in the files; sign-in that cannot be compiled is in `identity_error`.
 pub fn compile_all(m: &Manifests, state: Option<&StateDir>) -> Result<Vec<Compiled>, StandaloneError> {
     if m.servers.is_empty() {
         return Err(StandaloneError::NoServer);
     }
-    m.servers
-        .iter()
-        .map(|s| {
-            let compiled = compile(&compile_input(s, m, state)?);
-            // A missing Secret is found in the files, not worked around: no half-built sign-in.
-            match &compiled.identity_error {
-                Some(e) => Err(StandaloneError::Identity {
-                    server: format!("{}/{}", compiled.config.namespace, compiled.config.name),
-                    message: e.message.clone(),
-                }),
-                None => Ok(compiled),
-            }
-        })
-        .collect()
+    m.servers.iter().map(|s| Ok(compile(&compile_input(s, m, state)?))).collect()
+}
+
+/// Compiles every server for serving: a Secret that sign-in needs and the files lack is an
+/// error, never worked around with a half-built sign-in.
+pub fn compile_for_serving(m: &Manifests, state: Option<&StateDir>) -> Result<Vec<Compiled>, StandaloneError> {
+    let compiled = compile_all(m, state)?;
+    if let Some(c) = compiled.iter().find(|c| c.identity_error.is_some()) {
+        return Err(StandaloneError::Identity {
+            server: format!("{}/{}", c.config.namespace, c.config.name),
+            message: c.identity_error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
+        });
+    }
+    Ok(compiled)
 }
 
 /// Runs `tessera serve` until the process is stopped.
 pub async fn serve(options: ServeOptions) -> Result<(), StandaloneError> {
     let manifests = load(&options.files)?;
     let state = StateDir::new(options.state_dir.clone());
-    let compiled = compile_all(&manifests, Some(&state))?;
+    let compiled = compile_for_serving(&manifests, Some(&state))?;
     let store = token_store(&compiled, options.redis_url.as_deref())?;
     let issuer = Issuer::new(options.issuer.clone(), store);
     for c in compiled {

@@ -42,7 +42,7 @@ fn identity_secrets_are_read_from_secret_manifests_in_any_encoding() {
         "apiVersion: v1\nkind: Secret\nmetadata: { name: corp-oidc, namespace: identity }\ndata: { secret: Y29ycC1zZWNyZXQ= }\n",
     )
     .unwrap();
-    let config = compile_all(&m, None).unwrap().remove(0).config;
+    let config = compile_for_serving(&m, None).unwrap().remove(0).config;
     let identity = config.identity.unwrap();
     assert_eq!(identity.upstreams[0].client_secret, "corp-secret");
     assert_eq!(identity.users.len(), 1);
@@ -52,7 +52,8 @@ fn identity_secrets_are_read_from_secret_manifests_in_any_encoding() {
 fn missing_identity_secret_is_a_startup_error_naming_it() {
     let mut m = examples();
     m.secrets.clear();
-    let err = compile_all(&m, None).unwrap_err().to_string();
+    assert!(compile_all(&m, None).unwrap()[0].identity_error.is_some(), "preview still compiles");
+    let err = compile_for_serving(&m, None).unwrap_err().to_string();
     assert_eq!(
         err,
         "AuthorizationServer identity/payments: spec.identity: Secret identity/people (static users) was not found"
