@@ -14,8 +14,10 @@ mod status;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client, Resource,
+    Api, Client, Resource, ResourceExt,
+    core::PartialObjectMeta,
     runtime::{
         Controller,
         events::{Recorder, Reporter},
@@ -165,7 +167,7 @@ async fn run_controllers(ctx: Arc<Context>) {
             None => Api::all(ctx.client.clone()),
             Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         };
-        let secrets: Api<k8s_openapi::api::core::v1::Secret> = match &ns {
+        let secrets: Api<Secret> = match &ns {
             None => Api::all(ctx.client.clone()),
             Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         };
@@ -174,8 +176,19 @@ async fn run_controllers(ctx: Arc<Context>) {
             Some(ns) => Api::namespaced(ctx.client.clone(), ns),
         };
         let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=tessera-operator");
-        let mut servers_controller = Controller::new(servers, wc.clone())
+        // Secrets a server's spec.identity reads: metadata-only requests, so no Secret data is cached.
+        let secret_metadata: Api<PartialObjectMeta<Secret>> = match &ns {
+            None => Api::all(ctx.client.clone()),
+            Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        };
+        let servers_controller = Controller::new(servers, wc.clone());
+        let known_servers = servers_controller.store();
+        let mut servers_controller = servers_controller
             .owns(secrets, owned.clone())
+            .watches(secret_metadata, wc.clone(), move |secret: PartialObjectMeta<Secret>| {
+                let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+                server::servers_reading_secret(known_servers.state().iter().map(|s| &**s), &ns, &name)
+            })
             .owns(deployments, owned)
             .watches(scopes.clone(), wc.clone(), |s: AuthScope| {
                 server_of(s.metadata.namespace, &s.spec.server_ref.name)

@@ -95,6 +95,7 @@ impl PolicyDecision {
 struct CompiledClaim {
     name: String,
     token: TokenKind,
+    always_include: bool,
     scopes: Vec<String>,
     program: cel::Program,
 }
@@ -133,6 +134,7 @@ impl PolicyEngine {
             claims.push(CompiledClaim {
                 name: c.name.clone(),
                 token: c.token,
+                always_include: c.always_include,
                 scopes: c.scopes.clone(),
                 program: compile_cel(|| format!("claim {}", c.name), &c.value)?,
             });
@@ -192,16 +194,18 @@ impl PolicyEngine {
 
     /// Custom claims of a token of kind `token` for granted `scopes`: each CEL value, nulls
     /// omitted, reserved names never set. Evaluation errors are returned beside the claims.
+    /// `all` false leaves out ID token claims that are not `alwaysInclude` (served by userinfo).
     pub fn claims(
         &self,
         token: TokenKind,
         vars: &CelVariables,
         scopes: &[String],
+        all: bool,
     ) -> (Map<String, Value>, Vec<(String, String)>) {
         let mut out = Map::new();
         let mut errors = Vec::new();
         let ctx = vars.context();
-        for c in self.claims.iter().filter(|c| c.token == token) {
+        for c in self.claims.iter().filter(|c| c.token == token && (all || c.always_include)) {
             if RESERVED_CLAIMS.contains(&c.name.as_str()) {
                 continue;
             }

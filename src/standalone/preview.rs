@@ -95,7 +95,7 @@ pub fn preview(m: &Manifests, req: &PreviewRequest) -> Result<String, Standalone
         Ok(g) => {
             let vars =
                 CelVariables::new(config, client, grant, &g.scopes, &config.audiences, None, req.subject.as_ref());
-            let (custom, errors) = engine.claims(TokenKind::AccessToken, &vars, &g.scopes);
+            let (custom, errors) = engine.claims(TokenKind::AccessToken, &vars, &g.scopes, true);
             let sub = match req.subject.as_ref().and_then(|s| s.get("sub")) {
                 Some(Value::String(s)) if grant == GrantType::TokenExchange => s.clone(),
                 _ => client.client_id.clone(),
