@@ -644,6 +644,10 @@ impl Agent {
 
 /// The visible text of a page, shortened, for failure messages.
 fn text_of(html: &str) -> String {
+    let html = match (html.find("<style"), html.find("</style>")) {
+        (Some(a), Some(b)) if a < b => format!("{}{}", &html[..a], &html[b + 8..]),
+        _ => html.to_owned(),
+    };
     let mut out = String::new();
     let mut in_tag = false;
     for c in html.chars() {
