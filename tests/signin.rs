@@ -183,6 +183,15 @@ spec:
   alwaysInclude: true
 ---
 apiVersion: tessera.dev/v1alpha1
+kind: AuthScope
+metadata: {{ name: calendar-read, namespace: identity }}
+spec:
+  serverRef: {{ name: people }}
+  name: calendar:read
+  displayName: Read your calendar
+  consent: Required
+---
+apiVersion: tessera.dev/v1alpha1
 kind: AccessPolicy
 metadata: {{ name: people, namespace: identity }}
 spec:
@@ -191,7 +200,7 @@ spec:
   rules:
     - name: sign-in
       grantTypes: [authorization_code, refresh_token]
-      scopes: [openid, profile, email, offline_access]
+      scopes: [openid, profile, email, offline_access, calendar:read]
 ---
 apiVersion: tessera.dev/v1alpha1
 kind: AuthClient
@@ -238,6 +247,7 @@ fn browser_upstream_code_flow() {
         .env("CLIENT_ID", "example-spa")
         .env_remove("CLIENT_SECRET")
         .env("REDIRECT_URI", &redirect_uri)
+        .env("SCOPE", "openid profile email offline_access calendar:read")
         .env("UPSTREAM", "corp")
         .env("UPSTREAM_LOGIN", "ada")
         .env("CHROMIUM", &chromium)
@@ -256,6 +266,11 @@ fn browser_upstream_code_flow() {
     let pages: Vec<&str> = result["pages"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
     assert_eq!(pages.first(), Some(&"tessera-login"), "{pages:?}");
     assert!(pages.contains(&"upstream-login"), "{pages:?}");
+    assert!(pages.contains(&"tessera-consent"), "calendar:read needs consent at Tessera: {pages:?}");
+    let scope: Vec<&str> = result["scope"].as_str().unwrap().split(' ').collect();
+    for wanted in ["openid", "profile", "email", "offline_access", "calendar:read"] {
+        assert!(scope.contains(&wanted), "granted scope {scope:?} lacks {wanted}");
+    }
     assert_eq!(pages.last(), Some(&"callback"), "{pages:?}");
     let id = &result["id_token"];
     assert_eq!(id["iss"], issuer.as_str());
@@ -274,6 +289,11 @@ fn browser_upstream_code_flow() {
     assert!(!result["family_revoked_error"].is_null(), "reuse of a rotated refresh token revokes its family");
     assert_eq!(result["silent_pages"], serde_json::json!(["callback"]), "prompt=none with Tessera's session");
     assert_eq!(result["silent_sub"], "ada");
+    assert_eq!(
+        result["after_logout"],
+        serde_json::json!({ "error": "login_required", "state": "after-logout", "iss": issuer }),
+        "after RP-initiated logout, prompt=none needs a new sign-in"
+    );
     eprintln!("browser sign-in through the upstream: {:.1}s", started.elapsed().as_secs_f64());
 }
 

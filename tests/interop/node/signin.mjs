@@ -160,6 +160,31 @@ async function main() {
     });
     const silentClaims = silent.claims();
 
+    // 6. RP-initiated logout back to the relying party, after which prompt=none is
+    //    answered login_required: the session at Tessera is gone.
+    callback = rp.next();
+    await page.goto(
+      client.buildEndSessionUrl(config, {
+        id_token_hint: silent.id_token,
+        post_logout_redirect_uri: REDIRECT_URI,
+        state: 'signed-out',
+      }).href,
+    );
+    const loggedOut = await within(callback, 'the post-logout redirect');
+    check(loggedOut.searchParams.get('state') === 'signed-out', 'logout returns the state');
+    callback = rp.next();
+    await page.goto(
+      client.buildAuthorizationUrl(config, {
+        redirect_uri: REDIRECT_URI,
+        scope: 'openid',
+        code_challenge: await client.calculatePKCECodeChallenge(client.randomPKCECodeVerifier()),
+        code_challenge_method: 'S256',
+        state: 'after-logout',
+        prompt: 'none',
+      }).href,
+    );
+    const afterLogout = await within(callback, 'the prompt=none answer after logout');
+
     const result = {
       pages,
       silent_pages: silentPages,
@@ -178,6 +203,11 @@ async function main() {
       family_revoked_error: familyRevoked,
       silent_sub: silentClaims.sub,
       silent_auth_time_same: silentClaims.auth_time === claims.auth_time,
+      after_logout: {
+        error: afterLogout.searchParams.get('error'),
+        state: afterLogout.searchParams.get('state'),
+        iss: afterLogout.searchParams.get('iss'),
+      },
     };
     console.log(`RESULT ${JSON.stringify(result)}`);
   } finally {
@@ -206,18 +236,24 @@ async function drive(page, callback, seen) {
     const url = new URL(page.url());
     const here = `${url.origin}${url.pathname}`;
     if (here === REDIRECT_URI) break;
-    if (here.startsWith(`${ISSUER}/v1/login`)) {
+    // Tessera's consent page may be served at /v1/consent or straight after a sign-in
+    // (e.g. at /v1/login/callback): tell the pages apart by their content.
+    const allow = page.locator('[name=decision][value=allow]');
+    if (here.startsWith(ISSUER) && (await allow.count()) === 1) {
+      seen.push('tessera-consent');
+      await navigating(page, () => allow.click());
+    } else if (here.startsWith(`${ISSUER}/v1/login`)) {
       seen.push('tessera-login');
       const link = page.locator(`a.upstream[href*="upstream=${UPSTREAM}"]`);
-      check((await link.count()) === 1, `Tessera's login page has one link for upstream ${UPSTREAM}`);
+      if ((await link.count()) !== 1) {
+        const text = (await page.textContent('main').catch(() => ''))?.trim().slice(0, 300);
+        throw new Error(`Tessera's page ${here} has no link for upstream ${UPSTREAM}: ${text}`);
+      }
       const href = new URL(await link.getAttribute('href'), page.url());
       check(href.pathname.endsWith('/v1/login/upstream'), `upstream link goes to /v1/login/upstream: ${href.pathname}`);
       await navigating(page, () => link.click());
-    } else if (here.startsWith(`${ISSUER}/v1/consent`)) {
-      seen.push('tessera-consent');
-      await navigating(page, () => page.locator('[name=decision][value=allow]').click());
     } else if (here.startsWith(ISSUER)) {
-      const text = (await page.textContent('body'))?.trim().slice(0, 300);
+      const text = (await page.textContent('main').catch(() => ''))?.trim().slice(0, 300);
       throw new Error(`stuck on Tessera page ${here}: ${text}`);
     } else if (await page.locator('input[name=login]').count()) {
       seen.push('upstream-login');
@@ -232,14 +268,19 @@ async function drive(page, callback, seen) {
       throw new Error(`unexpected page ${here}: ${text}`);
     }
   }
-  const url = await Promise.race([
-    callback,
-    new Promise((_, reject) => setTimeout(() => reject(new Error(`never reached the callback; last page ${page.url()}`)), STEP_TIMEOUT)),
-  ]);
+  const url = await within(callback, `the callback; last page ${page.url()}`);
   const error = url.searchParams.get('error');
   if (error) throw new Error(`authorization error at the callback: ${error}: ${url.searchParams.get('error_description')}`);
   seen.push('callback');
   return url;
+}
+
+/** The callback URL, or an error after STEP_TIMEOUT. */
+function within(callback, what) {
+  return Promise.race([
+    callback,
+    new Promise((_, reject) => setTimeout(() => reject(new Error(`never reached ${what}`)), STEP_TIMEOUT)),
+  ]);
 }
 
 /** Runs `action` and waits for the navigation it starts. */
