@@ -58,6 +58,10 @@ function callbackServer(redirectUri) {
   };
 }
 
+const T0 = Date.now();
+const marks = [];
+const mark = (what) => marks.push(`${what}@${Date.now() - T0}ms`);
+
 async function main() {
   const issuer = new URL(ISSUER);
   const insecure = issuer.protocol === 'http:' ? { execute: [client.allowInsecureRequests] } : undefined;
@@ -82,10 +86,12 @@ async function main() {
 
   const rp = callbackServer(REDIRECT_URI);
   await rp.listen();
+  mark('discovered');
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
     args: ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--no-first-run'],
   });
+  mark('browser');
   const pages = [];
   try {
     const context = await browser.newContext();
@@ -100,6 +106,7 @@ async function main() {
 
     // 2. The relying party: code → tokens (openid-client checks iss, state, PKCE, nonce,
     //    the ID token's signature, iss, aud, exp, at_hash).
+    mark('signed-in');
     const tokens = await client.authorizationCodeGrant(config, firstUrl, {
       pkceCodeVerifier: verifier,
       expectedState: state,
@@ -117,6 +124,7 @@ async function main() {
 
     // 4. Refresh: a new refresh token each time (rotation); the rotated one is refused,
     //    and presenting it revokes the whole family, so the newest is refused too.
+    mark('tokens');
     const refreshed = await client.refreshTokenGrant(config, tokens.refresh_token);
     check(typeof refreshed.access_token === 'string', 'refresh gives an access token');
     check(typeof refreshed.refresh_token === 'string', 'refresh gives a refresh token');
@@ -148,6 +156,7 @@ async function main() {
       nonce: nonce2,
       prompt: 'none',
     });
+    mark('refreshed');
     callback = rp.next();
     await page.goto(silentUrl.href);
     const silentPages = [];
@@ -160,6 +169,7 @@ async function main() {
     });
     const silentClaims = silent.claims();
 
+    mark('silent');
     // 6. RP-initiated logout back to the relying party, after which prompt=none is
     //    answered login_required: the session at Tessera is gone.
     callback = rp.next();
@@ -185,7 +195,9 @@ async function main() {
     );
     const afterLogout = await within(callback, 'the prompt=none answer after logout');
 
+    mark('logged-out');
     const result = {
+      timings: marks,
       pages,
       silent_pages: silentPages,
       id_token_alg: idHeader.alg,
@@ -277,10 +289,11 @@ async function drive(page, callback, seen) {
 
 /** The callback URL, or an error after STEP_TIMEOUT. */
 function within(callback, what) {
-  return Promise.race([
-    callback,
-    new Promise((_, reject) => setTimeout(() => reject(new Error(`never reached ${what}`)), STEP_TIMEOUT)),
-  ]);
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`never reached ${what}`)), STEP_TIMEOUT);
+  });
+  return Promise.race([callback, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** Runs `action` and waits for the navigation it starts. */
