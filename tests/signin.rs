@@ -426,41 +426,21 @@ async fn kubernetes_accepts_id_token() {
     let plane = tokio::task::spawn_blocking(move || support::start_dedicated(&[arg])).await.unwrap();
 
     let browser = Agent::new(&ca_pem);
-    let id_token = browser.device_flow(&issuer, "kubectl", "alice", PASSWORD).await;
-
-    // A kubeconfig with only the cluster of the admin kubeconfig and the ID token as user.
-    let admin: Value = serde_norway::from_str(&std::fs::read_to_string(&plane.kubeconfig).unwrap()).unwrap();
-    let cluster = &admin["clusters"][0]["cluster"];
-    let kubeconfig = serde_json::json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{ "name": "test", "cluster": cluster }],
-        "users": [{ "name": "alice", "user": { "token": id_token } }],
-        "contexts": [{ "name": "alice", "context": { "cluster": "test", "user": "alice" } }],
-        "current-context": "alice",
-    });
-    let kubeconfig_path = work.path().join("alice.kubeconfig");
-    std::fs::write(&kubeconfig_path, serde_json::to_vec(&kubeconfig).unwrap()).unwrap();
+    let tokens = browser.device_flow(&issuer, "kubectl", "alice", PASSWORD).await;
+    let id_token = tokens["id_token"].as_str().expect("an ID token from the device flow");
 
     // The API server fetches Tessera's discovery and keys in the background after it starts:
     // retry until it accepts the token (or give up after 60s).
     let deadline = Instant::now() + Duration::from_secs(60);
     let review = loop {
-        let out = tokio::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&kubeconfig_path)
-            .args(["auth", "whoami", "-o", "json"])
-            .output()
-            .await
-            .expect("run kubectl");
-        if out.status.success() {
-            break serde_json::from_slice::<Value>(&out.stdout).unwrap();
+        match whoami(&plane, work.path(), id_token).await {
+            Ok(review) => break review,
+            Err(stderr) => assert!(
+                Instant::now() < deadline,
+                "kubectl auth whoami with the ID token kept failing: {stderr}\nkube-apiserver log: {}",
+                plane.data_dir.join("testenv.log").display()
+            ),
         }
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(
-            Instant::now() < deadline,
-            "kubectl auth whoami with the ID token kept failing: {stderr}\nkube-apiserver log: {}",
-            plane.data_dir.join("testenv.log").display()
-        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let user = &review["status"]["userInfo"];
@@ -470,7 +450,45 @@ async fn kubernetes_accepts_id_token() {
     for group in ["tessera:payments-admins", "tessera:developers", "system:authenticated"] {
         assert!(groups.contains(&group), "groups {groups:?} lack {group}");
     }
+
+    // Refused: the access token (its audience is the API's, not kubectl) and an ID token
+    // whose signature was tampered with.
+    let access_token = tokens["access_token"].as_str().unwrap();
+    let refused = whoami(&plane, work.path(), access_token).await.expect_err("the access token must be refused");
+    assert!(refused.contains("Unauthorized"), "{refused}");
+    let signature_at = id_token.rfind('.').unwrap() + 10;
+    let flipped = if &id_token[signature_at..=signature_at] == "A" { "B" } else { "A" };
+    let tampered = format!("{}{flipped}{}", &id_token[..signature_at], &id_token[signature_at + 1..]);
+    let refused = whoami(&plane, work.path(), &tampered).await.expect_err("a tampered ID token must be refused");
+    assert!(refused.contains("Unauthorized"), "{refused}");
     eprintln!("kubernetes sign-in with a Tessera ID token: {:.1}s", started.elapsed().as_secs_f64());
+}
+
+/// `kubectl auth whoami` with `token` as the only credential: the SelfSubjectReview, or stderr.
+async fn whoami(plane: &support::ControlPlane, dir: &Path, token: &str) -> Result<Value, String> {
+    // A kubeconfig with only the cluster of the admin kubeconfig, and the token as user.
+    let admin: Value = serde_norway::from_str(&std::fs::read_to_string(&plane.kubeconfig).unwrap()).unwrap();
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{ "name": "test", "cluster": admin["clusters"][0]["cluster"] }],
+        "users": [{ "name": "person", "user": { "token": token } }],
+        "contexts": [{ "name": "person", "context": { "cluster": "test", "user": "person" } }],
+        "current-context": "person",
+    });
+    let path = dir.join("person.kubeconfig");
+    std::fs::write(&path, serde_json::to_vec(&kubeconfig).unwrap()).unwrap();
+    let out = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&path)
+        .args(["auth", "whoami", "-o", "json"])
+        .output()
+        .await
+        .expect("run kubectl");
+    if out.status.success() {
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -581,8 +599,8 @@ impl Agent {
     }
 
     /// RFC 8628 device flow of a public client, approved by a static user on Tessera's
-    /// pages; returns the ID token.
-    async fn device_flow(&self, issuer: &str, client_id: &str, username: &str, password: &str) -> String {
+    /// pages; returns the token response.
+    async fn device_flow(&self, issuer: &str, client_id: &str, username: &str, password: &str) -> Value {
         let token_endpoint = format!("{issuer}/v1/token");
         let authorization: Value = self
             .http
@@ -642,7 +660,7 @@ impl Agent {
             assert!(Instant::now() < deadline, "device flow: no tokens after 60s");
         };
         assert_eq!(tokens["token_type"], "Bearer");
-        tokens["id_token"].as_str().expect("an ID token from the device flow").to_owned()
+        tokens
     }
 
     async fn poll(&self, token_endpoint: &str, client_id: &str, device_code: &str) -> Value {
