@@ -439,6 +439,27 @@ async fn code_flow_with_pkce_gives_id_token_userinfo_and_rotating_refresh_tokens
     let (s, _) = token(&h, &[("grant_type", "refresh_token"), ("client_id", SPA), ("refresh_token", &r2)], None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "the current token died with its family");
 
+    // concurrent refreshes of one token: one winner, and the family is gone
+    let code = spa_code(&h, &mut b, "openid offline_access").await;
+    let (_, t) = redeem_spa(&h, &code).await;
+    let rt = t["refresh_token"].as_str().unwrap().to_owned();
+    let body = [("grant_type", "refresh_token"), ("client_id", SPA), ("refresh_token", rt.as_str())];
+    let results = futures::future::join_all((0..10).map(|_| token(&h, &body, None))).await;
+    assert_eq!(results.iter().filter(|(s, _)| *s == StatusCode::OK).count(), 1, "{results:?}");
+    let winner =
+        results.iter().find(|(s, _)| *s == StatusCode::OK).unwrap().1["refresh_token"].as_str().unwrap().to_owned();
+    let (s, _) =
+        token(&h, &[("grant_type", "refresh_token"), ("client_id", SPA), ("refresh_token", &winner)], None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "the losers' replays revoked the family");
+    // a refresh token is bound to its client
+    let code = spa_code(&h, &mut b, "openid offline_access").await;
+    let (_, t) = redeem_spa(&h, &code).await;
+    let rt = t["refresh_token"].as_str().unwrap();
+    let (s, _) = token(&h, &[("grant_type", "refresh_token"), ("refresh_token", rt)], Some((WEB, WEB_SECRET))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = token(&h, &[("grant_type", "refresh_token"), ("client_id", SPA), ("refresh_token", rt)], None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "presented by another client, the family is revoked");
+
     // a second authorization uses the session: no login page
     let again = b.get(&h.app, &spa_url("openid")).await;
     assert!(again.params().contains_key("code"), "{:?}", again.location);
@@ -577,6 +598,12 @@ async fn bad_clients_and_redirect_uris_are_shown_never_redirected() {
         "https://evil.example@web.example.com/cb",
         "https://web.example.com%2Fcb",
         "https://web.example.com/cb%2F",
+        "https://web.example.com%252Fcb",
+        "https://web.example.com/%63b",
+        "https://wéb.example.com/cb",
+        "https://xn--wb-9ia.example.com/cb",
+        " https://web.example.com/cb",
+        "https://web.example.com/cb ",
         "https://web.example.com/x/../cb",
         "https://web.example.com/cb/../other",
         "http://web.example.com/cb",
