@@ -579,6 +579,24 @@ async fn consent_denied_and_prompt_values_redirect_with_errors() {
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert!(wrong.body.contains("Wrong username or password"));
     assert!(!fresh.cookies.contains_key("tessera_session"));
+    // guessing is slowed down: after the burst, 429 with Retry-After
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let p = fresh
+            .post(
+                &h.app,
+                &format!("{BASE}/v1/login"),
+                &[
+                    ("request", &login.hidden("request")),
+                    ("csrf", &login.hidden("csrf")),
+                    ("username", "alice"),
+                    ("password", "x"),
+                ],
+            )
+            .await;
+        statuses.push(p.status);
+    }
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
 }
 
 #[tokio::test]
