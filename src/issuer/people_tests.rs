@@ -96,6 +96,10 @@ struct H {
 }
 
 async fn harness() -> H {
+    harness_with_store(Arc::new(MemoryStore::new())).await
+}
+
+async fn harness_with_store(store: Arc<dyn crate::store::TokenStore>) -> H {
     let upstream = upstream().await;
     let yaml = format!(
         r#"
@@ -206,7 +210,7 @@ stringData: {{ client_secret: {WEB_SECRET} }}
     let now = jiff::Timestamp::now();
     let key = keys::generate(SigningAlgorithm::ES256, now, now).unwrap();
     let served = Served::new(config, &keys::KeySet { keys: vec![key] }).unwrap();
-    let issuer = Issuer::new(IssuerOptions::default(), Arc::new(MemoryStore::new()));
+    let issuer = Issuer::new(IssuerOptions::default(), store);
     issuer.replace(served);
     H { app: issuer.router(), issuer, upstream }
 }
@@ -898,4 +902,23 @@ async fn discovery_lists_the_browser_endpoints() {
     assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(d["response_types_supported"], json!(["code"]));
     assert_eq!(d["authorization_response_iss_parameter_supported"], true);
+}
+
+#[tokio::test]
+async fn a_token_store_outage_answers_503_pages_and_keeps_the_kubelet_probe_ready() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let store = crate::store::RedisStore::new(&format!("redis://127.0.0.1:{port}")).unwrap();
+    let h = harness_with_store(Arc::new(store)).await;
+    let mut b = Browser::default();
+    let strict = b.get(&h.app, "/readyz").await;
+    assert_eq!(strict.status, StatusCode::SERVICE_UNAVAILABLE);
+    let kubelet = b.get(&h.app, KUBELET_READINESS_PATH).await;
+    assert_eq!(kubelet.status, StatusCode::OK);
+    assert!(kubelet.body.starts_with("degraded: token store unavailable"), "{}", kubelet.body);
+    let page = b.get(&h.app, &spa_url("openid")).await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "{}", page.body);
+    assert!(page.location.is_none());
+    assert!(page.body.contains("temporarily unavailable"), "{}", page.body);
+    let (s, e) = redeem_spa(&h, "some-code").await;
+    assert_eq!((s, e["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("temporarily_unavailable")));
 }
