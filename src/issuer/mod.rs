@@ -195,7 +195,9 @@ impl Issuer {
             .route("/livez", axum::routing::get(|| async { health::livez() }))
             .route(
                 "/readyz",
-                axum::routing::get(|State(issuer): State<Arc<Issuer>>| async move { health::readyz(&issuer).await }),
+                axum::routing::get(|State(issuer): State<Arc<Issuer>>, request: Request| async move {
+                    health::readyz(&issuer, store_optional(request.uri().query())).await
+                }),
             )
             .fallback(dispatch)
             .with_state(self.clone())
@@ -320,7 +322,7 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
     let (parts, body) = request.into_parts();
     match parts.uri.path() {
         "/livez" => return health::livez(),
-        "/readyz" => return health::readyz(&issuer).await,
+        "/readyz" => return health::readyz(&issuer, store_optional(parts.uri.query())).await,
         _ => {}
     }
     let Some((served, endpoint)) = issuer.route(parts.uri.path()) else {
@@ -386,6 +388,12 @@ async fn browse(issuer: &Issuer, served: &Served, endpoint: Endpoint, req: &Inco
         _ => OAuthError::not_found().into_response(),
     }
 }
+
+fn store_optional(query: Option<&str>) -> bool {
+    query.is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "store" && v == "optional"))
+}
+
+pub use health::KUBELET_READINESS_PATH;
 
 /// Current Unix time in seconds.
 pub(crate) fn unix_now() -> i64 {

@@ -96,6 +96,10 @@ struct H {
 }
 
 async fn harness() -> H {
+    harness_with_store(Arc::new(MemoryStore::new())).await
+}
+
+async fn harness_with_store(store: Arc<dyn crate::store::TokenStore>) -> H {
     let upstream = upstream().await;
     let yaml = format!(
         r#"
@@ -206,7 +210,7 @@ stringData: {{ client_secret: {WEB_SECRET} }}
     let now = jiff::Timestamp::now();
     let key = keys::generate(SigningAlgorithm::ES256, now, now).unwrap();
     let served = Served::new(config, &keys::KeySet { keys: vec![key] }).unwrap();
-    let issuer = Issuer::new(IssuerOptions::default(), Arc::new(MemoryStore::new()));
+    let issuer = Issuer::new(IssuerOptions::default(), store);
     issuer.replace(served);
     H { app: issuer.router(), issuer, upstream }
 }
@@ -439,6 +443,27 @@ async fn code_flow_with_pkce_gives_id_token_userinfo_and_rotating_refresh_tokens
     let (s, _) = token(&h, &[("grant_type", "refresh_token"), ("client_id", SPA), ("refresh_token", &r2)], None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "the current token died with its family");
 
+    // concurrent refreshes of one token: one winner, and the family is gone
+    let code = spa_code(&h, &mut b, "openid offline_access").await;
+    let (_, t) = redeem_spa(&h, &code).await;
+    let rt = t["refresh_token"].as_str().unwrap().to_owned();
+    let body = [("grant_type", "refresh_token"), ("client_id", SPA), ("refresh_token", rt.as_str())];
+    let results = futures::future::join_all((0..10).map(|_| token(&h, &body, None))).await;
+    assert_eq!(results.iter().filter(|(s, _)| *s == StatusCode::OK).count(), 1, "{results:?}");
+    let winner =
+        results.iter().find(|(s, _)| *s == StatusCode::OK).unwrap().1["refresh_token"].as_str().unwrap().to_owned();
+    let (s, _) =
+        token(&h, &[("grant_type", "refresh_token"), ("client_id", SPA), ("refresh_token", &winner)], None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "the losers' replays revoked the family");
+    // a refresh token is bound to its client
+    let code = spa_code(&h, &mut b, "openid offline_access").await;
+    let (_, t) = redeem_spa(&h, &code).await;
+    let rt = t["refresh_token"].as_str().unwrap();
+    let (s, _) = token(&h, &[("grant_type", "refresh_token"), ("refresh_token", rt)], Some((WEB, WEB_SECRET))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = token(&h, &[("grant_type", "refresh_token"), ("client_id", SPA), ("refresh_token", rt)], None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "presented by another client, the family is revoked");
+
     // a second authorization uses the session: no login page
     let again = b.get(&h.app, &spa_url("openid")).await;
     assert!(again.params().contains_key("code"), "{:?}", again.location);
@@ -558,6 +583,24 @@ async fn consent_denied_and_prompt_values_redirect_with_errors() {
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert!(wrong.body.contains("Wrong username or password"));
     assert!(!fresh.cookies.contains_key("tessera_session"));
+    // guessing is slowed down: after the burst, 429 with Retry-After
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let p = fresh
+            .post(
+                &h.app,
+                &format!("{BASE}/v1/login"),
+                &[
+                    ("request", &login.hidden("request")),
+                    ("csrf", &login.hidden("csrf")),
+                    ("username", "alice"),
+                    ("password", "x"),
+                ],
+            )
+            .await;
+        statuses.push(p.status);
+    }
+    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
 }
 
 #[tokio::test]
@@ -577,6 +620,12 @@ async fn bad_clients_and_redirect_uris_are_shown_never_redirected() {
         "https://evil.example@web.example.com/cb",
         "https://web.example.com%2Fcb",
         "https://web.example.com/cb%2F",
+        "https://web.example.com%252Fcb",
+        "https://web.example.com/%63b",
+        "https://wéb.example.com/cb",
+        "https://xn--wb-9ia.example.com/cb",
+        " https://web.example.com/cb",
+        "https://web.example.com/cb ",
         "https://web.example.com/x/../cb",
         "https://web.example.com/cb/../other",
         "http://web.example.com/cb",
@@ -853,4 +902,23 @@ async fn discovery_lists_the_browser_endpoints() {
     assert_eq!(d["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(d["response_types_supported"], json!(["code"]));
     assert_eq!(d["authorization_response_iss_parameter_supported"], true);
+}
+
+#[tokio::test]
+async fn a_token_store_outage_answers_503_pages_and_keeps_the_kubelet_probe_ready() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let store = crate::store::RedisStore::new(&format!("redis://127.0.0.1:{port}")).unwrap();
+    let h = harness_with_store(Arc::new(store)).await;
+    let mut b = Browser::default();
+    let strict = b.get(&h.app, "/readyz").await;
+    assert_eq!(strict.status, StatusCode::SERVICE_UNAVAILABLE);
+    let kubelet = b.get(&h.app, KUBELET_READINESS_PATH).await;
+    assert_eq!(kubelet.status, StatusCode::OK);
+    assert!(kubelet.body.starts_with("degraded: token store unavailable"), "{}", kubelet.body);
+    let page = b.get(&h.app, &spa_url("openid")).await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE, "{}", page.body);
+    assert!(page.location.is_none());
+    assert!(page.body.contains("temporarily unavailable"), "{}", page.body);
+    let (s, e) = redeem_spa(&h, "some-code").await;
+    assert_eq!((s, e["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("temporarily_unavailable")));
 }

@@ -13,7 +13,9 @@ use crate::issuer::grants::parse_scope;
 use crate::issuer::{Issuer, Served, unix_now};
 use crate::store::CodeKind;
 
-const LOOPBACK_HOSTS: [&str; 3] = ["127.0.0.1", "[::1]", "localhost"];
+/// Loopback IP literals, whose redirect URIs may use any port (not `localhost`, which a
+/// resolver or hosts file may send elsewhere: RFC 8252 §8.3).
+const LOOPBACK_HOSTS: [&str; 2] = ["127.0.0.1", "[::1]"];
 
 /// Whether `requested` is exactly `registered`; for http loopback redirect URIs the port may
 /// differ (RFC 8252 §7.3). Nothing is normalized: case, encoding and dots must match.
@@ -269,6 +271,8 @@ mod tests {
         assert!(!m(lo, "http://127.0.0.1:51234@evil.example/callback"));
         assert!(!m(lo, "http://127.0.0.1.evil.example/callback"));
         assert!(!m(lo, "http://localhost:8400/callback"));
+        assert!(m("http://[::1]:1/cb", "http://[::1]:2/cb"));
+        assert!(!m("http://localhost:1/cb", "http://localhost:2/cb"));
         assert!(!m(lo, "https://127.0.0.1:8400/callback"));
     }
 }

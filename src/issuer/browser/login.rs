@@ -20,6 +20,8 @@ fn dummy_hash() -> &'static str {
     })
 }
 
+const LOGIN_LIMIT: crate::api::RateLimit = crate::api::RateLimit { per_client: 1, burst: 10 };
+
 pub async fn page(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form) -> Response {
     let Some(id) = form.get("request") else {
         return error_page(&OAuthError::invalid_request("request is required; start again from the application"));
@@ -105,6 +107,22 @@ pub async fn submit(issuer: &Issuer, served: &Served, headers: &HeaderMap, form:
     let username = form.get("username").unwrap_or_default();
     let password = form.get("password").unwrap_or_default().to_owned();
     let user = identity.users.iter().find(|u| u.username == username);
+    // Password guessing: 10 attempts, then one a second, per known user (unknown names share
+    // one bucket, so the limiter's memory stays bounded by the users list), per replica.
+    let key = format!(
+        "login/{}/{}/{}",
+        served.config.namespace,
+        served.config.name,
+        user.map_or("", |u| u.username.as_str())
+    );
+    if let Err(wait) = issuer.limiter.check(&key, &LOGIN_LIMIT, std::time::Instant::now()) {
+        let mut r = pages::error(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-in attempts. Wait a little and try again.",
+        );
+        r.headers_mut().insert(header::RETRY_AFTER, wait.into());
+        return r;
+    }
     let hash = user.map_or(dummy_hash(), |u| u.password_hash.as_str()).to_owned();
     let ok = verify_password(password, hash).await && user.is_some();
     let Some(user) = user.filter(|_| ok) else {

@@ -92,12 +92,11 @@ fn mint_access_token(
         subject: m.subject.as_ref(),
         audience: audience.clone(),
     };
-    let decision = served.engine.decide(c, &request);
+    let (decision, vars) = served.engine.decide_with_variables(c, &request);
     let grant = match decision.outcome {
         Ok(ref g) => g.clone(),
         Err(d) => return Err(denial(&decision, d)),
     };
-    let vars = CelVariables::new(c, m.client, m.grant, &grant.scopes, &audience, user, m.subject.as_ref());
     let (custom, errors) = served.engine.claims(TokenKind::AccessToken, &vars, &grant.scopes, true);
     for (claim, error) in errors {
         tracing::warn!(server = %c.name, client = %m.client.client_id, claim, error, "claim expression failed; claim omitted");
