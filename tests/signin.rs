@@ -111,8 +111,8 @@ fn tessera_serve(files: &Path, port: u16, state: &Path, tls_dir: Option<&Path>) 
 // ---------------------------------------------------------------------------------------
 // A. Browser sign-in through an upstream provider.
 
-/// oidc-provider on a free port; it exits when our end of its stdin closes.
-fn start_upstream(client_id: &str, client_secret: &str, redirect_uri: &str) -> (Process, String) {
+/// oidc-provider on a free port, its stderr in `log`; it exits when our end of its stdin closes.
+fn start_upstream(client_id: &str, client_secret: &str, redirect_uri: &str, log: &Path) -> (Process, String) {
     let port = free_port();
     let mut child = Command::new("node")
         .arg("upstream.mjs")
@@ -123,7 +123,7 @@ fn start_upstream(client_id: &str, client_secret: &str, redirect_uri: &str) -> (
         .env("REDIRECT_URI", redirect_uri)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
         .spawn()
         .expect("start node upstream.mjs");
     let stdin = child.stdin.take();
@@ -228,10 +228,11 @@ fn browser_upstream_code_flow() {
     // Generated per run, never printed.
     let upstream_secret =
         format!("up-{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-    let (_upstream, upstream_issuer) =
-        start_upstream("tessera", &upstream_secret, &format!("{issuer}/v1/login/callback"));
-
     let files = tempfile::tempdir().unwrap();
+    let upstream_log = files.path().join("upstream.log");
+    let (_upstream, upstream_issuer) =
+        start_upstream("tessera", &upstream_secret, &format!("{issuer}/v1/login/callback"), &upstream_log);
+
     std::fs::write(
         files.path().join("people.yaml"),
         upstream_manifests(&issuer, &upstream_issuer, &upstream_secret, &redirect_uri),
@@ -255,7 +256,15 @@ fn browser_upstream_code_flow() {
         .expect("run node signin.mjs");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "signin.mjs failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let upstream_errors = || {
+        let log = std::fs::read_to_string(&upstream_log).unwrap_or_default();
+        log.lines().filter(|l| !l.contains("WARNING") && !l.contains("NOTICE")).collect::<Vec<_>>().join("\n")
+    };
+    assert!(
+        out.status.success(),
+        "signin.mjs failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nupstream (oidc-provider) errors:\n{}",
+        upstream_errors()
+    );
     let result: Value = stdout
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
