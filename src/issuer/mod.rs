@@ -276,9 +276,9 @@ impl Endpoint {
     fn methods(self) -> &'static [Method] {
         match self {
             Self::OpenIdConfiguration | Self::AuthorizationServerMetadata | Self::Keys => &[Method::GET, Method::HEAD],
-            Self::Token | Self::Introspect | Self::Revoke | Self::DeviceAuthorize | Self::Consent => &[Method::POST],
+            Self::Token | Self::Introspect | Self::Revoke | Self::DeviceAuthorize => &[Method::POST],
             Self::LoginUpstream | Self::LoginCallback => &[Method::GET],
-            Self::Authorize | Self::Login | Self::UserInfo | Self::Logout | Self::Device => {
+            Self::Authorize | Self::Login | Self::Consent | Self::UserInfo | Self::Logout | Self::Device => {
                 &[Method::GET, Method::POST]
             }
         }
@@ -381,7 +381,8 @@ async fn browse(issuer: &Issuer, served: &Served, endpoint: Endpoint, req: &Inco
         Endpoint::Login => browser::login::page(issuer, served, h, &form).await,
         Endpoint::LoginUpstream => browser::upstream::start(issuer, served, h, &form).await,
         Endpoint::LoginCallback => browser::upstream::callback(issuer, served, h, &form).await,
-        Endpoint::Consent => browser::consent::submit(issuer, served, h, &form).await,
+        Endpoint::Consent if post => browser::consent::submit(issuer, served, h, &form).await,
+        Endpoint::Consent => browser::consent::page(issuer, served, h, &form).await,
         Endpoint::Logout => browser::logout::logout(issuer, served, h, &form).await,
         Endpoint::Device if post => browser::device::submit(issuer, served, h, &form).await,
         Endpoint::Device => browser::device::page(served, &form),

@@ -269,6 +269,17 @@ impl Browser {
         Page { status, location, body }
     }
 
+    /// Follows a redirect to our own consent page (sign-in steps end there when consent is due).
+    async fn follow_to_consent(&mut self, app: &axum::Router, page: Page) -> Page {
+        match page.location.as_deref() {
+            Some(l) if page.status == StatusCode::SEE_OTHER && l.starts_with(&format!("{ISSUER}/v1/consent?")) => {
+                let l = l.to_owned();
+                self.get(app, &l).await
+            }
+            _ => page,
+        }
+    }
+
     async fn get(&mut self, app: &axum::Router, url: &str) -> Page {
         let path = url.strip_prefix("http://127.0.0.1:9").unwrap_or(url);
         self.send(app, Request::get(path).body(Body::empty()).unwrap()).await
@@ -492,8 +503,12 @@ async fn consent_is_asked_for_required_scopes_and_remembered() {
     *h.upstream.nonce.lock().unwrap() = p["nonce"].clone();
     // a wrong code is refused upstream and shown on our page
     let state = p["state"].clone();
-    let consent = b.get(&h.app, &format!("{BASE}/v1/login/callback?code=good&state={state}")).await;
+    let callback = b.get(&h.app, &format!("{BASE}/v1/login/callback?code=good&state={state}")).await;
+    let consent = b.follow_to_consent(&h.app, callback).await;
     assert_eq!(consent.status, StatusCode::OK, "{}", consent.body);
+    // reloading the consent page shows it again (it is a GET of its own)
+    let reloaded = b.get(&h.app, &format!("{BASE}/v1/consent?request={}", consent.hidden("request"))).await;
+    assert_eq!(reloaded.status, StatusCode::OK, "{}", reloaded.body);
     assert!(consent.body.contains("Manage every order"), "{}", consent.body);
     let done = b
         .post(
@@ -534,6 +549,7 @@ async fn consent_denied_and_prompt_values_redirect_with_errors() {
     assert!(again.location.as_deref().unwrap().contains("/v1/login?request="));
     // prompt=consent asks, and deny goes back with access_denied
     let ask = b.get(&h.app, &spa_url("openid&prompt=consent")).await;
+    let ask = b.follow_to_consent(&h.app, ask).await;
     assert_eq!(ask.status, StatusCode::OK);
     let denied = b
         .post(
@@ -545,6 +561,7 @@ async fn consent_denied_and_prompt_values_redirect_with_errors() {
     assert_eq!(denied.params().get("error").map(String::as_str), Some("access_denied"));
     // a forged form (wrong csrf) is refused on our page
     let ask = b.get(&h.app, &spa_url("openid&prompt=consent")).await;
+    let ask = b.follow_to_consent(&h.app, ask).await;
     let forged = b
         .post(
             &h.app,
@@ -842,6 +859,7 @@ async fn device_flow_polls_then_gets_tokens_after_approval() {
     let typed = d["user_code"].as_str().unwrap().to_lowercase();
     let to_login = b.post(&h.app, &format!("{BASE}/v1/device"), &[("user_code", &typed)]).await;
     let consent = login_alice(&h, &mut b, &to_login).await;
+    let consent = b.follow_to_consent(&h.app, consent).await;
     assert_eq!(consent.status, StatusCode::OK, "{}", consent.body);
     assert!(consent.body.contains("A device is asking"));
     let done = b

@@ -4,7 +4,7 @@
 use axum::http::HeaderMap;
 use axum::response::Response;
 
-use super::{Flow, Pending, error_page, error_redirect, load_session, proceed, random, redirect, sha256_b64};
+use super::{Flow, Pending, Step, error_page, error_redirect, load_session, proceed, random, redirect, sha256_b64};
 use crate::api::{AuthMethod, GrantType};
 use crate::config::ClientConfig;
 use crate::issuer::error::OAuthError;
@@ -230,7 +230,7 @@ pub async fn begin(
     let fresh =
         session.filter(|(_, s)| !pending.prompt_login && pending.max_age.is_none_or(|m| now - s.auth_time <= m));
     match fresh {
-        Some((sid, s)) => Ok(proceed(issuer, served, &id, &pending, &sid, &s, false).await),
+        Some((sid, s)) => Ok(proceed(issuer, served, &id, &pending, &sid, &s, Step::Continue).await),
         None if pending.prompt_none => {
             let _ = issuer.store.take_code(served.scope(), CodeKind::Request, &id, now).await;
             Err(OAuthError::new_code("login_required", "the user is not signed in"))

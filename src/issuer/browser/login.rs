@@ -3,7 +3,7 @@
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 
-use super::{error_page, load_pending, pages, proceed, same, start_session, with_query};
+use super::{Step, error_page, load_pending, pages, proceed, same, start_session, with_query};
 use crate::config::StaticUser;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
@@ -134,7 +134,7 @@ pub async fn submit(issuer: &Issuer, served: &Served, headers: &HeaderMap, form:
         Err(e) => return error_page(&e),
     };
     tracing::info!(target: "tessera::audit", server = %served.config.name, sub = %session.user.sub, idp = "static", "signed in");
-    let mut r = proceed(issuer, served, id, &pending, &sid, &session, false).await;
+    let mut r = proceed(issuer, served, id, &pending, &sid, &session, Step::Continue).await;
     r.headers_mut().append(header::SET_COOKIE, cookie);
     r
 }

@@ -251,6 +251,18 @@ pub fn with_query(uri: &str, params: &[(&str, String)]) -> String {
     format!("{uri}{sep}{}", q.finish())
 }
 
+/// Where a sign-in stands when [`proceed`] is called.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Step {
+    /// Just signed in (or already was): consent, if needed, is asked on its own page
+    /// (`GET /v1/consent`), so a reload never replays a form or an upstream callback.
+    Continue,
+    /// On the consent page: show it if consent is needed.
+    ShowConsent,
+    /// The person allowed it.
+    Consented,
+}
+
 /// The next step of a sign-in once the person is known: consent if needed, then the end.
 pub async fn proceed(
     issuer: &Issuer,
@@ -259,8 +271,9 @@ pub async fn proceed(
     pending: &Pending,
     session_id: &str,
     session: &Session,
-    consented: bool,
+    step: Step,
 ) -> Response {
+    let consented = step == Step::Consented;
     let Some(client) = served.config.client(&pending.client_id) else {
         return error_page(&OAuthError::invalid_request("the application is no longer registered"));
     };
@@ -299,6 +312,9 @@ pub async fn proceed(
         if pending.prompt_none {
             let e = OAuthError::new_code("consent_required", "the user has not allowed this application yet");
             return finish_denied(issuer, served, request_id, pending, &e).await;
+        }
+        if step == Step::Continue {
+            return redirect(&with_query(&served.endpoint("/v1/consent"), &[("request", request_id.to_owned())]));
         }
         let scopes = grant
             .scopes

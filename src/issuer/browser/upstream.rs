@@ -10,7 +10,7 @@ use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{error_page, load_pending, proceed, random, redirect, sha256_b64, start_session, with_query};
+use super::{Step, error_page, load_pending, proceed, random, redirect, sha256_b64, start_session, with_query};
 use crate::config::UpstreamConfig;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
@@ -196,7 +196,7 @@ pub async fn callback(issuer: &Issuer, served: &Served, headers: &HeaderMap, for
         Err(e) => return error_page(&e),
     };
     tracing::info!(target: "tessera::audit", server = %served.config.name, sub = %session.user.sub, idp = %sent.upstream, "signed in");
-    let mut r = proceed(issuer, served, &sent.request, &pending, &sid, &session, false).await;
+    let mut r = proceed(issuer, served, &sent.request, &pending, &sid, &session, Step::Continue).await;
     r.headers_mut().append(header::SET_COOKIE, cookie);
     r
 }
