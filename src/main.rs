@@ -72,6 +72,8 @@ struct PreviewArgs {
     /// A JWT whose claims become `subject` (its signature is not checked by preview).
     #[arg(long)]
     subject_token: Option<PathBuf>,
+    #[command(flatten)]
+    user: tessera::standalone::preview::UserArgs,
 }
 
 fn read_subject(path: &std::path::Path) -> Result<serde_json::Map<String, serde_json::Value>, String> {
@@ -196,6 +198,7 @@ fn main() -> ExitCode {
                     .map(str::to_owned)
                     .collect(),
                 subject,
+                user: args.user.user(),
             };
             match tessera::standalone::load(&args.files)
                 .map_err(tessera::standalone::StandaloneError::from)

@@ -121,6 +121,11 @@ fn case(kind: &'static str, changes: Vec<(&'static str, Value)>, field: &'static
     Case { kind, changes, field, message }
 }
 
+/// An upstream provider entry of `spec.identity.upstreams`.
+fn upstream(name: &str, issuer: &str) -> Value {
+    json!({ "name": name, "issuer": issuer, "clientId": "tessera", "clientSecretRef": { "name": "corp-oidc" } })
+}
+
 fn invalid_cases() -> Vec<Case> {
     use json as j;
     const AS: &str = "AuthorizationServer";
@@ -218,6 +223,51 @@ fn invalid_cases() -> Vec<Case> {
             vec![("/spec/trustedIssuers", j!([{"issuer": "http://x.example.com"}]))],
             "spec.trustedIssuers[0].issuer",
             "trusted issuer must be an https URL",
+        ),
+        case(
+            AS,
+            vec![("/spec/identity", j!({}))],
+            "spec.identity",
+            "identity needs at least one of upstreams or staticUsers",
+        ),
+        case(
+            AS,
+            vec![("/spec/identity", j!({"upstreams": []}))],
+            "spec.identity",
+            "identity needs at least one of upstreams or staticUsers",
+        ),
+        case(
+            AS,
+            vec![("/spec/identity", j!({"upstreams": [upstream("Corp_SSO", "https://sso.example.com")]}))],
+            "spec.identity.upstreams[0].name",
+            "upstream name must be lowercase letters, digits and '-'",
+        ),
+        case(
+            AS,
+            vec![(
+                "/spec/identity",
+                j!({"upstreams": [upstream("corp", "https://sso.example.com"), upstream("corp", "https://b.example.com")]}),
+            )],
+            "spec.identity.upstreams",
+            "upstream names must be unique",
+        ),
+        case(
+            AS,
+            vec![("/spec/identity", j!({"upstreams": [upstream("corp", "http://sso.example.com")]}))],
+            "spec.identity.upstreams[0].issuer",
+            "upstream issuer must be an https URL (http only on localhost)",
+        ),
+        case(
+            AS,
+            vec![("/spec/identity", j!({"sessionLifetime": "30s", "staticUsers": {"secretName": "people"}}))],
+            "spec.identity.sessionLifetime",
+            "sessionLifetime must be between 1m and 720h",
+        ),
+        case(
+            AS,
+            vec![("/spec/identity", j!({"sessionLifetime": "721h", "staticUsers": {"secretName": "people"}}))],
+            "spec.identity.sessionLifetime",
+            "sessionLifetime must be between 1m and 720h",
         ),
         // AuthScope
         case(SC, vec![("/spec/name", j!("openid"))], "spec.name", "scope name is reserved"),

@@ -529,3 +529,95 @@ async fn rotating_a_client_secret_keeps_the_previous_one_valid_for_the_overlap()
     let again = client_secrets.get("orders-api-oauth").await.unwrap();
     assert_eq!(again.metadata.resource_version, rotated.metadata.resource_version);
 }
+
+/// The message of condition `type_` of an object as JSON.
+fn condition_message(obj: &Value, type_: &str) -> String {
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|l| l.iter().find(|c| c["type"] == type_))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn sign_in_config_waits_for_its_secrets_and_follows_their_changes() {
+    let s = setup("signin").await;
+    let ns = s.server_ns.clone();
+    let docs = examples(&ns, &s.client_ns);
+    let find = |kind: &str, name: &str| {
+        docs.iter().find(|d| d["kind"] == kind && d["metadata"]["name"] == name).unwrap().clone()
+    };
+    let people = find("Secret", "people");
+    let mut server = find("AuthorizationServer", "payments");
+    server["spec"]["identity"] = json!({
+        "sessionLifetime": "2h",
+        "upstreams": [{
+            "name": "corp",
+            "issuer": "https://sso.example.com/",
+            "clientId": "tessera",
+            "clientSecretRef": { "name": "corp-oidc" }
+        }],
+        "staticUsers": { "secretName": "people" }
+    });
+    apply_doc(&s.client, &people).await;
+    apply_doc(&s.client, &server).await;
+    let servers: Api<AuthorizationServer> = Api::namespaced(s.client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), &ns);
+
+    // The upstream's Secret does not exist: no config at all, and status says which Secret.
+    wait_condition(&servers, "payments", "ConfigReady", "False", "IdentitySecretNotFound").await;
+    wait_condition(&servers, "payments", "Ready", "False", "IdentitySecretNotFound").await;
+    let status = get_value(&servers, "payments").await.unwrap();
+    assert_eq!(
+        condition_message(&status, "ConfigReady"),
+        format!("spec.identity: Secret {ns}/corp-oidc (client secret of upstream corp) was not found")
+    );
+    assert!(secrets.get_opt("payments-config").await.unwrap().is_none(), "no config without its sign-in");
+
+    // Created, it is picked up through the Secret watch, with nothing else changing.
+    let corp: Secret = serde_json::from_value(
+        json!({ "metadata": { "name": "corp-oidc" }, "stringData": { "client_secret": "corp-secret-value" } }),
+    )
+    .unwrap();
+    secrets.create(&PostParams::default(), &corp).await.unwrap();
+    wait_condition(&servers, "payments", "ConfigReady", "True", "Compiled").await;
+    let config: Value = support::eventually(WAIT, "the config Secret", || async {
+        let c = secrets.get_opt("payments-config").await.unwrap()?;
+        serde_json::from_str(&secret_text(&c, "config.json")).ok()
+    })
+    .await;
+    let identity = &config["identity"];
+    assert_eq!(identity["sessionLifetimeSecs"], 7200);
+    assert_eq!(identity["upstreams"][0]["name"], "corp");
+    assert_eq!(identity["upstreams"][0]["issuer"], "https://sso.example.com");
+    assert_eq!(identity["upstreams"][0]["clientSecret"], "corp-secret-value");
+    assert_eq!(identity["users"][0]["username"], "alice");
+    mark_pods_ready(&s.client, &ns).await;
+    wait_condition(&servers, "payments", "Ready", "True", "Ready").await;
+
+    // Broken static users: the reason on status, the last good config keeps being served.
+    let mut broken = people.clone();
+    broken["stringData"]["users.yaml"] = json!("- username: alice\n  passwordHash: plain-text-password\n");
+    apply_doc(&s.client, &broken).await;
+    wait_condition(&servers, "payments", "ConfigReady", "False", "InvalidStaticUsers").await;
+    let status = get_value(&servers, "payments").await.unwrap();
+    let message = condition_message(&status, "ConfigReady");
+    assert!(message.contains(&format!("key users.yaml of Secret {ns}/people")), "{message}");
+    let kept = secret_text(&secrets.get("payments-config").await.unwrap(), "config.json");
+    assert!(kept.contains("$argon2id$") && !kept.contains("plain-text-password"), "the last good config is kept");
+
+    // Secret values never reach status or events.
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(s.client.clone(), &ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let shown = format!("{status} {}", serde_json::to_string(&events.items).unwrap());
+    for secret in ["corp-secret-value", "plain-text-password", "$argon2id$"] {
+        assert!(!shown.contains(secret), "{secret} shown in status or events");
+    }
+
+    apply_doc(&s.client, &people).await;
+    wait_condition(&servers, "payments", "ConfigReady", "True", "Compiled").await;
+    wait_condition(&servers, "payments", "Ready", "True", "Ready").await;
+}

@@ -16,7 +16,10 @@ use crate::api::{
     AuthMethod, Consent, GrantType, JwkSet, RateLimit, RotationMode, SigningAlgorithm, Storage, TokenKind, UserMatch,
 };
 
-pub use compile::{CLOCK_SKEW_SECS, ClientInput, CompileInput, Compiled, Rejection, compile, jwks_max_age_secs};
+pub use compile::{
+    CLOCK_SKEW_SECS, ClientInput, CompileInput, Compiled, IDENTITY_SECRET_NOT_FOUND, INVALID_STATIC_USERS,
+    IdentityError, IdentitySecrets, Rejection, compile, identity_secret_names, jwks_max_age_secs,
+};
 pub use selector::matches as selector_matches;
 
 /// Name of the Secret holding the compiled config of server `server`.

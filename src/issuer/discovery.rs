@@ -11,8 +11,7 @@ use super::client_auth::ASSERTION_ALGS;
 use crate::api::{AuthMethod, GrantType, RESERVED_SCOPES};
 
 /// Grants this issuer can serve today.
-const IMPLEMENTED_GRANTS: [GrantType; 3] =
-    [GrantType::ClientCredentials, GrantType::TokenExchange, GrantType::RefreshToken];
+const IMPLEMENTED_GRANTS: [GrantType; 5] = GrantType::ALL;
 
 fn metadata(s: &Served) -> Value {
     let c = &s.config;
@@ -28,7 +27,8 @@ fn metadata(s: &Served) -> Value {
         methods.push("none");
     }
     let alg = c.signing.algorithm.as_str();
-    json!({
+    let mut claims = vec!["ver", "jti", "iss", "aud", "iat", "exp", "cid", "uid", "scp", "sub", "client_id"];
+    let mut doc = json!({
         "issuer": c.issuer,
         "jwks_uri": s.endpoint("/v1/keys"),
         "token_endpoint": s.endpoint("/v1/token"),
@@ -36,7 +36,6 @@ fn metadata(s: &Served) -> Value {
         "revocation_endpoint": s.endpoint("/v1/revoke"),
         "scopes_supported": scopes,
         "grant_types_supported": grants,
-        // No authorization endpoint yet: browser flows come in a later issue.
         "response_types_supported": [],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": [alg],
@@ -44,8 +43,30 @@ fn metadata(s: &Served) -> Value {
         "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "introspection_endpoint_auth_methods_supported": methods,
         "revocation_endpoint_auth_methods_supported": methods,
-        "claims_supported": ["ver", "jti", "iss", "aud", "iat", "exp", "cid", "uid", "scp", "sub", "client_id"],
-    })
+    });
+    if c.identity.is_some() {
+        claims.extend(["auth_time", "nonce", "amr", "at_hash", "azp", "name", "preferred_username", "email"]);
+        let extra = json!({
+            "authorization_endpoint": s.endpoint("/v1/authorize"),
+            "userinfo_endpoint": s.endpoint("/v1/userinfo"),
+            "end_session_endpoint": s.endpoint("/v1/logout"),
+            "device_authorization_endpoint": s.endpoint("/v1/device/authorize"),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "code_challenge_methods_supported": ["S256"],
+            "prompt_values_supported": ["none", "login", "consent"],
+            "authorization_response_iss_parameter_supported": true,
+            "request_parameter_supported": false,
+            "request_uri_parameter_supported": false,
+        });
+        if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {
+            d.extend(e.clone());
+        }
+    }
+    claims.extend(c.claims.iter().map(|cl| cl.name.as_str()));
+    claims.dedup();
+    doc["claims_supported"] = json!(claims);
+    doc
 }
 
 fn respond(body: Value) -> Response {

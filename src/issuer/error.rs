@@ -20,6 +20,11 @@ impl OAuthError {
         Self { code, status, description: description.into(), www_authenticate: false, retry_after: None }
     }
 
+    /// Any other RFC-registered code (authorization and device flow errors), with 400.
+    pub fn new_code(code: &'static str, d: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(code, StatusCode::BAD_REQUEST, d)
+    }
+
     pub fn invalid_request(d: impl Into<Cow<'static, str>>) -> Self {
         Self::new("invalid_request", StatusCode::BAD_REQUEST, d)
     }

@@ -33,6 +33,17 @@ impl Form {
         Ok(Self(out))
     }
 
+    /// Parameters of a query string (the authorization endpoint's GET).
+    pub fn from_query(query: &str) -> Result<Self, OAuthError> {
+        let mut out = HashMap::new();
+        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+            if out.insert(k.to_string(), v.into_owned()).is_some() {
+                return Err(OAuthError::invalid_request(format!("parameter {k} is repeated")));
+            }
+        }
+        Ok(Self(out))
+    }
+
     /// A parameter, treating an empty value as absent.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str).filter(|s| !s.is_empty())

@@ -10,9 +10,15 @@ pub fn livez() -> Response {
     (StatusCode::OK, "ok\n").into_response()
 }
 
+/// The readiness the kubelet probes (`/readyz?store=optional`): a token store outage is
+/// shared by every replica, so failing readiness for it would empty the Service and stop the
+/// stateless grants too. The replica stays in the Service and says `degraded` instead.
+pub const KUBELET_READINESS_PATH: &str = "/readyz?store=optional";
+
 /// Ready when every server can sign and token state answers: while the store is down the
-/// replica says so (503), though stateless grants still work on it.
-pub async fn readyz(issuer: &Issuer) -> Response {
+/// replica says so (503), though stateless grants still work on it. With `store_optional`
+/// the store outage answers 200 `degraded: ...` (what the kubelet probes).
+pub async fn readyz(issuer: &Issuer, store_optional: bool) -> Response {
     let servers = issuer.servers.load();
     let now = jiff::Timestamp::now();
     if servers.is_empty() {
@@ -24,6 +30,7 @@ pub async fn readyz(issuer: &Issuer) -> Response {
         }
         None => match issuer.store.ping().await {
             Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+            Err(e) if store_optional => (StatusCode::OK, format!("degraded: {e}\n")).into_response(),
             Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("{e}\n")).into_response(),
         },
     }

@@ -2,6 +2,7 @@
 //! each issuer URI. Config and keys of a server are swapped together, atomically.
 
 mod access_token;
+pub(crate) mod browser;
 mod client_auth;
 mod cors;
 mod discovery;
@@ -16,6 +17,7 @@ mod revoke;
 pub mod tls;
 mod token;
 pub mod trust;
+mod userinfo;
 pub mod watch;
 
 use std::collections::HashMap;
@@ -125,6 +127,7 @@ pub struct Issuer {
     store: Arc<dyn TokenStore>,
     limiter: rate_limit::RateLimiter,
     trust: trust::JwksFetcher,
+    upstreams: browser::upstream::UpstreamClient,
     options: IssuerOptions,
 }
 
@@ -135,6 +138,7 @@ impl Issuer {
             store,
             limiter: rate_limit::RateLimiter::default(),
             trust: trust::JwksFetcher::new(options.kube_client.clone()),
+            upstreams: browser::upstream::UpstreamClient::default(),
             options,
         })
     }
@@ -191,7 +195,9 @@ impl Issuer {
             .route("/livez", axum::routing::get(|| async { health::livez() }))
             .route(
                 "/readyz",
-                axum::routing::get(|State(issuer): State<Arc<Issuer>>| async move { health::readyz(&issuer).await }),
+                axum::routing::get(|State(issuer): State<Arc<Issuer>>, request: Request| async move {
+                    health::readyz(&issuer, store_optional(request.uri().query())).await
+                }),
             )
             .fallback(dispatch)
             .with_state(self.clone())
@@ -234,6 +240,15 @@ enum Endpoint {
     Token,
     Introspect,
     Revoke,
+    Authorize,
+    Login,
+    LoginUpstream,
+    LoginCallback,
+    Consent,
+    UserInfo,
+    Logout,
+    DeviceAuthorize,
+    Device,
 }
 
 impl Endpoint {
@@ -245,6 +260,15 @@ impl Endpoint {
             "/v1/token" => Self::Token,
             "/v1/introspect" => Self::Introspect,
             "/v1/revoke" => Self::Revoke,
+            "/v1/authorize" => Self::Authorize,
+            "/v1/login" => Self::Login,
+            "/v1/login/upstream" => Self::LoginUpstream,
+            "/v1/login/callback" => Self::LoginCallback,
+            "/v1/consent" => Self::Consent,
+            "/v1/userinfo" => Self::UserInfo,
+            "/v1/logout" => Self::Logout,
+            "/v1/device/authorize" => Self::DeviceAuthorize,
+            "/v1/device" => Self::Device,
             _ => return None,
         })
     }
@@ -252,8 +276,26 @@ impl Endpoint {
     fn methods(self) -> &'static [Method] {
         match self {
             Self::OpenIdConfiguration | Self::AuthorizationServerMetadata | Self::Keys => &[Method::GET, Method::HEAD],
-            Self::Token | Self::Introspect | Self::Revoke => &[Method::POST],
+            Self::Token | Self::Introspect | Self::Revoke | Self::DeviceAuthorize => &[Method::POST],
+            Self::LoginUpstream | Self::LoginCallback => &[Method::GET],
+            Self::Authorize | Self::Login | Self::Consent | Self::UserInfo | Self::Logout | Self::Device => {
+                &[Method::GET, Method::POST]
+            }
         }
+    }
+
+    /// Pages for people: no CORS, answers are HTML or redirects.
+    fn is_browser(self) -> bool {
+        matches!(
+            self,
+            Self::Authorize
+                | Self::Login
+                | Self::LoginUpstream
+                | Self::LoginCallback
+                | Self::Consent
+                | Self::Logout
+                | Self::Device
+        )
     }
 }
 
@@ -261,18 +303,43 @@ impl Endpoint {
 pub(crate) struct Incoming {
     pub headers: HeaderMap,
     pub body: Bytes,
+    pub method: Method,
+    pub query: String,
+}
+
+impl Incoming {
+    /// The parameters of a browser request: the query of a GET, the form body of a POST.
+    fn params(&self) -> Result<form::Form, OAuthError> {
+        if self.method == Method::POST {
+            form::Form::parse(&self.headers, &self.body)
+        } else {
+            form::Form::from_query(&self.query)
+        }
+    }
 }
 
 async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     match parts.uri.path() {
         "/livez" => return health::livez(),
-        "/readyz" => return health::readyz(&issuer).await,
+        "/readyz" => return health::readyz(&issuer, store_optional(parts.uri.query())).await,
         _ => {}
     }
     let Some((served, endpoint)) = issuer.route(parts.uri.path()) else {
         return OAuthError::not_found().into_response();
     };
+    if endpoint.is_browser() {
+        if !endpoint.methods().contains(&parts.method) {
+            return browser::pages::error(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        }
+        let body = match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
+            Ok(b) => b,
+            Err(_) => return browser::pages::error(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "request too large"),
+        };
+        let query = parts.uri.query().unwrap_or_default().to_owned();
+        let incoming = Incoming { headers: parts.headers, body, method: parts.method, query };
+        return browse(&issuer, &served, endpoint, &incoming).await;
+    }
     let origin = cors::allowed_origin(&served.config, &parts.headers);
     if parts.method == Method::OPTIONS {
         return cors::preflight(origin, endpoint.methods());
@@ -284,7 +351,8 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
         Ok(b) => b,
         Err(_) => return cors::decorate(OAuthError::too_large().into_response(), origin),
     };
-    let incoming = Incoming { headers: parts.headers, body };
+    let query = parts.uri.query().unwrap_or_default().to_owned();
+    let incoming = Incoming { headers: parts.headers, body, method: parts.method, query };
     let response = match endpoint {
         Endpoint::OpenIdConfiguration => discovery::openid_configuration(&served),
         Endpoint::AuthorizationServerMetadata => discovery::authorization_server_metadata(&served),
@@ -292,9 +360,41 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
         Endpoint::Token => token::token(&issuer, &served, &incoming).await,
         Endpoint::Introspect => introspect::introspect(&issuer, &served, &incoming).await,
         Endpoint::Revoke => revoke::revoke(&issuer, &served, &incoming).await,
+        Endpoint::UserInfo => userinfo::userinfo(&issuer, &served, &incoming, incoming.method == Method::POST).await,
+        Endpoint::DeviceAuthorize => browser::device::authorize(&issuer, &served, &incoming).await,
+        _ => OAuthError::not_found().into_response(),
     };
     cors::decorate(response, origin)
 }
+
+/// The endpoints people's browsers visit.
+async fn browse(issuer: &Issuer, served: &Served, endpoint: Endpoint, req: &Incoming) -> Response {
+    let form = match req.params() {
+        Ok(f) => f,
+        Err(e) => return browser::error_page(&e),
+    };
+    let post = req.method == Method::POST;
+    let h = &req.headers;
+    match endpoint {
+        Endpoint::Authorize => browser::authorize::authorize(issuer, served, h, &form).await,
+        Endpoint::Login if post => browser::login::submit(issuer, served, h, &form).await,
+        Endpoint::Login => browser::login::page(issuer, served, h, &form).await,
+        Endpoint::LoginUpstream => browser::upstream::start(issuer, served, h, &form).await,
+        Endpoint::LoginCallback => browser::upstream::callback(issuer, served, h, &form).await,
+        Endpoint::Consent if post => browser::consent::submit(issuer, served, h, &form).await,
+        Endpoint::Consent => browser::consent::page(issuer, served, h, &form).await,
+        Endpoint::Logout => browser::logout::logout(issuer, served, h, &form).await,
+        Endpoint::Device if post => browser::device::submit(issuer, served, h, &form).await,
+        Endpoint::Device => browser::device::page(served, &form),
+        _ => OAuthError::not_found().into_response(),
+    }
+}
+
+fn store_optional(query: Option<&str>) -> bool {
+    query.is_some_and(|q| form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "store" && v == "optional"))
+}
+
+pub use health::KUBELET_READINESS_PATH;
 
 /// Current Unix time in seconds.
 pub(crate) fn unix_now() -> i64 {
@@ -303,3 +403,6 @@ pub(crate) fn unix_now() -> i64 {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod people_tests;

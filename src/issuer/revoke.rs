@@ -27,6 +27,13 @@ async fn handle(issuer: &Issuer, served: &Served, req: &Incoming) -> Result<(), 
         return Err(OAuthError::unsupported_token_type("token_type_hint is not supported"));
     }
     let now = unix_now();
+    if let Some((family, _, _)) = super::grants::parse_refresh_token(token) {
+        // A refresh token: its whole family goes (we cannot tell its client without rotating it).
+        issuer.store.revoke(served.scope(), &super::grants::family_marker(family), now + 5 * 365 * 24 * 3600).await?;
+        issuer.store.revoke_family(served.scope(), family).await?;
+        tracing::info!(target: "tessera::audit", server = %served.config.name, client = %client.client_id, "refresh token revoked");
+        return Ok(());
+    }
     // Unknown, expired or foreign tokens: nothing to do, and the answer is still 200 (RFC 7009 §2.2).
     let Some(claims) = verify_own(served, token, now) else { return Ok(()) };
     if claims.get("cid").and_then(Value::as_str) != Some(client.client_id.as_str()) {

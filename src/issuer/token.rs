@@ -21,6 +21,10 @@ pub struct TokenResponse {
     pub scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub issued_token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 pub async fn token(issuer: &Issuer, served: &Served, req: &Incoming) -> Response {
@@ -56,8 +60,7 @@ async fn handle(issuer: &Issuer, served: &Served, req: &Incoming) -> Result<Toke
         GrantType::ClientCredentials => grants::client_credentials(issuer, served, client, &form).await,
         GrantType::TokenExchange => grants::token_exchange(issuer, served, client, &form).await,
         GrantType::RefreshToken => grants::refresh_token(issuer, served, client, &form).await,
-        GrantType::AuthorizationCode | GrantType::DeviceCode => {
-            Err(OAuthError::unsupported_grant_type(format!("grant type {} is not served yet", grant.as_str())))
-        }
+        GrantType::AuthorizationCode => grants::authorization_code(issuer, served, client, &form).await,
+        GrantType::DeviceCode => grants::device_code(issuer, served, client, &form).await,
     }
 }

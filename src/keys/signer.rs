@@ -26,6 +26,8 @@ struct ParsedKey {
     key: PrivateKey,
     /// base64url of `{"alg":..,"kid":..,"typ":"at+jwt"}`, the first JWT segment.
     access_token_header: String,
+    /// The same with `"typ":"JWT"`, for ID tokens.
+    id_token_header: String,
 }
 
 /// The parsed keys of one key set, built once when the set changes.
@@ -73,7 +75,9 @@ impl ActiveKeys {
             };
             let header = serde_json::json!({ "alg": k.algorithm.as_str(), "kid": k.kid, "typ": "at+jwt" });
             let access_token_header = URL_SAFE_NO_PAD.encode(header.to_string());
-            keys.push(ParsedKey { meta: k.clone(), key, access_token_header });
+            let header = serde_json::json!({ "alg": k.algorithm.as_str(), "kid": k.kid, "typ": "JWT" });
+            let id_token_header = URL_SAFE_NO_PAD.encode(header.to_string());
+            keys.push(ParsedKey { meta: k.clone(), key, access_token_header, id_token_header });
         }
         Ok(Self { keys, rng: SystemRandom::new() })
     }
@@ -90,9 +94,35 @@ impl ActiveKeys {
     /// Signs `claims` as an RFC 9068 access token (`typ: at+jwt`); returns the token and its kid.
     pub fn sign_access_token<T: Serialize>(&self, now: Timestamp, claims: &T) -> Result<(String, &str), SignError> {
         let key = self.signing(now).ok_or(SignError::NoActiveKey)?;
+        self.sign_with(key, &key.access_token_header, claims)
+    }
+
+    /// Signs `claims` as an OpenID Connect ID token (`typ: JWT`) with the key that signs at
+    /// `now`; returns the token and its algorithm (to compute `at_hash`).
+    pub fn sign_id_token<T: Serialize>(
+        &self,
+        now: Timestamp,
+        claims: &T,
+    ) -> Result<(String, SigningAlgorithm), SignError> {
+        let key = self.signing(now).ok_or(SignError::NoActiveKey)?;
+        let (token, _) = self.sign_with(key, &key.id_token_header, claims)?;
+        Ok((token, key.meta.algorithm))
+    }
+
+    /// The algorithm of the key that signs at `now`.
+    pub fn signing_algorithm(&self, now: Timestamp) -> Option<SigningAlgorithm> {
+        self.signing(now).map(|k| k.meta.algorithm)
+    }
+
+    fn sign_with<'k, T: Serialize>(
+        &self,
+        key: &'k ParsedKey,
+        header: &str,
+        claims: &T,
+    ) -> Result<(String, &'k str), SignError> {
         let payload = serde_json::to_vec(claims).map_err(|_| SignError::Serialize)?;
-        let mut token = String::with_capacity(key.access_token_header.len() + payload.len() * 4 / 3 + 400);
-        token.push_str(&key.access_token_header);
+        let mut token = String::with_capacity(header.len() + payload.len() * 4 / 3 + 400);
+        token.push_str(header);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
         let signature = match &key.key {

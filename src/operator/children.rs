@@ -231,7 +231,7 @@ pub fn deployment(server: &AuthorizationServer, ctx: &BuildContext) -> Deploymen
                         "resources": w.resources.clone().unwrap_or_else(|| from_json(json!({
                             "requests": { "cpu": "50m", "memory": "32Mi" }, "limits": { "memory": "128Mi" }
                         }))),
-                        "readinessProbe": probe("/readyz", 5),
+                        "readinessProbe": probe(crate::issuer::KUBELET_READINESS_PATH, 5),
                         "livenessProbe": probe("/livez", 10),
                         "startupProbe": { "httpGet": { "path": "/livez", "port": "http", "scheme": scheme }, "periodSeconds": 1, "failureThreshold": 30 },
                         "securityContext": {

@@ -14,8 +14,9 @@ mod status;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client, Resource,
+    Api, Client, Resource, ResourceExt,
     core::PartialObjectMeta,
     runtime::{
         Controller, WatchStreamExt,
@@ -259,8 +260,18 @@ async fn run_controllers(ctx: Arc<Context>) {
             watcher(api::<PartialObjectMeta<k8s_openapi::api::core::v1::Secret>>(&client, &ns), owned.clone());
         let deployments =
             watcher(api::<PartialObjectMeta<k8s_openapi::api::apps::v1::Deployment>>(&client, &ns), owned);
+        // Secrets a server's spec.identity reads: metadata-only requests, so no Secret data is cached.
+        let identity_secrets = watcher(api::<PartialObjectMeta<Secret>>(&client, &ns), watcher::Config::default());
+        let known_servers = servers.clone();
         let mut servers_controller = Controller::for_stream(as_trigger(servers_rx), servers)
             .owns_stream(secrets.default_backoff().touched_objects())
+            .watches_stream(
+                identity_secrets.default_backoff().touched_objects(),
+                move |secret: PartialObjectMeta<Secret>| {
+                    let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+                    server::servers_reading_secret(known_servers.state().iter().map(|s| &**s), &ns, &name)
+                },
+            )
             .owns_stream(deployments.default_backoff().touched_objects())
             .watches_stream(as_trigger(scopes.1), |s: AuthScope| {
                 server_of(s.metadata.namespace, &s.spec.server_ref.name)

@@ -32,7 +32,7 @@ use crate::{
         AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer, AuthorizationServerStatus, Endpoints,
         KeyState, KeyStatus, NamespaceFrom, ROTATE_ANNOTATION, ROTATE_REVOKE_ANNOTATION, SigningStatus, conditions,
     },
-    config::{ClientInput, CompileInput},
+    config::{ClientInput, CompileInput, IdentitySecrets, identity_secret_names},
     keys::{self, KeySet, RotationRequest},
 };
 
@@ -121,6 +121,36 @@ async fn read_dependents(server: &AuthorizationServer, ctx: &Context) -> Result<
     })
 }
 
+/// The Secrets `spec.identity` references that exist in the server's namespace; their values
+/// go only into the config Secret.
+async fn read_identity_secrets(server: &AuthorizationServer, ctx: &Context) -> Result<IdentitySecrets, Error> {
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
+    let mut out = IdentitySecrets::default();
+    for name in identity_secret_names(server) {
+        if let Some(secret) = api.get_opt(&name).await? {
+            let mut data: BTreeMap<String, Vec<u8>> =
+                secret.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+            // stringData is write-only in the API; honoured in case a client sends it back.
+            data.extend(secret.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+            out.insert(name, data);
+        }
+    }
+    Ok(out)
+}
+
+/// Servers in `namespace` whose `spec.identity` reads Secret `secret`.
+pub fn servers_reading_secret<'a>(
+    servers: impl IntoIterator<Item = &'a AuthorizationServer>,
+    namespace: &str,
+    secret: &str,
+) -> Vec<kube::runtime::reflector::ObjectRef<AuthorizationServer>> {
+    servers
+        .into_iter()
+        .filter(|s| s.namespace().as_deref() == Some(namespace) && identity_secret_names(s).contains(secret))
+        .map(kube::runtime::reflector::ObjectRef::from_obj)
+        .collect()
+}
+
 /// Why a client's namespace may not use this server, if it may not.
 async fn namespace_refusal(
     server: &AuthorizationServer,
@@ -186,8 +216,12 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
         claims: deps.claims.clone(),
         policies: deps.policies.clone(),
         clients: client_inputs,
+        identity_secrets: read_identity_secrets(server, ctx).await?,
     };
     let compiled = crate::config::compile(&input);
+    if let Some(e) = &compiled.identity_error {
+        tracing::warn!(reason = e.reason, "{}; the issuer keeps its last good config", e.message);
+    }
     for r in &compiled.rejected {
         acceptance
             .insert((r.kind, r.namespace.clone(), r.name.clone()), Acceptance::rejected(&r.reason, r.message.clone()));
@@ -201,7 +235,10 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
     apply_object(ctx, &ns, children::service_account(server)).await?;
     apply_object(ctx, &ns, children::role(server)).await?;
     apply_object(ctx, &ns, children::role_binding(server)).await?;
-    apply_object(ctx, &ns, children::config_secret(server, config_json)).await?;
+    // A config without the sign-in it asks for is never served: the last good one stays.
+    if compiled.identity_error.is_none() {
+        apply_object(ctx, &ns, children::config_secret(server, config_json)).await?;
+    }
     let crash_point = |name| {
         if keys_outcome.changed {
             crash::point(name)
@@ -237,7 +274,11 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
     let set = |list: &mut Vec<conditions::Condition>, t: &str, ok: bool, reason: &str, msg: String| {
         conditions::set(list, conditions::new(t, ok, reason, msg, generation, now));
     };
-    set(&mut conds, conditions::CONFIG_READY, true, "Compiled", config_message);
+    let config_ready = compiled.identity_error.is_none();
+    match &compiled.identity_error {
+        None => set(&mut conds, conditions::CONFIG_READY, true, "Compiled", config_message),
+        Some(e) => set(&mut conds, conditions::CONFIG_READY, false, e.reason, format!("spec.identity: {}", e.message)),
+    }
     set(
         &mut conds,
         conditions::SIGNING_KEYS_READY,
@@ -246,9 +287,11 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
         keys_outcome.message.clone(),
     );
     set(&mut conds, conditions::WORKLOAD_READY, workload.ready, &workload.reason, workload.message.clone());
-    let ready = workload.ready && keys_outcome.ready;
+    let ready = config_ready && workload.ready && keys_outcome.ready;
     let (ready_reason, ready_message) = if ready {
         ("Ready".to_owned(), format!("issuer {} is serving", server.spec.issuer))
+    } else if let Some(e) = &compiled.identity_error {
+        (e.reason.to_owned(), format!("spec.identity: {}", e.message))
     } else if !keys_outcome.ready {
         (keys_outcome.reason.clone(), keys_outcome.message.clone())
     } else {

@@ -39,6 +39,7 @@ pub async fn preview(client: &Client, ns: &str, args: &PreviewArgs) -> Result<St
         grant_type: args.grant_type.clone(),
         scopes: args.scope.iter().flat_map(|s| s.split(' ')).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
         subject: None,
+        user: args.user.user(),
     };
     Ok(crate::standalone::preview::preview(&m, &request)?)
 }

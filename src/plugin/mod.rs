@@ -69,6 +69,8 @@ pub struct PreviewArgs {
     /// Requested scopes; none: the server's defaults.
     #[arg(long, num_args = 1..)]
     pub scope: Vec<String>,
+    #[command(flatten)]
+    pub user: crate::standalone::preview::UserArgs,
 }
 
 #[derive(Debug, thiserror::Error)]

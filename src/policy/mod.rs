@@ -95,6 +95,7 @@ impl PolicyDecision {
 struct CompiledClaim {
     name: String,
     token: TokenKind,
+    always_include: bool,
     scopes: Vec<String>,
     program: cel::Program,
 }
@@ -133,6 +134,7 @@ impl PolicyEngine {
             claims.push(CompiledClaim {
                 name: c.name.clone(),
                 token: c.token,
+                always_include: c.always_include,
                 scopes: c.scopes.clone(),
                 program: compile_cel(|| format!("claim {}", c.name), &c.value)?,
             });
@@ -142,12 +144,33 @@ impl PolicyEngine {
 
     /// Evaluates the policies in order; the first matching rule decides.
     pub fn decide(&self, config: &ServerConfig, req: &TokenRequest<'_>) -> PolicyDecision {
+        self.decide_with_variables(config, req).0
+    }
+
+    /// [`Self::decide`], also returning the CEL variables it evaluated with: the same ones the
+    /// granted token's claims need (a grant's scopes are the requested ones), built once.
+    pub fn decide_with_variables(
+        &self,
+        config: &ServerConfig,
+        req: &TokenRequest<'_>,
+    ) -> (PolicyDecision, CelVariables) {
         let requested: Vec<String> = match &req.scopes {
             Some(s) => s.clone(),
             None => config.scopes.iter().filter(|s| s.default).map(|s| s.name.clone()).collect(),
         };
         let vars =
             CelVariables::new(config, req.client, req.grant_type, &requested, &req.audience, req.user, req.subject);
+        let decision = self.decide_in(config, req, requested, &vars);
+        (decision, vars)
+    }
+
+    fn decide_in(
+        &self,
+        config: &ServerConfig,
+        req: &TokenRequest<'_>,
+        requested: Vec<String>,
+        vars: &CelVariables,
+    ) -> PolicyDecision {
         let mut trace = Vec::new();
         let mut scopes_only = false;
         for (p, conditions) in config.policies.iter().zip(&self.conditions) {
@@ -162,7 +185,7 @@ impl PolicyEngine {
             }
             let mut rules = Vec::new();
             for (r, condition) in p.rules.iter().zip(conditions) {
-                let (other, scope) = rule_mismatch(config, r, condition.as_ref(), req, &requested, &vars);
+                let (other, scope) = rule_mismatch(config, r, condition.as_ref(), req, &requested, vars);
                 let matched = other.is_empty() && scope.is_empty();
                 scopes_only |= other.is_empty() && !scope.is_empty();
                 rules.push(RuleTrace {
@@ -192,16 +215,18 @@ impl PolicyEngine {
 
     /// Custom claims of a token of kind `token` for granted `scopes`: each CEL value, nulls
     /// omitted, reserved names never set. Evaluation errors are returned beside the claims.
+    /// `all` false leaves out ID token claims that are not `alwaysInclude` (served by userinfo).
     pub fn claims(
         &self,
         token: TokenKind,
         vars: &CelVariables,
         scopes: &[String],
+        all: bool,
     ) -> (Map<String, Value>, Vec<(String, String)>) {
         let mut out = Map::new();
         let mut errors = Vec::new();
         let ctx = vars.context();
-        for c in self.claims.iter().filter(|c| c.token == token) {
+        for c in self.claims.iter().filter(|c| c.token == token && (all || c.always_include)) {
             if RESERVED_CLAIMS.contains(&c.name.as_str()) {
                 continue;
             }

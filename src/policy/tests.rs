@@ -106,12 +106,12 @@ fn claims_are_cel_values_with_nulls_omitted_and_scope_filters() {
     let scopes = vec!["payments:read".to_owned()];
     let vars =
         CelVariables::new(&c, c.client("team.api").unwrap(), GrantType::ClientCredentials, &scopes, &[], None, None);
-    let (claims, errors) = e.claims(TokenKind::AccessToken, &vars, &scopes);
+    let (claims, errors) = e.claims(TokenKind::AccessToken, &vars, &scopes, true);
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(Value::Object(claims), json!({ "tenant": "acme" }));
     let vars =
         CelVariables::new(&c, c.client("team.admin").unwrap(), GrantType::ClientCredentials, &scopes, &[], None, None);
     let write = vec!["payments:write".to_owned()];
-    let (claims, _) = e.claims(TokenKind::AccessToken, &vars, &write);
+    let (claims, _) = e.claims(TokenKind::AccessToken, &vars, &write, true);
     assert_eq!(Value::Object(claims), json!({ "k8s_namespace": "team" }));
 }

@@ -30,6 +30,18 @@ pub struct Manifests {
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// `client_secret` of Secrets, by (namespace, name).
     pub client_secrets: BTreeMap<(String, String), ClientSecret>,
+    /// Every key of every Secret (`data` decoded, `stringData` over it), by (namespace, name).
+    pub secrets: BTreeMap<(String, String), SecretData>,
+}
+
+/// The keys and values of a Secret manifest.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretData(pub BTreeMap<String, Vec<u8>>);
+
+impl std::fmt::Debug for SecretData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SecretData").field(&self.0.keys().collect::<Vec<_>>()).finish()
+    }
 }
 
 /// A client secret found in a Secret manifest.
@@ -108,6 +120,12 @@ pub fn add_documents(m: &mut Manifests, path: &Path, text: &str) -> Result<(), M
                 m.namespaces.insert(name, labels);
             }
             ("", "Secret") if api_version == "v1" => {
+                let data = secret_data(&doc).map_err(|message| ManifestError::Parse {
+                    path: path.to_owned(),
+                    index,
+                    message: format!("Secret {namespace}/{name}: {message}"),
+                })?;
+                m.secrets.insert((namespace.clone(), name.clone()), data);
                 let from_string = doc.pointer("/stringData/client_secret").and_then(Value::as_str).map(str::to_owned);
                 let from_data = doc
                     .pointer("/data/client_secret")
@@ -122,6 +140,27 @@ pub fn add_documents(m: &mut Manifests, path: &Path, text: &str) -> Result<(), M
         }
     }
     Ok(())
+}
+
+/// `data` (base64) with `stringData` over it, as the API server would store them.
+fn secret_data(doc: &Value) -> Result<SecretData, String> {
+    let mut out = BTreeMap::new();
+    if let Some(data) = doc.get("data").and_then(Value::as_object) {
+        for (key, value) in data {
+            let decoded = value
+                .as_str()
+                .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                .ok_or_else(|| format!("data.{key} is not base64"))?;
+            out.insert(key.clone(), decoded);
+        }
+    }
+    if let Some(data) = doc.get("stringData").and_then(Value::as_object) {
+        for (key, value) in data {
+            let text = value.as_str().ok_or_else(|| format!("stringData.{key} is not a string"))?;
+            out.insert(key.clone(), text.as_bytes().to_vec());
+        }
+    }
+    Ok(SecretData(out))
 }
 
 trait Namespaced {

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use crate::api::StorageType;
 use crate::api::{AuthClient, AuthorizationServer, NamespaceFrom};
-use crate::config::{ClientInput, CompileInput, Compiled, compile, hash_secret};
+use crate::config::{
+    ClientInput, CompileInput, Compiled, IdentitySecrets, compile, hash_secret, identity_secret_names,
+};
 use crate::issuer::{Issuer, IssuerOptions, Served};
 use crate::store::{MemoryStore, RedisStore, TokenStore};
 
@@ -27,6 +29,8 @@ pub enum StandaloneError {
     NoServer,
     #[error("{0}")]
     State(String),
+    #[error("AuthorizationServer {server}: spec.identity: {message}")]
+    Identity { server: String, message: String },
     #[error("{server}: {message}")]
     Serve { server: String, message: String },
     #[error("cannot listen on {addr}: {message}")]
@@ -91,16 +95,23 @@ pub fn compile_input(
         }
         clients.push(ClientInput { client: c.clone(), secret_hashes });
     }
+    let mut identity_secrets = IdentitySecrets::default();
+    for secret in identity_secret_names(server) {
+        if let Some(data) = m.secrets.get(&(ns.clone(), secret.clone())) {
+            identity_secrets.insert(secret, data.0.clone());
+        }
+    }
     Ok(CompileInput {
         server: server.clone(),
         scopes: m.scopes.iter().filter(|s| same(&s.metadata, &s.spec.server_ref.name)).cloned().collect(),
         claims: m.claims.iter().filter(|s| same(&s.metadata, &s.spec.server_ref.name)).cloned().collect(),
         policies: m.policies.iter().filter(|s| same(&s.metadata, &s.spec.server_ref.name)).cloned().collect(),
         clients,
+        identity_secrets,
     })
 }
 
-/// Compiles every server in the files.
+/// Compiles every server in the files; sign-in that cannot be compiled is in `identity_error`.
 pub fn compile_all(m: &Manifests, state: Option<&StateDir>) -> Result<Vec<Compiled>, StandaloneError> {
     if m.servers.is_empty() {
         return Err(StandaloneError::NoServer);
@@ -108,11 +119,24 @@ pub fn compile_all(m: &Manifests, state: Option<&StateDir>) -> Result<Vec<Compil
     m.servers.iter().map(|s| Ok(compile(&compile_input(s, m, state)?))).collect()
 }
 
+/// Compiles every server for serving: a Secret that sign-in needs and the files lack is an
+/// error, never worked around with a half-built sign-in.
+pub fn compile_for_serving(m: &Manifests, state: Option<&StateDir>) -> Result<Vec<Compiled>, StandaloneError> {
+    let compiled = compile_all(m, state)?;
+    if let Some(c) = compiled.iter().find(|c| c.identity_error.is_some()) {
+        return Err(StandaloneError::Identity {
+            server: format!("{}/{}", c.config.namespace, c.config.name),
+            message: c.identity_error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
+        });
+    }
+    Ok(compiled)
+}
+
 /// Runs `tessera serve` until the process is stopped.
 pub async fn serve(options: ServeOptions) -> Result<(), StandaloneError> {
     let manifests = load(&options.files)?;
     let state = StateDir::new(options.state_dir.clone());
-    let compiled = compile_all(&manifests, Some(&state))?;
+    let compiled = compile_for_serving(&manifests, Some(&state))?;
     let store = token_store(&compiled, options.redis_url.as_deref())?;
     let issuer = Issuer::new(options.issuer.clone(), store);
     for c in compiled {

@@ -8,7 +8,39 @@ use serde_json::{Map, Value};
 use super::{Manifests, StandaloneError, compile_all};
 use crate::api::{GrantType, TokenKind};
 use crate::issuer::AccessTokenClaims;
-use crate::policy::{CelVariables, Denial, PolicyEngine, TokenRequest};
+use crate::policy::{CelVariables, Denial, PolicyEngine, TokenRequest, UserInfo};
+
+/// The person a user grant is previewed for (`--user`, `--group`, `--amr`, ...).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct UserArgs {
+    /// Preview a user grant for this subject (authorization_code, device_code, refresh_token).
+    #[arg(long = "user", value_name = "SUB")]
+    pub sub: Option<String>,
+    /// A group of the user (repeatable).
+    #[arg(long = "group", requires = "sub")]
+    pub groups: Vec<String>,
+    /// Authentication methods of the sign-in, as in `amr` (repeatable; default: pwd).
+    #[arg(long = "amr", requires = "sub")]
+    pub amr: Vec<String>,
+    #[arg(long, requires = "sub")]
+    pub email: Option<String>,
+    #[arg(long, requires = "sub")]
+    pub name: Option<String>,
+}
+
+impl UserArgs {
+    pub fn user(&self) -> Option<UserInfo> {
+        let sub = self.sub.clone()?;
+        Some(UserInfo {
+            sub,
+            name: self.name.clone(),
+            email: self.email.clone(),
+            groups: self.groups.clone(),
+            attributes: Map::new(),
+            amr: if self.amr.is_empty() { vec!["pwd".into()] } else { self.amr.clone() },
+        })
+    }
+}
 
 pub struct PreviewRequest {
     /// Limit to this server when the files hold several.
@@ -19,6 +51,8 @@ pub struct PreviewRequest {
     pub scopes: Vec<String>,
     /// Claims of a subject token (token exchange), as read from its payload.
     pub subject: Option<Map<String, Value>>,
+    /// The person of a user grant.
+    pub user: Option<UserInfo>,
 }
 
 /// Accepts the full grant type URN or its last segment (`token-exchange`).
@@ -56,6 +90,21 @@ pub fn preview(m: &Manifests, req: &PreviewRequest) -> Result<String, Standalone
         client.client_id,
         join(client.grant_types.iter().map(|g| g.as_str()))
     );
+    if let Some(u) = &req.user {
+        let _ = writeln!(
+            out,
+            "user     {} (groups: {}; amr: {})",
+            u.sub,
+            join(u.groups.iter().map(String::as_str)),
+            join(u.amr.iter().map(String::as_str))
+        );
+    } else if grant.is_user_grant() {
+        let _ = writeln!(
+            out,
+            "note     {} is a user grant: pass --user (and --group, --amr) to preview it for a person",
+            grant.as_str()
+        );
+    }
     if !client.grant_types.contains(&grant) {
         let _ = writeln!(
             out,
@@ -67,7 +116,7 @@ pub fn preview(m: &Manifests, req: &PreviewRequest) -> Result<String, Standalone
         client,
         grant_type: grant,
         scopes: if req.scopes.is_empty() { None } else { Some(req.scopes.clone()) },
-        user: None,
+        user: req.user.as_ref(),
         subject: req.subject.as_ref(),
         audience: config.audiences.clone(),
     };
@@ -93,15 +142,24 @@ pub fn preview(m: &Manifests, req: &PreviewRequest) -> Result<String, Standalone
     }
     match &decision.outcome {
         Ok(g) => {
-            let vars =
-                CelVariables::new(config, client, grant, &g.scopes, &config.audiences, None, req.subject.as_ref());
-            let (custom, errors) = engine.claims(TokenKind::AccessToken, &vars, &g.scopes);
-            let sub = match req.subject.as_ref().and_then(|s| s.get("sub")) {
-                Some(Value::String(s)) if grant == GrantType::TokenExchange => s.clone(),
+            let vars = CelVariables::new(
+                config,
+                client,
+                grant,
+                &g.scopes,
+                &config.audiences,
+                req.user.as_ref(),
+                req.subject.as_ref(),
+            );
+            let (custom, errors) = engine.claims(TokenKind::AccessToken, &vars, &g.scopes, true);
+            let sub = match (req.subject.as_ref().and_then(|s| s.get("sub")), &req.user) {
+                (_, Some(u)) => u.sub.clone(),
+                (Some(Value::String(s)), _) if grant == GrantType::TokenExchange => s.clone(),
                 _ => client.client_id.clone(),
             };
             let now = jiff::Timestamp::now().as_second();
-            let claims = AccessTokenClaims::new(config, client, g, sub, custom, now, "AT.<preview>".into());
+            let mut claims = AccessTokenClaims::new(config, client, g, sub, custom, now, "AT.<preview>".into());
+            claims.uid = req.user.as_ref().map(|u| u.sub.clone());
             let _ = writeln!(
                 out,
                 "\nGRANTED by {}/{}: access token lifetime {}s",
@@ -112,6 +170,18 @@ pub fn preview(m: &Manifests, req: &PreviewRequest) -> Result<String, Standalone
             }
             let _ =
                 writeln!(out, "access token claims:\n{}", serde_json::to_string_pretty(&claims).unwrap_or_default());
+            if req.user.is_some() && g.scopes.iter().any(|s| s == "openid") {
+                let (id, errors) = engine.claims(TokenKind::IdToken, &vars, &g.scopes, true);
+                for (claim, error) in errors {
+                    let _ = writeln!(out, "warning  ID token claim {claim} omitted: {error}");
+                }
+                let _ = writeln!(
+                    out,
+                    "custom ID token / userinfo claims (ID token lifetime {}s):\n{}",
+                    g.id_token_lifetime_secs,
+                    serde_json::to_string_pretty(&id).unwrap_or_default()
+                );
+            }
         }
         Err(d) => {
             let code = match d {
@@ -145,7 +215,22 @@ mod tests {
             grant_type: "client_credentials".into(),
             scopes: scopes.iter().map(|s| s.to_string()).collect(),
             subject: None,
+            user: None,
         }
+    }
+
+    #[test]
+    fn preview_of_a_user_grant_applies_users_and_conditions() {
+        let mut r = req("team-orders.example-spa", &["openid", "payments:read"]);
+        r.grant_type = "authorization_code".into();
+        let anonymous = preview(&examples(), &r).unwrap();
+        assert!(anonymous.contains("pass --user"), "{anonymous}");
+        r.user =
+            UserArgs { sub: Some("alice".into()), groups: vec!["payments-admins".into()], ..Default::default() }.user();
+        let out = preview(&examples(), &r).unwrap();
+        assert!(out.contains("user     alice (groups: payments-admins; amr: pwd)"), "{out}");
+        assert!(out.contains("GRANTED by"), "{out}");
+        assert!(out.contains("\"uid\": \"alice\""), "{out}");
     }
 
     #[test]

@@ -15,8 +15,49 @@ fn examples_compile_without_rejections() {
     let c = &compiled[0];
     assert!(c.rejected.is_empty(), "{:?}", c.rejected);
     let ids: Vec<_> = c.config.clients.iter().map(|c| c.client_id.as_str()).collect();
-    assert_eq!(ids, ["team-orders.orders-admin", "team-orders.orders-api", "team-orders.orders-worker"]);
+    assert_eq!(
+        ids,
+        ["team-orders.example-spa", "team-orders.orders-admin", "team-orders.orders-api", "team-orders.orders-worker"]
+    );
     assert_eq!(c.config.scopes.len(), 3);
+    let identity = c.config.identity.as_ref().expect("the examples sign people in");
+    let users: Vec<_> = identity.users.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(users, ["alice"]);
+    assert_eq!(identity.session_lifetime_secs, 8 * 3600);
+}
+
+#[test]
+fn identity_secrets_are_read_from_secret_manifests_in_any_encoding() {
+    let mut m = examples();
+    m.servers[0].spec.identity = Some(
+        serde_norway::from_str(
+            "upstreams: [ { name: corp, issuer: 'https://sso.example.com', clientId: tessera, clientSecretRef: { name: corp-oidc, key: secret } } ]\nstaticUsers: { secretName: people }\n",
+        )
+        .unwrap(),
+    );
+    // base64 `data`, any key name
+    manifests::add_documents(
+        &mut m,
+        std::path::Path::new("corp.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata: { name: corp-oidc, namespace: identity }\ndata: { secret: Y29ycC1zZWNyZXQ= }\n",
+    )
+    .unwrap();
+    let config = compile_for_serving(&m, None).unwrap().remove(0).config;
+    let identity = config.identity.unwrap();
+    assert_eq!(identity.upstreams[0].client_secret, "corp-secret");
+    assert_eq!(identity.users.len(), 1);
+}
+
+#[test]
+fn missing_identity_secret_is_a_startup_error_naming_it() {
+    let mut m = examples();
+    m.secrets.clear();
+    assert!(compile_all(&m, None).unwrap()[0].identity_error.is_some(), "preview still compiles");
+    let err = compile_for_serving(&m, None).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "AuthorizationServer identity/payments: spec.identity: Secret identity/people (static users) was not found"
+    );
 }
 
 #[test]

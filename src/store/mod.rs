@@ -40,6 +40,16 @@ pub enum CodeKind {
     Device,
     /// The short code a user types for a device code; maps to the device code.
     UserCode,
+    /// A browser sign-in in progress (authorize or device approval), by its id.
+    Request,
+    /// A person's sign-in at this server, by the id in their session cookie.
+    Session,
+    /// A sign-in sent to an upstream provider, by the `state` given to it.
+    UpstreamState,
+    /// What an authorization code issued, recorded when it is redeemed (first writer wins).
+    Redeemed,
+    /// The userinfo claims of a person's access token, by its `jti`, until it expires.
+    UserInfo,
 }
 
 impl CodeKind {
@@ -48,6 +58,11 @@ impl CodeKind {
             Self::Authorization => "code",
             Self::Device => "device",
             Self::UserCode => "usercode",
+            Self::Request => "request",
+            Self::Session => "session",
+            Self::UpstreamState => "upstream",
+            Self::Redeemed => "redeemed",
+            Self::UserInfo => "userinfo",
         }
     }
 }

@@ -15,7 +15,8 @@ use tessera::api::{AccessPolicy, AuthClaim, AuthClient, AuthScope, Authorization
 
 pub const WAIT: Duration = Duration::from_secs(90);
 
-/// The examples, with namespace `identity` → server_ns and `team-orders` → client_ns.
+/// The examples (our kinds and Secrets), with namespace `identity` → server_ns and
+/// `team-orders` → client_ns.
 pub fn examples(server_ns: &str, client_ns: &str) -> Vec<Value> {
     let mut out = Vec::new();
     let mut paths: Vec<_> =
@@ -25,7 +26,8 @@ pub fn examples(server_ns: &str, client_ns: &str) -> Vec<Value> {
         let text = std::fs::read_to_string(path).unwrap();
         for de in serde_norway::Deserializer::from_str(&text) {
             let mut doc: Value = serde::Deserialize::deserialize(de).unwrap();
-            if doc["apiVersion"] != "tessera.dev/v1alpha1" {
+            let secret = doc["apiVersion"] == "v1" && doc["kind"] == "Secret";
+            if doc["apiVersion"] != "tessera.dev/v1alpha1" && !secret {
                 continue;
             }
             let rename = |ns: &str| if ns == "identity" { server_ns.to_owned() } else { client_ns.to_owned() };
@@ -105,7 +107,7 @@ pub async fn client_from(path: &Path) -> Client {
     super::client_for(path).await
 }
 
-/// Server-side applies one document of our kinds (its namespace is in its metadata).
+/// Server-side applies one document of our kinds or a Secret (its namespace is in its metadata).
 pub async fn apply_doc(client: &Client, doc: &Value) {
     let kind = doc["kind"].as_str().unwrap();
     let ns = doc["metadata"]["namespace"].as_str().unwrap();
@@ -115,6 +117,7 @@ pub async fn apply_doc(client: &Client, doc: &Value) {
         "AuthClaim" => kube::api::ApiResource::erase::<AuthClaim>(&()),
         "AccessPolicy" => kube::api::ApiResource::erase::<AccessPolicy>(&()),
         "AuthClient" => kube::api::ApiResource::erase::<AuthClient>(&()),
+        "Secret" => kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
         other => panic!("unexpected kind {other}"),
     };
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);

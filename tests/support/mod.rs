@@ -75,6 +75,19 @@ fn remove_stale_runs(runs: &Path) {
 }
 
 fn start_control_plane() -> ControlPlane {
+    let plane = start_dedicated(&[]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let client = client_for(&plane.kubeconfig).await;
+        install_crds(&client).await;
+    });
+    plane
+}
+
+/// A control plane of its own (without our CRDs), for a test that needs kube-apiserver
+/// flags the shared one lacks (`--apiserver-arg` each). It stops when dropped.
+/// Blocking: call it from a plain thread or `spawn_blocking`.
+pub fn start_dedicated(apiserver_args: &[String]) -> ControlPlane {
     let binary = kube_testenv_binary();
     let runs = repo_root().join("target/kube-testenv/runs");
     remove_stale_runs(&runs);
@@ -84,6 +97,7 @@ fn start_control_plane() -> ControlPlane {
     let mut child = Command::new(&binary)
         .arg("--data-dir")
         .arg(&data_dir)
+        .args(apiserver_args.iter().map(|a| format!("--apiserver-arg={a}")))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(std::fs::File::create(data_dir.join("stderr.log")).unwrap()))
@@ -102,13 +116,7 @@ fn start_control_plane() -> ControlPlane {
         }
     };
     eprintln!("kube-testenv ready at {url} in {:.1}s", started.elapsed().as_secs_f64());
-    let plane = ControlPlane { kubeconfig, url, data_dir, _stdin: Mutex::new(stdin), _child: Mutex::new(child) };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
-        let client = client_for(&plane.kubeconfig).await;
-        install_crds(&client).await;
-    });
-    plane
+    ControlPlane { kubeconfig, url, data_dir, _stdin: Mutex::new(stdin), _child: Mutex::new(child) }
 }
 
 fn unique_suffix() -> String {

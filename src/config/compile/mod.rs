@@ -1,14 +1,14 @@
 //! The one compiler from resources to `ServerConfig`, used by the operator and by `serve`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use crate::api::{
     AccessPolicy, AuthClaim, AuthClient, AuthMethod, AuthScope, AuthorizationServer, RESERVED_CLAIMS, RESERVED_SCOPES,
 };
 
 use super::{
-    ClaimConfig, ClientConfig, PolicyClients, PolicyConfig, RuleConfig, ScopeConfig, ServerConfig, ServiceAccountRef,
-    SigningConfig, TrustedIssuerConfig, selector,
+    ClaimConfig, ClientConfig, IdentityConfig, PolicyClients, PolicyConfig, RuleConfig, ScopeConfig, ServerConfig,
+    ServiceAccountRef, SigningConfig, StaticUser, TrustedIssuerConfig, UpstreamConfig, selector,
 };
 
 const HOUR: u64 = 3600;
@@ -24,6 +24,59 @@ pub struct CompileInput {
     pub claims: Vec<AuthClaim>,
     pub policies: Vec<AccessPolicy>,
     pub clients: Vec<ClientInput>,
+    /// The Secrets `spec.identity` references, as read from the server's namespace.
+    pub identity_secrets: IdentitySecrets,
+}
+
+/// Contents of the Secrets that `spec.identity` references (see [`identity_secret_names`]),
+/// by Secret name; a Secret that does not exist is absent.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct IdentitySecrets {
+    pub secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+}
+
+impl IdentitySecrets {
+    pub fn insert(&mut self, secret: impl Into<String>, data: BTreeMap<String, Vec<u8>>) {
+        self.secrets.insert(secret.into(), data);
+    }
+}
+
+impl std::fmt::Debug for IdentitySecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names and keys only: the values are client secrets and password hashes.
+        let keys: BTreeMap<&String, Vec<&String>> = self.secrets.iter().map(|(n, d)| (n, d.keys().collect())).collect();
+        f.debug_struct("IdentitySecrets").field("keys", &keys).finish()
+    }
+}
+
+/// Names of the Secrets (in the server's namespace) that `spec.identity` reads.
+pub fn identity_secret_names(server: &AuthorizationServer) -> BTreeSet<String> {
+    let Some(identity) = &server.spec.identity else { return BTreeSet::new() };
+    identity
+        .upstreams
+        .iter()
+        .map(|u| u.client_secret_ref.name.clone())
+        .chain(identity.static_users.iter().map(|s| s.secret_name.clone()))
+        .collect()
+}
+
+/// Why `spec.identity` could not be compiled; the message names Secrets and keys, never values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityError {
+    /// [`IDENTITY_SECRET_NOT_FOUND`] or [`INVALID_STATIC_USERS`].
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// A referenced Secret, or its key, is missing, empty or not UTF-8.
+pub const IDENTITY_SECRET_NOT_FOUND: &str = "IdentitySecretNotFound";
+/// The static users key does not hold a valid list of users.
+pub const INVALID_STATIC_USERS: &str = "InvalidStaticUsers";
+
+impl std::fmt::Display for IdentityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 #[derive(Clone)]
@@ -47,6 +100,9 @@ pub struct Compiled {
     pub config: ServerConfig,
     /// Objects left out of `config`, each with the reason to put on its status.
     pub rejected: Vec<Rejection>,
+    /// `spec.identity` could not be compiled: `config.identity` is then `None` and `config`
+    /// must not be served in place of a config that had it.
+    pub identity_error: Option<IdentityError>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +164,11 @@ pub fn compile(input: &CompileInput) -> Compiled {
         })
         .collect();
 
+    let (identity, identity_error) = match compile_identity(server, &input.identity_secrets) {
+        Ok(identity) => (identity, None),
+        Err(e) => (None, Some(e)),
+    };
+
     let config = ServerConfig {
         name: server.metadata.name.clone().unwrap_or_default(),
         namespace: server.metadata.namespace.clone().unwrap_or_default(),
@@ -124,9 +185,65 @@ pub fn compile(input: &CompileInput) -> Compiled {
         claims,
         policies,
         clients,
-        identity: None,
+        identity,
     };
-    Compiled { config, rejected }
+    Compiled { config, rejected, identity_error }
+}
+
+const DEFAULT_UPSTREAM_SCOPES: [&str; 3] = ["openid", "email", "profile"];
+
+/// `spec.identity` with its Secrets read; all or nothing.
+fn compile_identity(
+    server: &AuthorizationServer,
+    secrets: &IdentitySecrets,
+) -> Result<Option<IdentityConfig>, IdentityError> {
+    let Some(spec) = &server.spec.identity else { return Ok(None) };
+    let ns = server.metadata.namespace.as_deref().unwrap_or("default");
+    let not_found = |message: String| IdentityError { reason: IDENTITY_SECRET_NOT_FOUND, message };
+    // The value of `key` in Secret `name`, or why there is none; `what` says who refers to it.
+    let value = |name: &str, key: &str, what: &str| -> Result<String, IdentityError> {
+        let data =
+            secrets.secrets.get(name).ok_or_else(|| not_found(format!("Secret {ns}/{name} ({what}) was not found")))?;
+        let bytes = data.get(key).ok_or_else(|| not_found(format!("Secret {ns}/{name} ({what}) has no key {key}")))?;
+        String::from_utf8(bytes.clone())
+            .map_err(|_| not_found(format!("key {key} of Secret {ns}/{name} ({what}) is not UTF-8 text")))
+    };
+
+    let mut upstreams = Vec::with_capacity(spec.upstreams.len());
+    for u in &spec.upstreams {
+        let r = &u.client_secret_ref;
+        let what = format!("client secret of upstream {}", u.name);
+        let client_secret = value(&r.name, &r.key, &what)?.trim().to_owned();
+        if client_secret.is_empty() {
+            return Err(not_found(format!("key {} of Secret {ns}/{} ({what}) is empty", r.key, r.name)));
+        }
+        upstreams.push(UpstreamConfig {
+            name: u.name.clone(),
+            display_name: u.display_name.clone().filter(|d| !d.is_empty()).unwrap_or_else(|| u.name.clone()),
+            issuer: u.issuer.trim_end_matches('/').to_owned(),
+            client_id: u.client_id.clone(),
+            client_secret,
+            scopes: if u.scopes.is_empty() {
+                DEFAULT_UPSTREAM_SCOPES.iter().map(|s| (*s).to_owned()).collect()
+            } else {
+                u.scopes.clone()
+            },
+            claim_mapping: u.claim_mapping.clone(),
+        });
+    }
+
+    let users = match &spec.static_users {
+        None => Vec::new(),
+        Some(s) => {
+            let yaml = value(&s.secret_name, &s.key, "static users")?;
+            StaticUser::parse_list(&yaml).map_err(|e| IdentityError {
+                reason: INVALID_STATIC_USERS,
+                message: format!("key {} of Secret {ns}/{}: {e}", s.key, s.secret_name),
+            })?
+        }
+    };
+
+    Ok(Some(IdentityConfig { session_lifetime_secs: spec.session_lifetime.as_secs(), upstreams, users }))
 }
 
 /// Order in which duplicates are resolved: older first, then by namespace and name.

@@ -35,7 +35,14 @@ fn client(name: &str, client_id: &str, created: &str, labels: &str) -> ClientInp
 }
 
 fn input() -> CompileInput {
-    CompileInput { server: server(), scopes: vec![], claims: vec![], policies: vec![], clients: vec![] }
+    CompileInput {
+        server: server(),
+        scopes: vec![],
+        claims: vec![],
+        policies: vec![],
+        clients: vec![],
+        identity_secrets: IdentitySecrets::default(),
+    }
 }
 
 #[test]
@@ -119,4 +126,119 @@ fn debug_of_clients_never_shows_secret_hashes() {
     i.clients = vec![client("a", "team.a", "2026-01-01T00:00:00Z", "")];
     let shown = format!("{:?} {:?}", compile(&i).config, i.clients);
     assert!(!shown.contains(&crate::config::hash_secret("s3cret")), "{shown}");
+}
+
+const ALICE_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
+
+/// The server with sign-in through upstream `corp` and static users from Secret `people`.
+fn identity_input() -> CompileInput {
+    let mut i = input();
+    i.server.spec.identity = Some(yaml(
+        r#"
+sessionLifetime: 2h
+upstreams:
+  - name: corp
+    issuer: https://sso.example.com/
+    clientId: tessera
+    clientSecretRef: { name: corp-oidc }
+  - name: partner
+    displayName: Partner SSO
+    issuer: https://partner.example.com
+    clientId: t
+    clientSecretRef: { name: corp-oidc, key: partner }
+    scopes: [openid]
+staticUsers: { secretName: people }
+"#,
+    ));
+    i.identity_secrets.insert(
+        "corp-oidc",
+        BTreeMap::from([("client_secret".into(), b"corp-secret\n".to_vec()), ("partner".into(), b"p-secret".to_vec())]),
+    );
+    i.identity_secrets.insert(
+        "people",
+        BTreeMap::from([(
+            "users.yaml".into(),
+            format!("- username: alice\n  passwordHash: '{ALICE_HASH}'\n  email: alice@example.com\n").into_bytes(),
+        )]),
+    );
+    i
+}
+
+#[test]
+fn identity_is_compiled_with_secrets_read_and_defaults_applied() {
+    let i = identity_input();
+    assert_eq!(identity_secret_names(&i.server).into_iter().collect::<Vec<_>>(), ["corp-oidc", "people"]);
+    let c = compile(&i);
+    assert_eq!(c.identity_error, None);
+    let identity = c.config.identity.unwrap();
+    assert_eq!(identity.session_lifetime_secs, 7200);
+    let corp = &identity.upstreams[0];
+    assert_eq!((corp.name.as_str(), corp.display_name.as_str()), ("corp", "corp"));
+    assert_eq!(corp.issuer, "https://sso.example.com");
+    assert_eq!(corp.client_secret, "corp-secret");
+    assert_eq!(corp.scopes, ["openid", "email", "profile"]);
+    assert_eq!(corp.claim_mapping, crate::api::ClaimMapping::default());
+    let partner = &identity.upstreams[1];
+    assert_eq!((partner.display_name.as_str(), partner.client_secret.as_str()), ("Partner SSO", "p-secret"));
+    assert_eq!(partner.scopes, ["openid"]);
+    assert_eq!(identity.users.len(), 1);
+    assert_eq!(identity.users[0].subject(), "alice");
+    assert_eq!(identity.users[0].password_hash, ALICE_HASH);
+}
+
+#[test]
+fn server_without_identity_compiles_to_none() {
+    let c = compile(&input());
+    assert_eq!((c.config.identity, c.identity_error), (None, None));
+}
+
+#[test]
+fn missing_upstream_secret_or_key_is_a_precise_error_and_no_identity() {
+    let mut i = identity_input();
+    i.identity_secrets.secrets.remove("corp-oidc");
+    let c = compile(&i);
+    assert_eq!(c.config.identity, None);
+    let e = c.identity_error.unwrap();
+    assert_eq!(e.reason, IDENTITY_SECRET_NOT_FOUND);
+    assert_eq!(e.message, "Secret identity/corp-oidc (client secret of upstream corp) was not found");
+
+    let mut i = identity_input();
+    i.identity_secrets.secrets.get_mut("corp-oidc").unwrap().remove("partner");
+    let e = compile(&i).identity_error.unwrap();
+    assert_eq!(e.reason, IDENTITY_SECRET_NOT_FOUND);
+    assert_eq!(e.message, "Secret identity/corp-oidc (client secret of upstream partner) has no key partner");
+
+    let mut i = identity_input();
+    i.identity_secrets.secrets.remove("people");
+    let e = compile(&i).identity_error.unwrap();
+    assert_eq!(e.message, "Secret identity/people (static users) was not found");
+}
+
+#[test]
+fn invalid_static_users_are_reported_without_quoting_the_secret() {
+    let mut i = identity_input();
+    let people = i.identity_secrets.secrets.get_mut("people").unwrap();
+    people.insert("users.yaml".into(), b"- username: alice\n  passwordHash: hunter2-plain\n".to_vec());
+    let c = compile(&i);
+    assert_eq!(c.config.identity, None);
+    let e = c.identity_error.unwrap();
+    assert_eq!(e.reason, INVALID_STATIC_USERS);
+    assert!(e.message.starts_with("key users.yaml of Secret identity/people: "), "{}", e.message);
+    assert!(!e.message.contains("hunter2"), "{}", e.message);
+
+    let people = i.identity_secrets.secrets.get_mut("people").unwrap();
+    people.insert("users.yaml".into(), b"{ not: [a list".to_vec());
+    let e = compile(&i).identity_error.unwrap();
+    assert_eq!(e.reason, INVALID_STATIC_USERS);
+    assert!(!e.message.contains("not: [a list"), "{}", e.message);
+}
+
+#[test]
+fn debug_of_identity_never_shows_secrets_or_hashes() {
+    let i = identity_input();
+    let c = compile(&i);
+    let shown = format!("{:?} {:?} {:?}", c.config, i.identity_secrets, i);
+    for secret in ["corp-secret", "p-secret", ALICE_HASH, "argon2"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
 }

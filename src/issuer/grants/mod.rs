@@ -1,10 +1,16 @@
 //! One handler per grant type, sharing the policy decision and the minting of the token.
 
+mod authorization_code;
 mod client_credentials;
+mod device_code;
+mod person;
 mod refresh_token;
 mod token_exchange;
 
+pub use authorization_code::authorization_code;
 pub use client_credentials::client_credentials;
+pub use device_code::device_code;
+pub use person::{family_marker, parse_refresh_token};
 pub use refresh_token::refresh_token;
 pub use token_exchange::token_exchange;
 
@@ -16,7 +22,7 @@ use super::error::OAuthError;
 use super::token::TokenResponse;
 use crate::api::{GrantType, TokenKind};
 use crate::config::ClientConfig;
-use crate::policy::{CelVariables, Denial, TokenRequest};
+use crate::policy::{CelVariables, Denial, Grant, TokenRequest, UserInfo};
 
 /// Longest `scope` parameter accepted (as Okta).
 const MAX_SCOPE_LEN: usize = 1024;
@@ -49,34 +55,63 @@ pub struct Minting<'a> {
     pub subject: Option<Map<String, Value>>,
 }
 
+/// An access token signed for a decided grant.
+pub struct Minted {
+    pub response: TokenResponse,
+    pub grant: Grant,
+    pub jti: String,
+    pub exp: i64,
+    pub access_token_vars: CelVariables,
+}
+
 /// Decides by policy, evaluates claims, signs, and writes the audit line.
 pub fn mint(served: &Served, m: Minting<'_>) -> Result<TokenResponse, OAuthError> {
+    mint_access_token(served, m, None, None).map(|x| x.response)
+}
+
+fn denial(decision: &crate::policy::PolicyDecision, d: Denial) -> OAuthError {
+    match d {
+        Denial::InvalidScope => OAuthError::invalid_scope(decision.denial_description()),
+        Denial::AccessDenied => OAuthError::access_denied(decision.denial_description()),
+    }
+}
+
+fn mint_access_token(
+    served: &Served,
+    m: Minting<'_>,
+    user: Option<&UserInfo>,
+    jti: Option<String>,
+) -> Result<Minted, OAuthError> {
     let c = &served.config;
     let audience = c.audiences.clone();
     let request = TokenRequest {
         client: m.client,
         grant_type: m.grant,
         scopes: m.scopes,
-        user: None,
+        user,
         subject: m.subject.as_ref(),
         audience: audience.clone(),
     };
-    let decision = served.engine.decide(c, &request);
+    let (decision, vars) = served.engine.decide_with_variables(c, &request);
     let grant = match decision.outcome {
-        Ok(g) => g,
-        Err(Denial::InvalidScope) => return Err(OAuthError::invalid_scope(decision.denial_description())),
-        Err(Denial::AccessDenied) => return Err(OAuthError::access_denied(decision.denial_description())),
+        Ok(ref g) => g.clone(),
+        Err(d) => return Err(denial(&decision, d)),
     };
-    let vars = CelVariables::new(c, m.client, m.grant, &grant.scopes, &audience, None, m.subject.as_ref());
-    let (custom, errors) = served.engine.claims(TokenKind::AccessToken, &vars, &grant.scopes);
+    let (custom, errors) = served.engine.claims(TokenKind::AccessToken, &vars, &grant.scopes, true);
     for (claim, error) in errors {
         tracing::warn!(server = %c.name, client = %m.client.client_id, claim, error, "claim expression failed; claim omitted");
     }
     let ts = jiff::Timestamp::now();
     let now = ts.as_second();
     let lifetime = grant.access_token_lifetime_secs;
-    let jti = new_jti().ok_or_else(|| OAuthError::server_error("could not generate a token id"))?;
-    let claims = AccessTokenClaims::new(c, m.client, &grant, m.sub, custom, now, jti);
+    let jti = match jti {
+        Some(j) => j,
+        None => new_jti().ok_or_else(|| OAuthError::server_error("could not generate a token id"))?,
+    };
+    let mut claims = AccessTokenClaims::new(c, m.client, &grant, m.sub, custom, now, jti);
+    if let Some(u) = user {
+        claims.uid = Some(u.sub.clone());
+    }
     let (token, kid) = served.keys.sign_access_token(ts, &claims).map_err(|e| {
         tracing::error!(server = %c.name, error = %e, "cannot sign");
         OAuthError::temporarily_unavailable("no signing key is active")
@@ -89,15 +124,24 @@ pub fn mint(served: &Served, m: Minting<'_>) -> Result<TokenResponse, OAuthError
         scopes = %grant.scopes.join(" "),
         policy = %grant.policy,
         rule = %grant.rule,
+        sub = %user.map(|u| u.sub.as_str()).unwrap_or(""),
         kid,
         jti = %claims.jti,
         "token issued"
     );
-    Ok(TokenResponse {
-        access_token: token,
-        token_type: "Bearer",
-        expires_in: lifetime,
-        scope: grant.scopes.join(" "),
-        issued_token_type: None,
+    Ok(Minted {
+        response: TokenResponse {
+            access_token: token,
+            token_type: "Bearer",
+            expires_in: lifetime,
+            scope: grant.scopes.join(" "),
+            issued_token_type: None,
+            id_token: None,
+            refresh_token: None,
+        },
+        grant,
+        jti: claims.jti,
+        exp: claims.exp,
+        access_token_vars: vars,
     })
 }

@@ -1,0 +1,278 @@
+//! `/v1/authorize`: authorization code flow only. Client and redirect URI problems are shown
+//! on our page; everything after is redirected to the client with `iss` (RFC 9207).
+
+use axum::http::HeaderMap;
+use axum::response::Response;
+
+use super::{Flow, Pending, Step, error_page, error_redirect, load_session, proceed, random, redirect, sha256_b64};
+use crate::api::{AuthMethod, GrantType};
+use crate::config::ClientConfig;
+use crate::issuer::error::OAuthError;
+use crate::issuer::form::Form;
+use crate::issuer::grants::parse_scope;
+use crate::issuer::{Issuer, Served, unix_now};
+use crate::store::CodeKind;
+
+/// Loopback IP literals, whose redirect URIs may use any port (not `localhost`, which a
+/// resolver or hosts file may send elsewhere: RFC 8252 §8.3).
+const LOOPBACK_HOSTS: [&str; 2] = ["127.0.0.1", "[::1]"];
+
+/// Whether `requested` is exactly `registered`; for http loopback redirect URIs the port may
+/// differ (RFC 8252 §7.3). Nothing is normalized: case, encoding and dots must match.
+pub fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
+    if registered == requested {
+        return true;
+    }
+    let split = |u: &str| -> Option<(String, String)> {
+        let rest = u.strip_prefix("http://")?;
+        let host = LOOPBACK_HOSTS.iter().find(|h| rest.starts_with(**h))?;
+        let after = &rest[host.len()..];
+        let after = match after.strip_prefix(':') {
+            Some(p) => {
+                let digits = p.bytes().take_while(u8::is_ascii_digit).count();
+                if digits == 0 || digits > 5 {
+                    return None;
+                }
+                &p[digits..]
+            }
+            None => after,
+        };
+        if !(after.is_empty() || after.starts_with('/') || after.starts_with('?')) {
+            return None;
+        }
+        Some(((*host).to_owned(), after.to_owned()))
+    };
+    match (split(registered), split(requested)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The redirect URI to use, or the reason to show on our page.
+fn redirect_uri(client: &ClientConfig, given: Option<&str>) -> Result<String, OAuthError> {
+    match given {
+        Some(u) if client.redirect_uris.iter().any(|r| redirect_uri_matches(r, u)) => Ok(u.to_owned()),
+        Some(_) => Err(OAuthError::invalid_request(
+            "redirect_uri is not registered for this application; it must match a registered redirect URI exactly",
+        )),
+        None => match client.redirect_uris.as_slice() {
+            [only] => Ok(only.clone()),
+            _ => Err(OAuthError::invalid_request("redirect_uri is required")),
+        },
+    }
+}
+
+pub fn is_pkce_value(s: &str) -> bool {
+    (43..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+}
+
+pub async fn authorize(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form) -> Response {
+    // Errors our page shows: who is asking and where to send the answer.
+    let Some(client_id) = form.get("client_id") else {
+        return error_page(&OAuthError::invalid_request("client_id is required"));
+    };
+    let Some(client) = served.config.client(client_id) else {
+        return error_page(&OAuthError::invalid_request("client_id is not a registered application"));
+    };
+    let redirect_to = match redirect_uri(client, form.get("redirect_uri")) {
+        Ok(u) => u,
+        Err(e) => return error_page(&e),
+    };
+    let state = form.get("state").map(str::to_owned);
+    let nonce = form.get("nonce").map(str::to_owned);
+    let mut flow = Flow::Authorize {
+        redirect_uri: redirect_to,
+        redirect_uri_given: form.get("redirect_uri").is_some(),
+        state,
+        nonce,
+        code_challenge: None,
+    };
+    match validate(served, client, form) {
+        Ok(v) => {
+            if let Flow::Authorize { code_challenge, .. } = &mut flow {
+                *code_challenge = v.code_challenge.clone();
+            }
+            match start(issuer, served, headers, client, flow.clone(), v).await {
+                Ok(r) => r,
+                Err(e) if e.status.is_server_error() => error_page(&e),
+                Err(e) => error_redirect(served, &flow, &e),
+            }
+        }
+        Err(e) => error_redirect(served, &flow, &e),
+    }
+}
+
+pub struct Validated {
+    pub scopes: Option<Vec<String>>,
+    pub code_challenge: Option<String>,
+    pub prompt_login: bool,
+    pub prompt_consent: bool,
+    pub prompt_none: bool,
+    pub max_age: Option<i64>,
+}
+
+fn validate(served: &Served, client: &ClientConfig, form: &Form) -> Result<Validated, OAuthError> {
+    if served.config.suspended {
+        return Err(OAuthError::temporarily_unavailable("this authorization server is suspended"));
+    }
+    if form.get("request").is_some() || form.get("request_uri").is_some() {
+        return Err(OAuthError::new_code("request_not_supported", "request objects are not supported"));
+    }
+    match form.get("response_type") {
+        Some("code") => {}
+        Some(_) => {
+            return Err(OAuthError::new_code(
+                "unsupported_response_type",
+                "only response_type=code is supported (no implicit or hybrid flows)",
+            ));
+        }
+        None => return Err(OAuthError::invalid_request("response_type is required")),
+    }
+    if let Some(mode) = form.get("response_mode")
+        && mode != "query"
+    {
+        return Err(OAuthError::invalid_request("only response_mode=query is supported"));
+    }
+    if !client.grant_types.contains(&GrantType::AuthorizationCode) {
+        return Err(OAuthError::unauthorized_client("this application may not use the authorization code flow"));
+    }
+    if served.config.identity.is_none() {
+        return Err(OAuthError::access_denied("this authorization server has no identity sources; nobody can sign in"));
+    }
+    let code_challenge = match (form.get("code_challenge"), form.get("code_challenge_method")) {
+        (Some(c), Some("S256")) if is_pkce_value(c) => Some(c.to_owned()),
+        (Some(_), Some("S256")) => {
+            return Err(OAuthError::invalid_request("code_challenge must be 43 to 128 characters of [A-Za-z0-9-._~]"));
+        }
+        (Some(_), None) | (Some(_), Some(_)) => {
+            return Err(OAuthError::invalid_request("code_challenge_method must be S256"));
+        }
+        (None, Some(_)) => return Err(OAuthError::invalid_request("code_challenge_method without code_challenge")),
+        (None, None) if client.auth_method == AuthMethod::None => {
+            return Err(OAuthError::invalid_request("public clients must use PKCE (code_challenge with S256)"));
+        }
+        (None, None) => None,
+    };
+    let scopes = parse_scope(form.get("scope"))?;
+    let mut v = Validated {
+        scopes,
+        code_challenge,
+        prompt_login: false,
+        prompt_consent: false,
+        prompt_none: false,
+        max_age: None,
+    };
+    if let Some(prompt) = form.get("prompt") {
+        for p in prompt.split(' ').filter(|p| !p.is_empty()) {
+            match p {
+                "none" => v.prompt_none = true,
+                "login" => v.prompt_login = true,
+                "consent" => v.prompt_consent = true,
+                "select_account" => {}
+                _ => return Err(OAuthError::invalid_request(format!("prompt value {p} is not supported"))),
+            }
+        }
+        if v.prompt_none && (v.prompt_login || v.prompt_consent) {
+            return Err(OAuthError::invalid_request("prompt=none cannot be combined with other values"));
+        }
+    }
+    if let Some(m) = form.get("max_age") {
+        v.max_age = Some(
+            m.parse::<i64>()
+                .ok()
+                .filter(|m| *m >= 0)
+                .ok_or_else(|| OAuthError::invalid_request("max_age must be a non-negative integer"))?,
+        );
+    }
+    Ok(v)
+}
+
+async fn start(
+    issuer: &Issuer,
+    served: &Served,
+    headers: &HeaderMap,
+    client: &ClientConfig,
+    flow: Flow,
+    v: Validated,
+) -> Result<Response, OAuthError> {
+    let (browser, new_browser) = super::browser_id(headers)?;
+    let pending = Pending {
+        client_id: client.client_id.clone(),
+        scopes: v.scopes,
+        flow,
+        prompt_login: v.prompt_login,
+        prompt_consent: v.prompt_consent,
+        prompt_none: v.prompt_none,
+        max_age: v.max_age,
+        csrf: random(24)?,
+        browser: sha256_b64(&browser),
+    };
+    let mut response = begin(issuer, served, headers, pending).await?;
+    if new_browser {
+        super::set_browser_cookie(served, &mut response, &browser);
+    }
+    Ok(response)
+}
+
+/// Stores a sign-in and takes its first step: straight on with a fresh enough session, else
+/// the login page (or `login_required` for `prompt=none`).
+pub async fn begin(
+    issuer: &Issuer,
+    served: &Served,
+    headers: &HeaderMap,
+    pending: Pending,
+) -> Result<Response, OAuthError> {
+    let now = unix_now();
+    let id = random(24)?;
+    let value = serde_json::to_vec(&pending).map_err(|_| OAuthError::server_error("request"))?;
+    issuer.store.put_code(served.scope(), CodeKind::Request, &id, &value, now + super::REQUEST_TTL_SECS).await?;
+    let session = load_session(issuer, served, headers).await?;
+    let fresh =
+        session.filter(|(_, s)| !pending.prompt_login && pending.max_age.is_none_or(|m| now - s.auth_time <= m));
+    match fresh {
+        Some((sid, s)) => Ok(proceed(issuer, served, &id, &pending, &sid, &s, Step::Continue).await),
+        None if pending.prompt_none => {
+            let _ = issuer.store.take_code(served.scope(), CodeKind::Request, &id, now).await;
+            Err(OAuthError::new_code("login_required", "the user is not signed in"))
+        }
+        None => Ok(redirect(&super::with_query(&served.endpoint("/v1/login"), &[("request", id)]))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redirect_uri_matches as m;
+
+    #[test]
+    fn redirect_uris_match_exactly_except_loopback_ports() {
+        let reg = "https://app.example.com/cb";
+        assert!(m(reg, reg));
+        for bad in [
+            "https://APP.example.com/cb",
+            "https://app.example.com/CB",
+            "https://app.example.com/cb/",
+            "https://app.example.com/cb?x=1",
+            "https://app.example.com/cb#f",
+            "https://app.example.com@evil.example/cb",
+            "https://evil.example@app.example.com/cb",
+            "https://app.example.com%2Fcb",
+            "https://app.example.com/cb%2F..",
+            "https://app.example.com/x/../cb",
+            "http://app.example.com/cb",
+            "https://app.example.com:443/cb",
+        ] {
+            assert!(!m(reg, bad), "{bad}");
+        }
+        let lo = "http://127.0.0.1:8400/callback";
+        assert!(m(lo, "http://127.0.0.1:51234/callback"));
+        assert!(m(lo, "http://127.0.0.1/callback"));
+        assert!(!m(lo, "http://127.0.0.1:51234/callback/"));
+        assert!(!m(lo, "http://127.0.0.1:51234/Callback"));
+        assert!(!m(lo, "http://127.0.0.1:51234@evil.example/callback"));
+        assert!(!m(lo, "http://127.0.0.1.evil.example/callback"));
+        assert!(!m(lo, "http://localhost:8400/callback"));
+        assert!(m("http://[::1]:1/cb", "http://[::1]:2/cb"));
+        assert!(!m("http://localhost:1/cb", "http://localhost:2/cb"));
+        assert!(!m(lo, "https://127.0.0.1:8400/callback"));
+    }
+}

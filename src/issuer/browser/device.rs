@@ -1,0 +1,251 @@
+//! RFC 8628 device authorization: `/v1/device/authorize` for the device, the `/v1/device`
+//! page where a person enters the user code, signs in and approves.
+//!
+//! The device code's record (client, scopes, polling pace) and the person's decision are
+//! two store entries, so a poll and an approval never overwrite each other; the decision is
+//! taken once, atomically, by the poll that redeems it.
+
+use axum::Json;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+
+use super::{Approval, Flow, Pending, Session, error_page, pages, random, sha256_b64};
+use crate::api::GrantType;
+use crate::issuer::error::OAuthError;
+use crate::issuer::form::Form;
+use crate::issuer::grants::parse_scope;
+use crate::issuer::{Incoming, Issuer, Served, client_auth, unix_now};
+use crate::store::CodeKind;
+
+pub const DEVICE_CODE_TTL_SECS: i64 = 600;
+pub const POLL_INTERVAL_SECS: i64 = 5;
+/// Letters without vowels or look-alikes (RFC 8628 §6.1): 20^8 ≈ 2^34.5 codes.
+const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
+
+/// A device code waiting for its person.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceState {
+    pub client_id: String,
+    pub scopes: Option<Vec<String>>,
+    pub interval: i64,
+    pub last_poll: i64,
+    pub until: i64,
+}
+
+/// The person's answer, taken once by the poll that redeems it.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(rename_all = "camelCase", tag = "decision")]
+pub enum Decision {
+    Approved(Box<Approval>),
+    Denied,
+}
+
+/// Where a device code's decision is kept (the code space of authorization codes, which
+/// never contain ':').
+pub fn decision_key(device_code: &str) -> String {
+    format!("device:{}", sha256_b64(device_code))
+}
+
+fn user_code() -> Result<String, OAuthError> {
+    let mut b = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut b).map_err(|_| OAuthError::server_error("no randomness"))?;
+    let c: Vec<char> =
+        b.iter().map(|x| USER_CODE_ALPHABET[usize::from(*x) % USER_CODE_ALPHABET.len()] as char).collect();
+    Ok(format!("{}-{}", c[..4].iter().collect::<String>(), c[4..].iter().collect::<String>()))
+}
+
+/// `XXXX-XXXX` from what a person typed: case, spaces and dashes do not matter.
+fn normalize(typed: &str) -> Option<String> {
+    let c: String = typed.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_uppercase()).collect();
+    (c.len() == 8).then(|| format!("{}-{}", &c[..4], &c[4..]))
+}
+
+#[derive(Serialize)]
+struct DeviceResponse {
+    device_code: String,
+    user_code: String,
+    verification_uri: String,
+    verification_uri_complete: String,
+    expires_in: i64,
+    interval: i64,
+}
+
+/// `POST /v1/device/authorize`.
+pub async fn authorize(issuer: &Issuer, served: &Served, req: &Incoming) -> Response {
+    match authorize_inner(issuer, served, req).await {
+        Ok(r) => {
+            let mut r = Json(r).into_response();
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn authorize_inner(issuer: &Issuer, served: &Served, req: &Incoming) -> Result<DeviceResponse, OAuthError> {
+    if served.config.suspended {
+        return Err(OAuthError::temporarily_unavailable("this authorization server is suspended"));
+    }
+    let form = Form::parse(&req.headers, &req.body)?;
+    let (client, presented) = client_auth::identify(served, &req.headers, &form)?;
+    client_auth::verify(issuer, served, client, &presented).await?;
+    if !client.grant_types.contains(&GrantType::DeviceCode) {
+        return Err(OAuthError::unauthorized_client("this client may not use the device authorization grant"));
+    }
+    if served.config.identity.is_none() {
+        return Err(OAuthError::access_denied("this authorization server has no identity sources; nobody can sign in"));
+    }
+    let scopes = parse_scope(form.get("scope"))?;
+    let now = unix_now();
+    let until = now + DEVICE_CODE_TTL_SECS;
+    let device_code = random(32)?;
+    let state =
+        DeviceState { client_id: client.client_id.clone(), scopes, interval: POLL_INTERVAL_SECS, last_poll: 0, until };
+    let value = serde_json::to_vec(&state).map_err(|_| OAuthError::server_error("device"))?;
+    issuer.store.put_code(served.scope(), CodeKind::Device, &device_code, &value, until).await?;
+    let mut code = user_code()?;
+    let mut stored = false;
+    for _ in 0..5 {
+        if issuer.store.put_code(served.scope(), CodeKind::UserCode, &code, device_code.as_bytes(), until).await? {
+            stored = true;
+            break;
+        }
+        code = user_code()?;
+    }
+    if !stored {
+        return Err(OAuthError::temporarily_unavailable("could not allocate a user code; retry"));
+    }
+    let verification_uri = served.endpoint("/v1/device");
+    Ok(DeviceResponse {
+        verification_uri_complete: super::with_query(&verification_uri, &[("user_code", code.clone())]),
+        device_code,
+        user_code: code,
+        verification_uri,
+        expires_in: DEVICE_CODE_TTL_SECS,
+        interval: POLL_INTERVAL_SECS,
+    })
+}
+
+/// `GET /v1/device`: the code entry page.
+pub fn page(served: &Served, form: &Form) -> Response {
+    pages::device_entry(&served.endpoint("/v1/device"), form.get("user_code").unwrap_or_default(), None)
+}
+
+/// `POST /v1/device`: a user code typed; sign in (or use the session) and approve.
+pub async fn submit(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form) -> Response {
+    let action = served.endpoint("/v1/device");
+    let typed = form.get("user_code").unwrap_or_default();
+    let Some(code) = normalize(typed) else {
+        return pages::device_entry(&action, typed, Some("That code is not valid. Check it and try again."));
+    };
+    let now = unix_now();
+    let device_code = match issuer.store.get_code(served.scope(), CodeKind::UserCode, &code, now).await {
+        Ok(Some(v)) => String::from_utf8(v).unwrap_or_default(),
+        Ok(None) => {
+            return pages::device_entry(
+                &action,
+                typed,
+                Some("That code is unknown or has expired. Check it and try again."),
+            );
+        }
+        Err(e) => return error_page(&e.into()),
+    };
+    let state = match issuer.store.get_code(served.scope(), CodeKind::Device, &device_code, now).await {
+        Ok(Some(v)) => serde_json::from_slice::<DeviceState>(&v).ok(),
+        Ok(None) => None,
+        Err(e) => return error_page(&e.into()),
+    };
+    let Some(state) = state else {
+        return pages::device_entry(&action, typed, Some("That code has expired. Start again on your device."));
+    };
+    // The code is spent once typed: nobody else can approve or deny it.
+    let _ = issuer.store.take_code(served.scope(), CodeKind::UserCode, &code, now).await;
+    let result = async {
+        let (browser, new_browser) = super::browser_id(headers)?;
+        let pending = Pending {
+            client_id: state.client_id.clone(),
+            scopes: state.scopes.clone(),
+            flow: Flow::Device { device_code },
+            prompt_login: false,
+            prompt_consent: true,
+            prompt_none: false,
+            max_age: None,
+            csrf: random(24)?,
+            browser: sha256_b64(&browser),
+        };
+        let mut r = super::authorize::begin(issuer, served, headers, pending).await?;
+        if new_browser {
+            super::set_browser_cookie(served, &mut r, &browser);
+        }
+        Ok::<_, OAuthError>(r)
+    }
+    .await;
+    result.unwrap_or_else(|e| error_page(&e))
+}
+
+async fn decide(
+    issuer: &Issuer,
+    served: &Served,
+    device_code: &str,
+    d: &Decision,
+    until: i64,
+) -> Result<(), OAuthError> {
+    let value = serde_json::to_vec(d).map_err(|_| OAuthError::server_error("device"))?;
+    let stored = issuer
+        .store
+        .put_code(served.scope(), CodeKind::Authorization, &decision_key(device_code), &value, until)
+        .await?;
+    if stored { Ok(()) } else { Err(OAuthError::invalid_request("this device code was already answered")) }
+}
+
+pub async fn approve(
+    issuer: &Issuer,
+    served: &Served,
+    device_code: &str,
+    session: &Session,
+    scopes: &[String],
+) -> Result<(), OAuthError> {
+    let now = unix_now();
+    let state = issuer
+        .store
+        .get_code(served.scope(), CodeKind::Device, device_code, now)
+        .await?
+        .and_then(|v| serde_json::from_slice::<DeviceState>(&v).ok())
+        .ok_or_else(|| {
+            OAuthError::new_code("expired_token", "the device code has expired; start again on the device")
+        })?;
+    let approval = Approval {
+        client_id: state.client_id,
+        scopes: scopes.to_vec(),
+        user: session.user.clone(),
+        auth_time: session.auth_time,
+        nonce: None,
+        redirect_uri: None,
+        code_challenge: None,
+        until: state.until,
+    };
+    tracing::info!(target: "tessera::audit", server = %served.config.name, sub = %session.user.sub, client = %approval.client_id, "device approved");
+    decide(issuer, served, device_code, &Decision::Approved(Box::new(approval)), state.until).await
+}
+
+pub async fn deny(issuer: &Issuer, served: &Served, device_code: &str) -> Result<(), OAuthError> {
+    decide(issuer, served, device_code, &Decision::Denied, unix_now() + DEVICE_CODE_TTL_SECS).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_codes_are_two_groups_of_four_unambiguous_letters() {
+        for _ in 0..100 {
+            let c = user_code().unwrap();
+            assert_eq!(c.len(), 9);
+            assert!(c.chars().filter(|c| *c != '-').all(|c| USER_CODE_ALPHABET.contains(&(c as u8))));
+            assert_eq!(normalize(&c.to_lowercase().replace('-', " ")), Some(c));
+        }
+        assert_eq!(normalize("BCDF-GHJ"), None);
+    }
+}

@@ -1,0 +1,338 @@
+//! Federation: sign-in at an upstream OpenID Connect provider (authorization code + PKCE +
+//! nonce), its ID token verified with its published keys, its claims mapped to our user.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::{Step, error_page, load_pending, proceed, random, redirect, sha256_b64, start_session, with_query};
+use crate::config::UpstreamConfig;
+use crate::issuer::error::OAuthError;
+use crate::issuer::form::Form;
+use crate::issuer::trust::KeySource;
+use crate::issuer::{Issuer, Served, unix_now};
+use crate::keys::jwt;
+use crate::policy::UserInfo;
+use crate::store::CodeKind;
+
+const DISCOVERY_TTL: Duration = Duration::from_secs(300);
+const MAX_RESPONSE: usize = 256 * 1024;
+
+#[derive(Deserialize, Clone, Debug)]
+struct Metadata {
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    #[serde(default)]
+    jwks_uri: Option<String>,
+    #[serde(default)]
+    userinfo_endpoint: Option<String>,
+}
+
+/// HTTP to upstream providers, with their discovery documents cached.
+pub struct UpstreamClient {
+    http: reqwest::Client,
+    discovered: Mutex<HashMap<String, (Metadata, Instant)>>,
+}
+
+impl Default for UpstreamClient {
+    fn default() -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        Self { http, discovered: Mutex::default() }
+    }
+}
+
+fn unavailable(what: &str, upstream: &str) -> OAuthError {
+    OAuthError::temporarily_unavailable(format!(
+        "the sign-in provider {upstream} did not answer as expected ({what}); try again"
+    ))
+}
+
+async fn read_json(resp: reqwest::Response) -> Option<Value> {
+    let bytes = resp.bytes().await.ok()?;
+    if bytes.len() > MAX_RESPONSE {
+        return None;
+    }
+    serde_json::from_slice(&bytes).ok()
+}
+
+impl UpstreamClient {
+    async fn metadata(&self, u: &UpstreamConfig) -> Result<Metadata, OAuthError> {
+        if let Some((m, at)) = self.discovered.lock().ok().and_then(|d| d.get(&u.issuer).cloned())
+            && at.elapsed() < DISCOVERY_TTL
+        {
+            return Ok(m);
+        }
+        let url = format!("{}/.well-known/openid-configuration", u.issuer);
+        let resp = self.http.get(&url).send().await.map_err(|_| unavailable("discovery", &u.name))?;
+        if !resp.status().is_success() {
+            return Err(unavailable("discovery", &u.name));
+        }
+        let m: Metadata = read_json(resp)
+            .await
+            .and_then(|v| serde_json::from_value(v).ok())
+            .ok_or_else(|| unavailable("discovery document", &u.name))?;
+        if m.issuer.trim_end_matches('/') != u.issuer {
+            tracing::warn!(upstream = %u.name, "upstream discovery names another issuer; refusing it");
+            return Err(unavailable("discovery names another issuer", &u.name));
+        }
+        if let Ok(mut d) = self.discovered.lock() {
+            d.insert(u.issuer.clone(), (m.clone(), Instant::now()));
+        }
+        Ok(m)
+    }
+}
+
+/// What we remember of a sign-in sent upstream, under the `state` we gave it.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Sent {
+    request: String,
+    upstream: String,
+    nonce: String,
+    verifier: String,
+    browser: String,
+}
+
+fn callback_uri(served: &Served) -> String {
+    served.endpoint("/v1/login/callback")
+}
+
+/// `/v1/login/upstream?request=..&upstream=..`: off to the upstream's authorization endpoint.
+pub async fn start(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form) -> Response {
+    match start_inner(issuer, served, headers, form).await {
+        Ok(r) => r,
+        Err(e) => error_page(&e),
+    }
+}
+
+async fn start_inner(
+    issuer: &Issuer,
+    served: &Served,
+    headers: &HeaderMap,
+    form: &Form,
+) -> Result<Response, OAuthError> {
+    let id = form.require("request")?;
+    let pending = load_pending(issuer, served, headers, id).await?;
+    let name = form.require("upstream")?;
+    let u = served
+        .config
+        .identity
+        .iter()
+        .flat_map(|i| &i.upstreams)
+        .find(|u| u.name == name)
+        .ok_or_else(|| OAuthError::invalid_request("no such sign-in provider"))?;
+    let m = issuer.upstreams.metadata(u).await?;
+    let state = random(24)?;
+    let verifier = random(32)?;
+    let sent = Sent {
+        request: id.to_owned(),
+        upstream: u.name.clone(),
+        nonce: random(24)?,
+        verifier: verifier.clone(),
+        browser: pending.browser.clone(),
+    };
+    let value = serde_json::to_vec(&sent).map_err(|_| OAuthError::server_error("state"))?;
+    let until = unix_now() + super::REQUEST_TTL_SECS;
+    issuer.store.put_code(served.scope(), CodeKind::UpstreamState, &state, &value, until).await?;
+    let location = with_query(
+        &m.authorization_endpoint,
+        &[
+            ("response_type", "code".to_owned()),
+            ("client_id", u.client_id.clone()),
+            ("redirect_uri", callback_uri(served)),
+            ("scope", u.scopes.join(" ")),
+            ("state", state),
+            ("nonce", sent.nonce.clone()),
+            ("code_challenge", sha256_b64(&verifier)),
+            ("code_challenge_method", "S256".to_owned()),
+        ],
+    );
+    Ok(redirect(&location))
+}
+
+/// `/v1/login/callback`: the upstream's answer.
+pub async fn callback(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form) -> Response {
+    let state = match form.require("state") {
+        Ok(s) => s,
+        Err(e) => return error_page(&e),
+    };
+    let sent = match issuer.store.take_code(served.scope(), CodeKind::UpstreamState, state, unix_now()).await {
+        Ok(Some(v)) => serde_json::from_slice::<Sent>(&v).ok(),
+        Ok(None) => None,
+        Err(e) => return error_page(&e.into()),
+    };
+    let Some(sent) = sent else {
+        return error_page(&OAuthError::invalid_request("this sign-in has expired or was already used; start again"));
+    };
+    let pending = match load_pending(issuer, served, headers, &sent.request).await {
+        Ok(p) if super::same(&p.browser, &sent.browser) => p,
+        Ok(_) => return error_page(&OAuthError::invalid_request("this sign-in was started in another browser")),
+        Err(e) => return error_page(&e),
+    };
+    if let Some(err) = form.get("error") {
+        let e = match err {
+            "access_denied" => OAuthError::access_denied("the sign-in provider refused the sign-in"),
+            _ => OAuthError::access_denied(format!("the sign-in provider answered {err}")),
+        };
+        let _ = issuer.store.take_code(served.scope(), CodeKind::Request, &sent.request, unix_now()).await;
+        return super::error_redirect(served, &pending.flow, &e);
+    }
+    let user = match signed_in_user(issuer, served, &sent, form).await {
+        Ok(u) => u,
+        Err(e) => return error_page(&e),
+    };
+    let (sid, session, cookie) = match start_session(issuer, served, user, &sent.upstream).await {
+        Ok(s) => s,
+        Err(e) => return error_page(&e),
+    };
+    tracing::info!(target: "tessera::audit", server = %served.config.name, sub = %session.user.sub, idp = %sent.upstream, "signed in");
+    let mut r = proceed(issuer, served, &sent.request, &pending, &sid, &session, Step::Continue).await;
+    r.headers_mut().append(header::SET_COOKIE, cookie);
+    r
+}
+
+async fn signed_in_user(issuer: &Issuer, served: &Served, sent: &Sent, form: &Form) -> Result<UserInfo, OAuthError> {
+    let code = form.require("code")?;
+    let u = served
+        .config
+        .identity
+        .iter()
+        .flat_map(|i| &i.upstreams)
+        .find(|u| u.name == sent.upstream)
+        .ok_or_else(|| OAuthError::invalid_request("the sign-in provider is no longer configured"))?;
+    if let Some(iss) = form.get("iss")
+        && iss != u.issuer
+    {
+        return Err(OAuthError::access_denied("the answer came from another issuer than the one asked (RFC 9207)"));
+    }
+    let m = issuer.upstreams.metadata(u).await?;
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let resp = issuer
+        .upstreams
+        .http
+        .post(&m.token_endpoint)
+        .basic_auth(enc(&u.client_id), Some(enc(&u.client_secret)))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", &callback_uri(served)),
+            ("code_verifier", &sent.verifier),
+        ])
+        .send()
+        .await
+        .map_err(|_| unavailable("token endpoint", &u.name))?;
+    let status = resp.status();
+    let body = read_json(resp).await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let err = body.get("error").and_then(Value::as_str).unwrap_or("an error");
+        tracing::warn!(upstream = %u.name, status = %status, error = err, "upstream refused the code");
+        return Err(OAuthError::access_denied(format!("the sign-in provider {} refused the code ({err})", u.name)));
+    }
+    let id_token = body
+        .get("id_token")
+        .and_then(Value::as_str)
+        .ok_or_else(|| unavailable("no ID token in the token response", &u.name))?;
+    let verified = issuer
+        .trust
+        .verify(id_token, KeySource::Issuer { issuer: &u.issuer, jwks_uri: m.jwks_uri.as_deref() })
+        .await
+        .map_err(|e| {
+            tracing::warn!(upstream = %u.name, error = %e, "upstream ID token does not verify");
+            OAuthError::access_denied("the sign-in provider's ID token does not verify")
+        })?;
+    let audiences = [u.client_id.clone()];
+    let expect = jwt::Expectations { issuer: &u.issuer, audiences: &audiences, now: unix_now(), leeway_secs: 60 };
+    jwt::check_claims(&verified.claims, &expect).map_err(|e| {
+        tracing::warn!(upstream = %u.name, error = %e, "upstream ID token claims rejected");
+        OAuthError::access_denied("the sign-in provider's ID token is not for us or has expired")
+    })?;
+    if verified.claims.get("nonce").and_then(Value::as_str) != Some(sent.nonce.as_str()) {
+        return Err(OAuthError::access_denied("the sign-in provider's ID token has the wrong nonce"));
+    }
+    let mut claims = verified.claims;
+    // Claims the ID token lacks may be in userinfo (groups often are).
+    let wanted = [&u.claim_mapping.email, &u.claim_mapping.name, &u.claim_mapping.groups];
+    if wanted.iter().any(|c| !claims.contains_key(c.as_str()))
+        && let (Some(endpoint), Some(at)) = (&m.userinfo_endpoint, body.get("access_token").and_then(Value::as_str))
+        && let Ok(resp) = issuer.upstreams.http.get(endpoint).bearer_auth(at).send().await
+        && resp.status().is_success()
+        && let Some(Value::Object(info)) = read_json(resp).await
+        && info.get("sub") == claims.get("sub")
+    {
+        for (k, v) in info {
+            claims.entry(k).or_insert(v);
+        }
+    }
+    map_claims(u, &claims)
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    match v {
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        Some(Value::String(s)) => s.split([' ', ',']).filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Our user from the upstream's claims, as `claimMapping` says.
+fn map_claims(u: &UpstreamConfig, claims: &Map<String, Value>) -> Result<UserInfo, OAuthError> {
+    let m = &u.claim_mapping;
+    let sub = claims
+        .get(&m.sub)
+        .and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.as_i64().map(|i| i.to_string())))
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| OAuthError::access_denied(format!("the sign-in provider's token has no {} claim", m.sub)))?;
+    let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+    let mut amr = strings(claims.get(&m.amr));
+    if amr.is_empty() {
+        amr.push("fed".into());
+    }
+    let mut attributes = Map::new();
+    attributes.insert("idp".into(), u.name.clone().into());
+    attributes.insert("upstreamSub".into(), claims.get("sub").cloned().unwrap_or(Value::Null));
+    Ok(UserInfo {
+        sub,
+        name: text(&m.name),
+        email: text(&m.email),
+        groups: strings(claims.get(&m.groups)),
+        attributes,
+        amr,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::ClaimMapping;
+
+    #[test]
+    fn claims_map_to_the_user_as_configured() {
+        let u = UpstreamConfig {
+            name: "corp".into(),
+            display_name: "Corp".into(),
+            issuer: "https://idp.example".into(),
+            client_id: "c".into(),
+            client_secret: "s".into(),
+            scopes: vec!["openid".into()],
+            claim_mapping: ClaimMapping { sub: "email".into(), groups: "roles".into(), ..Default::default() },
+        };
+        let claims = serde_json::json!({"sub": "123", "email": "a@example.com", "roles": ["x", "y"], "name": "A"});
+        let user = map_claims(&u, claims.as_object().unwrap()).unwrap();
+        assert_eq!(user.sub, "a@example.com");
+        assert_eq!(user.groups, ["x", "y"]);
+        assert_eq!(user.amr, ["fed"]);
+        assert_eq!(user.attributes["idp"], "corp");
+        let none = serde_json::json!({"sub": "123"});
+        assert!(map_claims(&u, none.as_object().unwrap()).is_err());
+    }
+}
