@@ -162,6 +162,28 @@ fn slim<K: Resource>(obj: &mut K) {
     }
 }
 
+fn object_key(meta: &kube::api::ObjectMeta) -> String {
+    format!(
+        "{}/{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+        meta.uid.as_deref().unwrap_or_default()
+    )
+}
+
+/// A hash of what a change must touch for a reconcile to care: the spec (through its
+/// generation), labels, annotations (rotation requests), finalizers and deletion.
+fn meaningful_fingerprint(meta: &kube::api::ObjectMeta) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut h);
+    meta.labels.hash(&mut h);
+    meta.annotations.hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    meta.deletion_timestamp.as_ref().map(|t| t.0.as_second()).hash(&mut h);
+    h.finish()
+}
+
 /// One watch of `K` (slimmed into one store), its changes fanned out to `n` trigger streams:
 /// every controller that needs `K` shares the watch and the cache instead of opening its own.
 #[allow(clippy::type_complexity)]
@@ -174,18 +196,30 @@ where
 {
     let (reader, writer) = reflector::store();
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| futures::channel::mpsc::unbounded()).unzip();
+    // What a reconcile reacts to, per object: status-only writes (most of them ours) wake nobody.
+    let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     let driver = watcher(api, watcher::Config::default())
         .default_backoff()
         .modify(slim)
         .reflect(writer)
-        .touched_objects()
         .for_each(move |event| {
+            let send = |obj: &K| {
+                for tx in &senders {
+                    let _ = tx.unbounded_send(obj.clone());
+                }
+            };
             match event {
-                Ok(obj) => {
-                    for tx in &senders {
-                        let _ = tx.unbounded_send(obj.clone());
+                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
+                    let fingerprint = meaningful_fingerprint(obj.meta());
+                    if seen.insert(object_key(obj.meta()), fingerprint) != Some(fingerprint) {
+                        send(&obj);
                     }
                 }
+                Ok(watcher::Event::Delete(obj)) => {
+                    seen.remove(&object_key(obj.meta()));
+                    send(&obj);
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
                 Err(e) => warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying"),
             }
             std::future::ready(())
