@@ -198,11 +198,8 @@ where
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| futures::channel::mpsc::unbounded()).unzip();
     // What a reconcile reacts to, per object: status-only writes (most of them ours) wake nobody.
     let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-    let driver = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(slim)
-        .reflect(writer)
-        .for_each(move |event| {
+    let driver = watcher(api, watcher::Config::default()).default_backoff().modify(slim).reflect(writer).for_each(
+        move |event| {
             let send = |obj: &K| {
                 for tx in &senders {
                     let _ = tx.unbounded_send(obj.clone());
@@ -223,7 +220,8 @@ where
                 Err(e) => warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying"),
             }
             std::future::ready(())
-        });
+        },
+    );
     (reader, futures::FutureExt::boxed(driver), receivers)
 }
 
@@ -297,7 +295,11 @@ async fn run_controllers(ctx: Arc<Context>) {
         // Secrets a server's spec.identity reads: metadata-only requests, so no Secret data is cached.
         let identity_secrets = watcher(api::<PartialObjectMeta<Secret>>(&client, &ns), watcher::Config::default());
         let known_servers = servers.clone();
+        // A burst of changes to one server (it and its dependents applied together) becomes one
+        // reconcile; a bounded number run at once, so 1,000 new servers do not flood the API.
+        let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(200)).concurrency(16);
         let mut servers_controller = Controller::for_stream(as_trigger(servers_rx), servers)
+            .with_config(config)
             .owns_stream(secrets.default_backoff().touched_objects())
             .watches_stream(
                 identity_secrets.default_backoff().touched_objects(),
