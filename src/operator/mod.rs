@@ -297,7 +297,7 @@ async fn run_controllers(ctx: Arc<Context>) {
         let known_servers = servers.clone();
         // A burst of changes to one server (it and its dependents applied together) becomes one
         // reconcile; a bounded number run at once, so 1,000 new servers do not flood the API.
-        let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(200)).concurrency(16);
+        let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(50)).concurrency(16);
         let mut servers_controller = Controller::for_stream(as_trigger(servers_rx), servers)
             .with_config(config)
             .owns_stream(secrets.default_backoff().touched_objects())

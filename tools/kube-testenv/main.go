@@ -290,7 +290,7 @@ func run(o *options) error {
 		"--secure-port=" + strconv.Itoa(apiPort),
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
-		"--service-cluster-ip-range=10.0.0.0/24",
+		"--service-cluster-ip-range=10.0.0.0/16", // room for thousands of Services (benches/control_plane)
 		"--allow-privileged=true",
 		"--authorization-mode=RBAC",
 		"--service-account-issuer=" + issuer,
