@@ -354,7 +354,8 @@ impl Page {
         assert_eq!(self.status, 503, "{what}: {self:?}");
         assert!(self.retry_after.is_some(), "{what}: 503 without Retry-After: {self:?}");
         assert!(self.content_type.starts_with("text/html"), "{what}: {self:?}");
-        assert!(self.text().contains("temporarily unavailable"), "{what}: {self:?}");
+        let text = self.text();
+        assert!(text.starts_with("Temporarily unavailable") && text.contains("Try again"), "{what}: {self:?}");
     }
 }
 
@@ -420,7 +421,8 @@ impl Cluster {
         let page = self.browse(b, replica, to_login.location.as_deref().unwrap(), None).await;
         assert_eq!(page.status, 200, "{page:?}");
         let (request, csrf) = (page.hidden("request"), page.hidden("csrf"));
-        let form = [("request", request.as_str()), ("csrf", &csrf), ("username", "alice"), ("password", "alice-password")];
+        let form =
+            [("request", request.as_str()), ("csrf", &csrf), ("username", "alice"), ("password", "alice-password")];
         self.browse(b, (replica + 1) % 3, "/v1/login", Some(&form)).await
     }
 
@@ -469,7 +471,12 @@ impl Reply {
     }
 
     fn assert_invalid_grant(&self, what: &str) {
-        assert_eq!((self.status, self.json["error"].as_str()), (400, Some("invalid_grant")), "{what}: {}", self.error());
+        assert_eq!(
+            (self.status, self.json["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "{what}: {}",
+            self.error()
+        );
     }
 }
 
@@ -690,6 +697,68 @@ async fn round(c: &Cluster, n: usize, held: &str, phase: &mut Phase) {
     }
 }
 
+/// What people and their apps hold when Redis goes down: a sign-in waiting on its login
+/// page, a signed-in browser with an unredeemed code and a refresh token, a device's user code.
+struct InFlight {
+    pending: Browser,
+    login_url: String,
+    request: String,
+    csrf: String,
+    signed_in: Browser,
+    code: String,
+    refresh: String,
+    user_code: String,
+}
+
+async fn people_in_flight(c: &Cluster) -> InFlight {
+    let mut pending = Browser::default();
+    let start = c.browse(&mut pending, 0, &authorize_path(PEOPLE_SCOPE), None).await;
+    assert_eq!(start.status, 303, "{start:?}");
+    let login_url = start.location.clone().unwrap();
+    let login = c.browse(&mut pending, 1, &login_url, None).await;
+    let (request, csrf) = (login.hidden("request"), login.hidden("csrf"));
+    let mut signed_in = Browser::default();
+    let (code, _) = c.sign_in(&mut signed_in, 2).await;
+    let refresh = c.redeem(0, &code).await.refresh_token();
+    let code = c.browse(&mut signed_in, 1, &authorize_path(PEOPLE_SCOPE), None).await.code();
+    let d = c.post(2, "/v1/device/authorize", &[("client_id", SPA), ("scope", PEOPLE_SCOPE)], false).await;
+    let user_code = d.json["user_code"].as_str().unwrap_or_else(|| panic!("{}", d.error())).to_owned();
+    InFlight { pending, login_url, request, csrf, signed_in, code, refresh, user_code }
+}
+
+/// With Redis down every step of a sign-in answers 503 with Retry-After on every replica:
+/// an HTML page for the browser, `temporarily_unavailable` JSON for the apps.
+async fn people_are_told_to_retry(c: &Cluster, f: &mut InFlight) {
+    for replica in 0..3 {
+        let mut fresh = Browser::default();
+        c.browse(&mut fresh, replica, &authorize_path(PEOPLE_SCOPE), None).await.assert_unavailable("authorize");
+        let authorize = c.browse(&mut f.signed_in, replica, &authorize_path(PEOPLE_SCOPE), None).await;
+        authorize.assert_unavailable("authorize with a session");
+        c.browse(&mut f.pending, replica, &f.login_url, None).await.assert_unavailable("login page");
+        let form =
+            [("request", f.request.as_str()), ("csrf", &f.csrf), ("username", "alice"), ("password", "alice-password")];
+        c.browse(&mut f.pending, replica, "/v1/login", Some(&form)).await.assert_unavailable("login");
+        let form = [("request", f.request.as_str()), ("csrf", &f.csrf), ("decision", "allow")];
+        c.browse(&mut f.signed_in, replica, "/v1/consent", Some(&form)).await.assert_unavailable("consent");
+        let form = [("user_code", f.user_code.as_str())];
+        c.browse(&mut f.signed_in, replica, "/v1/device", Some(&form)).await.assert_unavailable("device code entry");
+        let device = c.post(replica, "/v1/device/authorize", &[("client_id", SPA), ("scope", PEOPLE_SCOPE)], false);
+        for (what, r) in [
+            ("device authorize", device.await),
+            ("redeem", c.redeem(replica, &f.code).await),
+            ("refresh", c.refresh(replica, &f.refresh).await),
+        ] {
+            assert_eq!(
+                (r.status, r.json["error"].as_str()),
+                (503, Some("temporarily_unavailable")),
+                "{what}: {}",
+                r.error()
+            );
+            assert!(r.retry_after.is_some(), "{what}: 503 without Retry-After");
+        }
+    }
+}
+
 #[tokio::test]
 async fn redis_outage_fails_only_stateful_requests_and_recovers_without_restart() {
     if !available() {
@@ -698,6 +767,7 @@ async fn redis_outage_fails_only_stateful_requests_and_recovers_without_restart(
     let redis = RedisServer::start();
     let c = Cluster::start(&redis);
     let held = c.secret_token(0).await.token();
+    let mut in_flight = people_in_flight(&c).await;
     let mut n = 0;
     let mut run = async |phase: &mut Phase, secs: f64| {
         let until = Instant::now() + Duration::from_secs_f64(secs);
@@ -713,6 +783,9 @@ async fn redis_outage_fails_only_stateful_requests_and_recovers_without_restart(
     let mut during = Phase::default();
     run(&mut during, 3.0).await;
     let ready_during: Vec<u16> = futures::future::join_all((0..3).map(|i| c.readyz(i))).await;
+    let people_checked = Instant::now();
+    people_are_told_to_retry(&c, &mut in_flight).await;
+    let people_checked = people_checked.elapsed();
     redis.resume();
     let resumed = Instant::now();
     // Recovery: every replica ready again, without a restart.
@@ -729,6 +802,7 @@ async fn redis_outage_fails_only_stateful_requests_and_recovers_without_restart(
     eprintln!("redis outage: during {during:?} readyz {ready_during:?}");
     eprintln!("redis outage: recovering ({recovered_in:?}) {recovering:?}");
     eprintln!("redis outage: after {after:?}");
+    eprintln!("redis outage: every sign-in step answered 503 on each replica ({people_checked:?} for 27 requests)");
 
     for (name, p) in [("before", &before), ("during", &during), ("recovering", &recovering), ("after", &after)] {
         assert!(p.stateless.other.is_empty() && p.stateful.other.is_empty(), "{name}: unexpected statuses {p:?}");
@@ -740,6 +814,16 @@ async fn redis_outage_fails_only_stateful_requests_and_recovers_without_restart(
     assert!(during.stateful.unavailable > 0 && during.stateless.ok > 0);
     assert_eq!(during.stateful.ok, 0, "nothing stateful can succeed while Redis is down");
     assert_eq!(ready_during, [503, 503, 503]);
+
+    // Sign-ins work again. Redis came back empty (no persistence here): a sign-in left on its
+    // login page has to start again, and is told so.
+    let stale = c.browse(&mut in_flight.pending, 2, &in_flight.login_url, None).await;
+    assert_eq!(stale.status, 400, "{stale:?}");
+    assert!(stale.text().contains("start again"), "{stale:?}");
+    let mut b = Browser::default();
+    let (code, _) = c.sign_in(&mut b, 0).await;
+    let refresh = c.redeem(1, &code).await.refresh_token();
+    c.refresh(2, &refresh).await.refresh_token();
 }
 
 #[tokio::test]
