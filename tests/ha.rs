@@ -345,7 +345,7 @@ impl Page {
         assert_eq!(self.status, 303, "{self:?}");
         assert!(self.location.as_deref().unwrap().starts_with(SPA_REDIRECT), "{self:?}");
         let p = self.params();
-        assert!(p.get("error").is_none(), "{:?} {:?}", p.get("error"), p.get("error_description"));
+        assert!(!p.contains_key("error"), "{:?} {:?}", p.get("error"), p.get("error_description"));
         p.get("code").cloned().unwrap_or_else(|| panic!("no code in the redirect: {self:?}"))
     }
 
@@ -695,6 +695,26 @@ async fn round(c: &Cluster, n: usize, held: &str, phase: &mut Phase) {
     if r.status == 200 {
         assert_eq!(r.json["active"], true);
     }
+}
+
+#[tokio::test]
+async fn a_user_code_typed_in_several_browsers_at_once_admits_only_one() {
+    if !available() {
+        return;
+    }
+    let redis = RedisServer::start();
+    let c = Cluster::start(&redis);
+    let d = c.post(0, "/v1/device/authorize", &[("client_id", SPA), ("scope", PEOPLE_SCOPE)], false).await;
+    let user_code = d.json["user_code"].as_str().unwrap_or_else(|| panic!("{}", d.error())).to_owned();
+    let form = [("user_code", user_code.as_str())];
+    let mut browsers: Vec<Browser> = (0..12).map(|_| Browser::default()).collect();
+    let pages = futures::future::join_all(
+        browsers.iter_mut().enumerate().map(|(i, b)| c.browse(b, i % 3, "/v1/device", Some(&form))),
+    )
+    .await;
+    let admitted = pages.iter().filter(|p| p.status == 303).count();
+    let refused = pages.iter().filter(|p| p.status == 400 && p.text().contains("unknown or has expired")).count();
+    assert_eq!((admitted, refused), (1, 11), "{pages:?}");
 }
 
 /// What people and their apps hold when Redis goes down: a sign-in waiting on its login
