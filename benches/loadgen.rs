@@ -8,18 +8,52 @@
 //! Not a test: run by `benches/run`, e.g.
 //! `loadgen --url http://127.0.0.1:8080/p/v1/token --method POST --header 'Authorization: Basic ..'
 //!  --body 'grant_type=client_credentials' --connections 16 --seconds 5 [--rate 20000]`.
+//!
+//! `--flow code|refresh` drives a person's sign-in instead (closed loop, keep-alive, `--url`
+//! is the issuer): once, a browser signs in (authorize, login page, password); then each
+//! connection loops. `code`: one `/v1/authorize` with the session cookie (answered at once
+//! with a 303 carrying a code) and one authorization_code token request (PKCE) is one
+//! operation. `refresh`: each connection redeems one code, then presents its current refresh
+//! token again and again (each use rotates it). Counts and latencies are per operation.
+//! `loadgen --flow code --url http://127.0.0.1:8080/oauth2/payments --client-id team-orders.example-spa
+//!  --redirect-uri http://127.0.0.1:8400/callback --scope 'openid offline_access payments:read'
+//!  --user alice --password alice-password`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const USAGE: &str = "usage: loadgen --url URL [--method GET|POST] [--header 'K: V']... [--body STR] \
-[--connections N] [--seconds S] [--rate REQ_PER_S] [--max-requests N] [--new-conn-per-request] [--ca PEM]";
+[--connections N] [--seconds S] [--rate REQ_PER_S] [--max-requests N] [--new-conn-per-request] [--ca PEM] \
+[--flow code|refresh --client-id ID --redirect-uri URI --scope S --user U --password P]";
+
+/// The PKCE verifier of every flow request (a load generator needs no secrecy).
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FlowKind {
+    Code,
+    Refresh,
+}
+
+/// A person's sign-in flow to drive (`--flow`).
+struct Flow {
+    kind: FlowKind,
+    authority: String,
+    /// The issuer's path, e.g. `/oauth2/payments`.
+    base: String,
+    client_id: String,
+    redirect_uri: String,
+    scope: String,
+    user: String,
+    password: String,
+}
 
 #[derive(Clone)]
 struct Options {
@@ -31,6 +65,7 @@ struct Options {
     rate: Option<f64>,
     max_requests: u64,
     new_conn_per_request: bool,
+    flow: Option<Arc<Flow>>,
 }
 
 #[derive(Default)]
@@ -51,6 +86,8 @@ fn parse_args() -> Result<Option<Options>, String> {
     let (mut url, mut method, mut headers, mut body) = (String::new(), "GET".to_owned(), Vec::new(), String::new());
     let (mut connections, mut seconds, mut rate, mut max_requests) = (16usize, 5.0f64, None, u64::MAX);
     let (mut new_conn, mut ca) = (false, None::<String>);
+    let (mut flow, mut client_id, mut redirect_uri, mut scope) = (None, String::new(), String::new(), String::new());
+    let (mut user, mut password) = (String::new(), String::new());
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -65,6 +102,18 @@ fn parse_args() -> Result<Option<Options>, String> {
             "--max-requests" => max_requests = value()?.parse().map_err(|e| format!("--max-requests: {e}"))?,
             "--ca" => ca = Some(value()?),
             "--new-conn-per-request" => new_conn = true,
+            "--flow" => {
+                flow = Some(match value()?.as_str() {
+                    "code" => FlowKind::Code,
+                    "refresh" => FlowKind::Refresh,
+                    other => return Err(format!("--flow {other}: code or refresh")),
+                })
+            }
+            "--client-id" => client_id = value()?,
+            "--redirect-uri" => redirect_uri = value()?,
+            "--scope" => scope = value()?,
+            "--user" => user = value()?,
+            "--password" => password = value()?,
             "--bench" => {}
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -111,6 +160,20 @@ fn parse_args() -> Result<Option<Options>, String> {
     } else {
         None
     };
+    let flow = match flow {
+        None => None,
+        Some(kind) => {
+            if https || new_conn || rate.is_some() {
+                return Err("--flow runs closed loop over keep-alive http connections".into());
+            }
+            if [&client_id, &redirect_uri, &user, &password].iter().any(|v| v.is_empty()) {
+                return Err(format!("--flow needs --client-id, --redirect-uri, --user and --password\n{USAGE}"));
+            }
+            let base = path.trim_end_matches('/').to_owned();
+            let authority = authority.to_owned();
+            Some(Arc::new(Flow { kind, authority, base, client_id, redirect_uri, scope, user, password }))
+        }
+    };
     Ok(Some(Options {
         addr,
         tls,
@@ -120,6 +183,7 @@ fn parse_args() -> Result<Option<Options>, String> {
         rate,
         max_requests,
         new_conn_per_request: new_conn,
+        flow,
     }))
 }
 
@@ -239,6 +303,234 @@ async fn connection(o: Options, index: usize, start: Instant, quota: u64) -> Tal
     tally
 }
 
+/// One HTTP/1.1 response, parsed from what `exchange` left in its buffer.
+struct Response {
+    status: u16,
+    location: Option<String>,
+    cookies: Vec<String>,
+    body: String,
+}
+
+fn parse_response(status: u16, buf: &[u8]) -> Response {
+    let head_end = find(buf, b"\r\n\r\n").map_or(buf.len(), |i| i + 4);
+    let head = String::from_utf8_lossy(&buf[..head_end]);
+    let mut r = Response { status, location: None, cookies: Vec::new(), body: String::new() };
+    for line in head.lines().skip(1) {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("location") {
+            r.location = Some(value.to_owned());
+        } else if name.eq_ignore_ascii_case("set-cookie") {
+            r.cookies.push(value.split(';').next().unwrap_or_default().to_owned());
+        }
+    }
+    r.body = String::from_utf8_lossy(&buf[head_end..]).into_owned();
+    r
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    s.finish()
+}
+
+/// Query parameter `name` of `url`.
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let q = url.split_once('?')?.1;
+    form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == name).map(|(_, v)| v.into_owned())
+}
+
+/// The value of hidden input `name` of a page.
+fn hidden(body: &str, name: &str) -> Option<String> {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = body.find(&marker)? + marker.len();
+    body[start..].split('"').next().map(str::to_owned)
+}
+
+/// String field `name` of a JSON body.
+fn json_field(body: &str, name: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    v.get(name)?.as_str().map(str::to_owned)
+}
+
+/// One browser or app on one keep-alive connection, speaking to the issuer of `flow`.
+struct Client {
+    o: Options,
+    flow: Arc<Flow>,
+    stream: Option<Box<dyn Stream>>,
+    buf: Vec<u8>,
+    cookies: Vec<String>,
+    authorize_path: String,
+}
+
+impl Client {
+    fn new(o: &Options, cookies: Vec<String>) -> Option<Client> {
+        let flow = o.flow.clone()?;
+        let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, VERIFIER.as_bytes()));
+        let q = form(&[
+            ("response_type", "code"),
+            ("client_id", &flow.client_id),
+            ("redirect_uri", &flow.redirect_uri),
+            ("scope", &flow.scope),
+            ("state", "bench"),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+        ]);
+        let authorize_path = format!("{}/v1/authorize?{q}", flow.base);
+        Some(Client { o: o.clone(), flow, stream: None, buf: Vec::with_capacity(16384), cookies, authorize_path })
+    }
+
+    /// Sends a GET (no body) or a form POST to `path` (or to an absolute URL of the issuer).
+    async fn send(&mut self, path: &str, body: Option<&str>) -> std::io::Result<Response> {
+        let path = path.strip_prefix(&format!("http://{}", self.flow.authority)).unwrap_or(path);
+        let mut req = format!(
+            "{} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: tessera-loadgen\r\n",
+            if body.is_some() { "POST" } else { "GET" },
+            self.flow.authority
+        );
+        if !self.cookies.is_empty() {
+            req.push_str(&format!("Cookie: {}\r\n", self.cookies.join("; ")));
+        }
+        if let Some(b) = body {
+            req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+            req.push_str(&format!("Content-Length: {}\r\n\r\n{b}", b.len()));
+        } else {
+            req.push_str("\r\n");
+        }
+        if self.stream.is_none() {
+            self.stream = Some(connect(&self.o).await?);
+        }
+        let s = self.stream.as_mut().ok_or_else(|| std::io::Error::other("no stream"))?;
+        let status = match exchange(s, req.as_bytes(), &mut self.buf).await {
+            Ok(s) => s,
+            Err(e) => {
+                self.stream = None;
+                return Err(e);
+            }
+        };
+        let r = parse_response(status, &self.buf);
+        for c in &r.cookies {
+            let name = c.split('=').next().unwrap_or_default();
+            self.cookies.retain(|k| k.split('=').next() != Some(name));
+            if !c.ends_with('=') {
+                self.cookies.push(c.clone());
+            }
+        }
+        Ok(r)
+    }
+
+    fn failed(what: &str, r: &Response) -> std::io::Error {
+        let error = json_field(&r.body, "error").unwrap_or_default();
+        std::io::Error::other(format!("{what}: HTTP {} {error}", r.status))
+    }
+
+    /// Signs the person in (the login page, then the password) and returns the first code.
+    async fn sign_in(&mut self) -> std::io::Result<String> {
+        let path = self.authorize_path.clone();
+        let start = self.send(&path, None).await?;
+        let login = match &start.location {
+            Some(l) if start.status == 303 => l.clone(),
+            _ => return Err(Self::failed("authorize", &start)),
+        };
+        let page = self.send(&login, None).await?;
+        let field = |name| hidden(&page.body, name).ok_or_else(|| Self::failed("login page", &page));
+        let (request, csrf) = (field("request")?, field("csrf")?);
+        let f = self.flow.clone();
+        let body = form(&[("request", &request), ("csrf", &csrf), ("username", &f.user), ("password", &f.password)]);
+        let done = self.send(&format!("{}/v1/login", f.base), Some(&body)).await?;
+        done.location.as_deref().and_then(|l| query_param(l, "code")).ok_or_else(|| Self::failed("login", &done))
+    }
+
+    /// A code for the signed-in person: `/v1/authorize` answers it at once.
+    async fn code(&mut self) -> std::io::Result<String> {
+        let path = self.authorize_path.clone();
+        let r = self.send(&path, None).await?;
+        r.location.as_deref().and_then(|l| query_param(l, "code")).ok_or_else(|| Self::failed("authorize", &r))
+    }
+
+    /// Redeems `code`; returns the refresh token, if any.
+    async fn redeem(&mut self, code: &str) -> std::io::Result<Option<String>> {
+        let f = self.flow.clone();
+        let body = form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", &f.client_id),
+            ("code", code),
+            ("redirect_uri", &f.redirect_uri),
+            ("code_verifier", VERIFIER),
+        ]);
+        let r = self.send(&format!("{}/v1/token", f.base), Some(&body)).await?;
+        if r.status != 200 {
+            return Err(Self::failed("token (authorization_code)", &r));
+        }
+        Ok(json_field(&r.body, "refresh_token"))
+    }
+
+    /// Presents `token`; returns the rotated refresh token.
+    async fn refresh(&mut self, token: &str) -> std::io::Result<String> {
+        let f = self.flow.clone();
+        let body = form(&[("grant_type", "refresh_token"), ("client_id", &f.client_id), ("refresh_token", token)]);
+        let r = self.send(&format!("{}/v1/token", f.base), Some(&body)).await?;
+        match json_field(&r.body, "refresh_token") {
+            Some(next) if r.status == 200 => Ok(next),
+            _ => Err(Self::failed("token (refresh_token)", &r)),
+        }
+    }
+}
+
+/// One connection of a flow: operations back to back until the time or the quota is up.
+async fn flow_connection(o: Options, cookies: Vec<String>, start: Instant, quota: u64) -> Tally {
+    let mut tally = Tally::default();
+    let end = start + Duration::from_secs_f64(o.seconds);
+    let Some(mut client) = Client::new(&o, cookies) else { return tally };
+    let kind = client.flow.kind;
+    // Refresh: this connection's own family.
+    let mut refresh = None;
+    let mut sent = 0u64;
+    while sent < quota && Instant::now() < end {
+        let began = Instant::now();
+        sent += 1;
+        let result = match (kind, refresh.take()) {
+            (FlowKind::Code, _) => async {
+                let code = client.code().await?;
+                client.redeem(&code).await.map(|_| None)
+            }
+            .await
+            .map(|_: Option<String>| true),
+            (FlowKind::Refresh, None) => async {
+                let code = client.code().await?;
+                client.redeem(&code).await?.ok_or_else(|| std::io::Error::other("no refresh token (offline_access?)"))
+            }
+            .await
+            .map(|t| {
+                refresh = Some(t);
+                false
+            }),
+            (FlowKind::Refresh, Some(t)) => client.refresh(&t).await.map(|next| {
+                refresh = Some(next);
+                true
+            }),
+        };
+        match result {
+            Ok(counted) => {
+                if counted {
+                    tally.ok += 1;
+                    tally.latencies_us.push(began.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                } else {
+                    sent -= 1;
+                }
+            }
+            Err(e) => {
+                tally.failed += 1;
+                tally.first_error.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    tally
+}
+
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -264,10 +556,28 @@ fn main() {
         }
     };
     let (tally, seconds) = rt.block_on(async {
+        // A flow signs its person in once; every connection then uses that session.
+        let mut cookies = Vec::new();
+        if let Some(mut client) = Client::new(&options, Vec::new()) {
+            match client.sign_in().await.and(Ok(client.cookies)) {
+                Ok(c) => cookies = c,
+                Err(e) => {
+                    eprintln!("loadgen: sign-in failed: {e}");
+                    std::process::exit(1);
+                }
+            }
+        }
         let start = Instant::now();
         let quota = options.max_requests.div_ceil(options.connections as u64);
-        let tasks: Vec<_> =
-            (0..options.connections).map(|i| tokio::spawn(connection(options.clone(), i, start, quota))).collect();
+        let tasks: Vec<_> = (0..options.connections)
+            .map(|i| {
+                if options.flow.is_some() {
+                    tokio::spawn(flow_connection(options.clone(), cookies.clone(), start, quota))
+                } else {
+                    tokio::spawn(connection(options.clone(), i, start, quota))
+                }
+            })
+            .collect();
         let mut all = Tally::default();
         for t in tasks {
             if let Ok(t) = t.await {

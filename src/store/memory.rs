@@ -73,9 +73,10 @@ impl std::fmt::Debug for MemoryStore {
 impl TokenStore for MemoryStore {
     fn revoke<'a>(&'a self, s: ServerScope<'a>, jti: &'a str, until: i64) -> BoxFuture<'a, Result<(), StoreError>> {
         let k = key(s, "revoked", jti);
+        let now = crate::issuer::unix_now();
         self.with(move |i| {
             i.revoked.insert(k, until);
-            i.sweep(until);
+            i.sweep(now);
         })
     }
 
@@ -231,5 +232,21 @@ mod tests {
             s.first_use(scope, &format!("x{n}"), 1000, 500).await.unwrap();
         }
         assert!(s.inner.lock().unwrap().used.len() <= SWEEP_EVERY + 1);
+    }
+
+    #[tokio::test]
+    async fn a_sweep_run_by_a_revocation_keeps_what_is_still_live() {
+        // A revocation's `until` is its token's expiry, not now: sweeping with it dropped every
+        // entry expiring before it (other revocations, codes, sessions, families).
+        let s = MemoryStore::new();
+        let scope = ServerScope { namespace: "ns", server: "srv" };
+        let now = crate::issuer::unix_now();
+        s.revoke(scope, "earlier", now + 60).await.unwrap();
+        assert!(s.put_code(scope, CodeKind::Session, "sid", b"v", now + 600).await.unwrap());
+        for n in 0..SWEEP_EVERY {
+            s.revoke(scope, &format!("later-{n}"), now + 24 * 3600).await.unwrap();
+        }
+        assert!(s.is_revoked(scope, "earlier", now).await.unwrap(), "a live revocation was swept");
+        assert!(s.get_code(scope, CodeKind::Session, "sid", now).await.unwrap().is_some(), "a live code was swept");
     }
 }

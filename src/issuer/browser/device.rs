@@ -141,7 +141,9 @@ pub async fn submit(issuer: &Issuer, served: &Served, headers: &HeaderMap, form:
         return pages::device_entry(&action, typed, Some("That code is not valid. Check it and try again."));
     };
     let now = unix_now();
-    let device_code = match issuer.store.get_code(served.scope(), CodeKind::UserCode, &code, now).await {
+    // The code is spent once typed, taken atomically: of browsers typing it at the same time
+    // on any replicas, one goes on; nobody else can approve or deny it.
+    let device_code = match issuer.store.take_code(served.scope(), CodeKind::UserCode, &code, now).await {
         Ok(Some(v)) => String::from_utf8(v).unwrap_or_default(),
         Ok(None) => {
             return pages::device_entry(
@@ -160,8 +162,6 @@ pub async fn submit(issuer: &Issuer, served: &Served, headers: &HeaderMap, form:
     let Some(state) = state else {
         return pages::device_entry(&action, typed, Some("That code has expired. Start again on your device."));
     };
-    // The code is spent once typed: nobody else can approve or deny it.
-    let _ = issuer.store.take_code(served.scope(), CodeKind::UserCode, &code, now).await;
     let result = async {
         let (browser, new_browser) = super::browser_id(headers)?;
         let pending = Pending {

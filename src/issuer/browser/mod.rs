@@ -85,8 +85,11 @@ pub fn redirect(location: &str) -> Response {
 
 /// The error page for a request that cannot be answered by redirect.
 pub fn error_page(e: &OAuthError) -> Response {
-    let status = if e.status.is_server_error() { e.status } else { StatusCode::BAD_REQUEST };
-    let mut r = pages::error(status, &e.description);
+    let mut r = match e.status {
+        StatusCode::SERVICE_UNAVAILABLE => pages::unavailable(&e.description),
+        s if s.is_server_error() => pages::error(s, &e.description),
+        _ => pages::error(StatusCode::BAD_REQUEST, &e.description),
+    };
     if let Some(secs) = e.retry_after {
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }

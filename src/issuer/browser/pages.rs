@@ -54,6 +54,16 @@ pub fn error(status: StatusCode, message: &str) -> Response {
     page(status, "Sign-in error", &format!("<p class=\"error\" role=\"alert\">{}</p>", esc(message)))
 }
 
+/// A sign-in step that cannot be taken right now (token state or an upstream unreachable):
+/// the person is told to try again, the browser gets `Retry-After` from the caller.
+pub fn unavailable(message: &str) -> Response {
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Temporarily unavailable",
+        &format!("<p class=\"error\" role=\"alert\">{}</p><p>Try again in a moment.</p>", esc(message)),
+    )
+}
+
 /// One "Sign in with" link per upstream.
 pub struct UpstreamLink<'a> {
     pub href: String,
