@@ -587,15 +587,17 @@ async fn the_device_flow_hops_replicas_from_authorization_to_tokens() {
     let poll = |replica: usize| c.post(replica, "/v1/token", &poll_form, false);
     assert_eq!(poll(1).await.json["error"], "authorization_pending");
 
-    // The person: code typed on 2, login page on 0, password on 1, consent on 2.
+    // The person: code typed on 2, login page on 0, password on 1, consent page on 2, answer on 0.
     let mut b = Browser::default();
     let to_login = c.browse(&mut b, 2, "/v1/device", Some(&[("user_code", user_code.as_str())])).await;
-    let consent = c.log_in(&mut b, 0, &to_login).await;
+    let to_consent = c.log_in(&mut b, 0, &to_login).await;
+    assert_eq!(to_consent.status, 303, "{to_consent:?}");
+    let consent = c.browse(&mut b, 2, to_consent.location.as_deref().unwrap(), None).await;
     assert_eq!(consent.status, 200, "{consent:?}");
     assert!(consent.text().contains("A device is asking"), "{consent:?}");
     let (request, csrf) = (consent.hidden("request"), consent.hidden("csrf"));
     let form = [("request", request.as_str()), ("csrf", &csrf), ("decision", "allow")];
-    let done = c.browse(&mut b, 2, "/v1/consent", Some(&form)).await;
+    let done = c.browse(&mut b, 0, "/v1/consent", Some(&form)).await;
     assert!(done.text().contains("Device connected"), "{done:?}");
 
     let tokens = poll(0).await;
