@@ -280,6 +280,13 @@ impl Browser {
         }
     }
 
+    /// Submits the login form of `login`.
+    async fn log_in(&mut self, app: &axum::Router, login: &Page, username: &str, password: &str) -> Page {
+        let (request, csrf) = (login.hidden("request"), login.hidden("csrf"));
+        let fields = [("request", request.as_str()), ("csrf", &csrf), ("username", username), ("password", password)];
+        self.post(app, &format!("{BASE}/v1/login"), &fields).await
+    }
+
     async fn get(&mut self, app: &axum::Router, url: &str) -> Page {
         let path = url.strip_prefix("http://127.0.0.1:9").unwrap_or(url);
         self.send(app, Request::get(path).body(Body::empty()).unwrap()).await
@@ -326,13 +333,7 @@ async fn login_alice(h: &H, b: &mut Browser, start: &Page) -> Page {
     let login = b.get(&h.app, start.location.as_deref().unwrap()).await;
     assert_eq!(login.status, StatusCode::OK);
     assert!(login.body.contains("Sign in with Corp SSO"));
-    let (request, csrf) = (login.hidden("request"), login.hidden("csrf"));
-    b.post(
-        &h.app,
-        &format!("{BASE}/v1/login"),
-        &[("request", &request), ("csrf", &csrf), ("username", "alice"), ("password", "alice-password")],
-    )
-    .await
+    b.log_in(&h.app, &login, "alice", "alice-password").await
 }
 
 async fn token(h: &H, body: &[(&str, &str)], basic: Option<(&str, &str)>) -> (StatusCode, Value) {
@@ -585,37 +586,14 @@ async fn consent_denied_and_prompt_values_redirect_with_errors() {
     let mut fresh = Browser::default();
     let start = fresh.get(&h.app, &spa_url("openid")).await;
     let login = fresh.get(&h.app, start.location.as_deref().unwrap()).await;
-    let wrong = fresh
-        .post(
-            &h.app,
-            &format!("{BASE}/v1/login"),
-            &[
-                ("request", &login.hidden("request")),
-                ("csrf", &login.hidden("csrf")),
-                ("username", "alice"),
-                ("password", "x"),
-            ],
-        )
-        .await;
+    let wrong = fresh.log_in(&h.app, &login, "alice", "x").await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert!(wrong.body.contains("Wrong username or password"));
     assert!(!fresh.cookies.contains_key("tessera_session"));
     // guessing is slowed down: after the burst, 429 with Retry-After
     let mut statuses = Vec::new();
     for _ in 0..12 {
-        let p = fresh
-            .post(
-                &h.app,
-                &format!("{BASE}/v1/login"),
-                &[
-                    ("request", &login.hidden("request")),
-                    ("csrf", &login.hidden("csrf")),
-                    ("username", "alice"),
-                    ("password", "x"),
-                ],
-            )
-            .await;
-        statuses.push(p.status);
+        statuses.push(fresh.log_in(&h.app, &login, "alice", "x").await.status);
     }
     assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
 }

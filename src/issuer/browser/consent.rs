@@ -4,16 +4,13 @@
 use axum::http::HeaderMap;
 use axum::response::Response;
 
-use super::{Step, error_page, finish_denied, load_pending, load_session, proceed, same};
+use super::{Step, error_page, finish_denied, load_session, proceed, sign_in_of};
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
 use crate::issuer::{Issuer, Served};
 
 pub async fn page(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form) -> Response {
-    let Some(id) = form.get("request") else {
-        return error_page(&OAuthError::invalid_request("request is required; start again from the application"));
-    };
-    let pending = match load_pending(issuer, served, headers, id).await {
+    let (id, pending) = match sign_in_of(issuer, served, headers, form, false).await {
         Ok(p) => p,
         Err(e) => return error_page(&e),
     };
@@ -25,16 +22,10 @@ pub async fn page(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &
 }
 
 pub async fn submit(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form) -> Response {
-    let Some(id) = form.get("request") else {
-        return error_page(&OAuthError::invalid_request("request is required; start again from the application"));
-    };
-    let pending = match load_pending(issuer, served, headers, id).await {
+    let (id, pending) = match sign_in_of(issuer, served, headers, form, true).await {
         Ok(p) => p,
         Err(e) => return error_page(&e),
     };
-    if !same(form.get("csrf").unwrap_or_default(), &pending.csrf) {
-        return error_page(&OAuthError::invalid_request("the form has expired; start again from the application"));
-    }
     let (sid, session) = match load_session(issuer, served, headers).await {
         Ok(Some(s)) => s,
         Ok(None) => return error_page(&OAuthError::invalid_request("you are no longer signed in; start again")),

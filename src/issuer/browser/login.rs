@@ -3,7 +3,7 @@
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 
-use super::{Step, error_page, load_pending, pages, proceed, same, start_session, with_query};
+use super::{Step, error_page, pages, proceed, sign_in_of, start_session, with_query};
 use crate::config::StaticUser;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
@@ -23,11 +23,8 @@ fn dummy_hash() -> &'static str {
 const LOGIN_LIMIT: crate::api::RateLimit = crate::api::RateLimit { per_client: 1, burst: 10 };
 
 pub async fn page(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form) -> Response {
-    let Some(id) = form.get("request") else {
-        return error_page(&OAuthError::invalid_request("request is required; start again from the application"));
-    };
-    match load_pending(issuer, served, headers, id).await {
-        Ok(p) => render(served, id, &p.client_id, &p.csrf, None, ""),
+    match sign_in_of(issuer, served, headers, form, false).await {
+        Ok((id, p)) => render(served, id, &p.client_id, &p.csrf, None, ""),
         Err(e) => error_page(&e),
     }
 }
@@ -91,16 +88,10 @@ pub fn user_info(u: &StaticUser) -> UserInfo {
 }
 
 pub async fn submit(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form) -> Response {
-    let Some(id) = form.get("request") else {
-        return error_page(&OAuthError::invalid_request("request is required; start again from the application"));
-    };
-    let pending = match load_pending(issuer, served, headers, id).await {
+    let (id, pending) = match sign_in_of(issuer, served, headers, form, true).await {
         Ok(p) => p,
         Err(e) => return error_page(&e),
     };
-    if !same(form.get("csrf").unwrap_or_default(), &pending.csrf) {
-        return error_page(&OAuthError::invalid_request("the form has expired; start again from the application"));
-    }
     let Some(identity) = &served.config.identity else {
         return error_page(&OAuthError::access_denied("sign-in is not enabled on this server"));
     };

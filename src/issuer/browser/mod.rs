@@ -175,6 +175,25 @@ pub async fn load_pending(
     Ok(pending)
 }
 
+/// The sign-in a page or form continues (its `request` parameter), bound to this browser;
+/// a form (`with_csrf`) must also echo the sign-in's CSRF token.
+pub async fn sign_in_of<'f>(
+    issuer: &Issuer,
+    served: &Served,
+    headers: &HeaderMap,
+    form: &'f crate::issuer::form::Form,
+    with_csrf: bool,
+) -> Result<(&'f str, Pending), OAuthError> {
+    let id = form
+        .get("request")
+        .ok_or_else(|| OAuthError::invalid_request("request is required; start again from the application"))?;
+    let pending = load_pending(issuer, served, headers, id).await?;
+    if with_csrf && !same(form.get("csrf").unwrap_or_default(), &pending.csrf) {
+        return Err(OAuthError::invalid_request("the form has expired; start again from the application"));
+    }
+    Ok((id, pending))
+}
+
 /// The session of the request, if it is signed in and not expired.
 pub async fn load_session(
     issuer: &Issuer,
