@@ -27,16 +27,23 @@ pub trait Dependent:
     const KIND: &'static str;
     /// (namespace, name) of the server it belongs to.
     fn server(&self) -> (String, String);
+    /// Whether it belongs to server `namespace/name` (no allocation: called for every cached
+    /// object on every server reconcile).
+    fn belongs_to(&self, namespace: &str, name: &str) -> bool;
     fn conditions(&self) -> Vec<crate::api::conditions::Condition>;
 }
 
 macro_rules! dependent {
-    ($ty:ty, $kind:literal, |$s:ident| $server_ns:expr) => {
+    ($ty:ty, $kind:literal, |$s:ident| $server_ns:expr, |$b:ident| $server_ns_ref:expr) => {
         impl Dependent for $ty {
             const KIND: &'static str = $kind;
             fn server(&self) -> (String, String) {
                 let $s = self;
                 ($server_ns, self.spec.server_ref.name.clone())
+            }
+            fn belongs_to(&self, namespace: &str, name: &str) -> bool {
+                let $b = self;
+                self.spec.server_ref.name == name && $server_ns_ref == Some(namespace)
             }
             fn conditions(&self) -> Vec<crate::api::conditions::Condition> {
                 self.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()
@@ -45,10 +52,12 @@ macro_rules! dependent {
     };
 }
 
-dependent!(AuthScope, "AuthScope", |s| s.namespace().unwrap_or_default());
-dependent!(AuthClaim, "AuthClaim", |s| s.namespace().unwrap_or_default());
-dependent!(AccessPolicy, "AccessPolicy", |s| s.namespace().unwrap_or_default());
-dependent!(AuthClient, "AuthClient", |s| s.server_namespace());
+dependent!(AuthScope, "AuthScope", |s| s.namespace().unwrap_or_default(), |b| b.metadata.namespace.as_deref());
+dependent!(AuthClaim, "AuthClaim", |s| s.namespace().unwrap_or_default(), |b| b.metadata.namespace.as_deref());
+dependent!(AccessPolicy, "AccessPolicy", |s| s.namespace().unwrap_or_default(), |b| b.metadata.namespace.as_deref());
+dependent!(AuthClient, "AuthClient", |s| s.server_namespace(), |b| {
+    b.spec.server_ref.namespace.as_deref().or(b.metadata.namespace.as_deref())
+});
 
 /// Runs the controller of `K` on the operator's shared watch of it (`trigger`, cached in `store`).
 pub async fn run<K: Dependent>(

@@ -79,9 +79,7 @@ async fn from_stores<K: Dependent>(
     let mut out = Vec::new();
     for store in stores {
         store.wait_until_ready().await.map_err(|e| Error::Invalid(format!("{} cache: {e}", K::KIND)))?;
-        out.extend(
-            store.state().into_iter().filter(|o| o.server() == (ns.to_owned(), name.to_owned())).map(|o| (*o).clone()),
-        );
+        out.extend(store.state().into_iter().filter(|o| o.belongs_to(ns, name)).map(|o| (*o).clone()));
     }
     // The API lists by name; keep that order (the compiled config does not depend on it).
     out.sort_by_key(|o| (o.namespace(), o.name_any()));
