@@ -1,7 +1,5 @@
 //! RFC 9068 access tokens with Okta's claims, and checking our own tokens.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -58,9 +56,7 @@ impl AccessTokenClaims {
 
 /// `AT.` and 128 random bits, like Okta's token ids.
 pub fn new_jti() -> Option<String> {
-    let mut b = [0u8; 16];
-    aws_lc_rs::rand::fill(&mut b).ok()?;
-    Some(format!("AT.{}", URL_SAFE_NO_PAD.encode(b)))
+    super::browser::random(16).ok().map(|r| format!("AT.{r}"))
 }
 
 /// One audience as a string, several as an array.

@@ -63,8 +63,11 @@ fn metadata(s: &Served) -> Value {
             d.extend(e.clone());
         }
     }
-    claims.extend(c.claims.iter().map(|cl| cl.name.as_str()));
-    claims.dedup();
+    for custom in c.claims.iter().map(|cl| cl.name.as_str()) {
+        if !claims.contains(&custom) {
+            claims.push(custom);
+        }
+    }
     doc["claims_supported"] = json!(claims);
     doc
 }

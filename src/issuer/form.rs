@@ -24,19 +24,17 @@ impl Form {
         if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
             return Err(OAuthError::invalid_request("content type must be application/x-www-form-urlencoded"));
         }
-        let mut out = HashMap::new();
-        for (k, v) in form_urlencoded::parse(body) {
-            if out.insert(k.to_string(), v.into_owned()).is_some() {
-                return Err(OAuthError::invalid_request(format!("parameter {k} is repeated")));
-            }
-        }
-        Ok(Self(out))
+        Self::from_query_bytes(body)
     }
 
     /// Parameters of a query string (the authorization endpoint's GET).
     pub fn from_query(query: &str) -> Result<Self, OAuthError> {
+        Self::from_query_bytes(query.as_bytes())
+    }
+
+    fn from_query_bytes(encoded: &[u8]) -> Result<Self, OAuthError> {
         let mut out = HashMap::new();
-        for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        for (k, v) in form_urlencoded::parse(encoded) {
             if out.insert(k.to_string(), v.into_owned()).is_some() {
                 return Err(OAuthError::invalid_request(format!("parameter {k} is repeated")));
             }

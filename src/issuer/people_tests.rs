@@ -280,6 +280,13 @@ impl Browser {
         }
     }
 
+    /// Answers the consent page `consent` with `decision` (allow or deny).
+    async fn answer_consent(&mut self, app: &axum::Router, consent: &Page, decision: &str) -> Page {
+        let (request, csrf) = (consent.hidden("request"), consent.hidden("csrf"));
+        let fields = [("request", request.as_str()), ("csrf", &csrf), ("decision", decision)];
+        self.post(app, &format!("{BASE}/v1/consent"), &fields).await
+    }
+
     /// Submits the login form of `login`.
     async fn log_in(&mut self, app: &axum::Router, login: &Page, username: &str, password: &str) -> Page {
         let (request, csrf) = (login.hidden("request"), login.hidden("csrf"));
@@ -511,13 +518,7 @@ async fn consent_is_asked_for_required_scopes_and_remembered() {
     let reloaded = b.get(&h.app, &format!("{BASE}/v1/consent?request={}", consent.hidden("request"))).await;
     assert_eq!(reloaded.status, StatusCode::OK, "{}", reloaded.body);
     assert!(consent.body.contains("Manage every order"), "{}", consent.body);
-    let done = b
-        .post(
-            &h.app,
-            &format!("{BASE}/v1/consent"),
-            &[("request", &consent.hidden("request")), ("csrf", &consent.hidden("csrf")), ("decision", "allow")],
-        )
-        .await;
+    let done = b.answer_consent(&h.app, &consent, "allow").await;
     let code = done.params()["code"].clone();
     let (s, t) = redeem_spa(&h, &code).await;
     assert_eq!(s, StatusCode::OK, "{t}");
@@ -552,13 +553,7 @@ async fn consent_denied_and_prompt_values_redirect_with_errors() {
     let ask = b.get(&h.app, &spa_url("openid&prompt=consent")).await;
     let ask = b.follow_to_consent(&h.app, ask).await;
     assert_eq!(ask.status, StatusCode::OK);
-    let denied = b
-        .post(
-            &h.app,
-            &format!("{BASE}/v1/consent"),
-            &[("request", &ask.hidden("request")), ("csrf", &ask.hidden("csrf")), ("decision", "deny")],
-        )
-        .await;
+    let denied = b.answer_consent(&h.app, &ask, "deny").await;
     assert_eq!(denied.params().get("error").map(String::as_str), Some("access_denied"));
     // a forged form (wrong csrf) is refused on our page
     let ask = b.get(&h.app, &spa_url("openid&prompt=consent")).await;
@@ -574,13 +569,7 @@ async fn consent_denied_and_prompt_values_redirect_with_errors() {
     assert!(forged.location.is_none());
     // another browser cannot continue alice's sign-in
     let mut other = Browser::default();
-    let stolen = other
-        .post(
-            &h.app,
-            &format!("{BASE}/v1/consent"),
-            &[("request", &ask.hidden("request")), ("csrf", &ask.hidden("csrf")), ("decision", "allow")],
-        )
-        .await;
+    let stolen = other.answer_consent(&h.app, &ask, "allow").await;
     assert_eq!(stolen.status, StatusCode::BAD_REQUEST);
     // wrong password: the login page again, 401
     let mut fresh = Browser::default();
@@ -840,13 +829,7 @@ async fn device_flow_polls_then_gets_tokens_after_approval() {
     let consent = b.follow_to_consent(&h.app, consent).await;
     assert_eq!(consent.status, StatusCode::OK, "{}", consent.body);
     assert!(consent.body.contains("A device is asking"));
-    let done = b
-        .post(
-            &h.app,
-            &format!("{BASE}/v1/consent"),
-            &[("request", &consent.hidden("request")), ("csrf", &consent.hidden("csrf")), ("decision", "allow")],
-        )
-        .await;
+    let done = b.answer_consent(&h.app, &consent, "allow").await;
     assert!(done.body.contains("Device connected"), "{}", done.body);
     let (s, t) = poll().await;
     assert_eq!(s, StatusCode::OK, "{t}");

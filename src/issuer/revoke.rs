@@ -29,8 +29,7 @@ async fn handle(issuer: &Issuer, served: &Served, req: &Incoming) -> Result<(), 
     let now = unix_now();
     if let Some((family, _, _)) = super::grants::parse_refresh_token(token) {
         // A refresh token: its whole family goes (we cannot tell its client without rotating it).
-        issuer.store.revoke(served.scope(), &super::grants::family_marker(family), now + 5 * 365 * 24 * 3600).await?;
-        issuer.store.revoke_family(served.scope(), family).await?;
+        super::grants::revoke_family(issuer, served, family, now).await?;
         tracing::info!(target: "tessera::audit", server = %served.config.name, client = %client.client_id, "refresh token revoked");
         return Ok(());
     }

@@ -50,6 +50,8 @@ pub enum CodeKind {
     Redeemed,
     /// The userinfo claims of a person's access token, by its `jti`, until it expires.
     UserInfo,
+    /// A person's answer to a device code (approved or denied), by the device code's hash.
+    DeviceDecision,
 }
 
 impl CodeKind {
@@ -63,6 +65,7 @@ impl CodeKind {
             Self::UpstreamState => "upstream",
             Self::Redeemed => "redeemed",
             Self::UserInfo => "userinfo",
+            Self::DeviceDecision => "devicedecision",
         }
     }
 }

@@ -42,10 +42,9 @@ pub enum Decision {
     Denied,
 }
 
-/// Where a device code's decision is kept (the code space of authorization codes, which
-/// never contain ':').
+/// Where a device code's decision is kept (`CodeKind::DeviceDecision`).
 pub fn decision_key(device_code: &str) -> String {
-    format!("device:{}", sha256_b64(device_code))
+    sha256_b64(device_code)
 }
 
 fn user_code() -> Result<String, OAuthError> {
@@ -195,7 +194,7 @@ async fn decide(
     let value = serde_json::to_vec(d).map_err(|_| OAuthError::server_error("device"))?;
     let stored = issuer
         .store
-        .put_code(served.scope(), CodeKind::Authorization, &decision_key(device_code), &value, until)
+        .put_code(served.scope(), CodeKind::DeviceDecision, &decision_key(device_code), &value, until)
         .await?;
     if stored { Ok(()) } else { Err(OAuthError::invalid_request("this device code was already answered")) }
 }

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::person::{Person, Refresh, family_marker, mint_for_person};
+use super::person::{Person, Refresh, mint_for_person, revoke_family};
 use crate::api::{AuthMethod, GrantType};
 use crate::config::ClientConfig;
 use crate::issuer::access_token::new_jti;
@@ -34,8 +34,7 @@ async fn revoke_issued(issuer: &Issuer, served: &Served, code: &str, now: i64) -
     let Ok(r) = serde_json::from_slice::<Redeemed>(&raw) else { return Ok(()) };
     let until = now + MAX_ACCESS_TOKEN_SECS;
     issuer.store.revoke(served.scope(), &r.jti, until).await?;
-    issuer.store.revoke(served.scope(), &family_marker(&r.family), now + 5 * 365 * 24 * 3600).await?;
-    issuer.store.revoke_family(served.scope(), &r.family).await?;
+    revoke_family(issuer, served, &r.family, now).await?;
     tracing::warn!(
         target: "tessera::audit",
         server = %served.config.name,

@@ -31,9 +31,9 @@ pub async fn device_code(
         return Err(OAuthError::invalid_grant("device code was issued to another client"));
     }
     let key = decision_key(code);
-    if issuer.store.get_code(s, CodeKind::Authorization, &key, now).await?.is_some() {
+    if issuer.store.get_code(s, CodeKind::DeviceDecision, &key, now).await?.is_some() {
         // Exactly one poll takes the decision; the device code goes with it.
-        let taken = issuer.store.take_code(s, CodeKind::Authorization, &key, now).await?;
+        let taken = issuer.store.take_code(s, CodeKind::DeviceDecision, &key, now).await?;
         issuer.store.take_code(s, CodeKind::Device, code, now).await?;
         let decision: Decision = taken
             .and_then(|v| serde_json::from_slice(&v).ok())

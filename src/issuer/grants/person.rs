@@ -37,6 +37,14 @@ pub fn family_marker(family: &str) -> String {
     format!("family:{family}")
 }
 
+/// Revokes a family for good: its store entry goes, and a revocation mark (checked before
+/// every rotation) covers a family created after this call by a racing redemption.
+pub async fn revoke_family(issuer: &Issuer, served: &Served, family: &str, now: i64) -> Result<(), OAuthError> {
+    issuer.store.revoke(served.scope(), &family_marker(family), now + UNLIMITED_FAMILY_SECS).await?;
+    issuer.store.revoke_family(served.scope(), family).await?;
+    Ok(())
+}
+
 /// `<family>.<secret>`, where the secret ends in its issue time: `<random>-<unix seconds>`.
 pub fn refresh_token_string(family: &str, secret: &str) -> String {
     format!("{family}.{secret}")

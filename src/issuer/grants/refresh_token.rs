@@ -3,6 +3,7 @@
 use super::parse_scope;
 use super::person::{
     FamilyGrant, Person, Refresh, family_marker, mint_for_person, new_refresh_secret, parse_refresh_token,
+    revoke_family,
 };
 use crate::config::ClientConfig;
 use crate::issuer::error::OAuthError;
@@ -43,12 +44,12 @@ pub async fn refresh_token(
     };
     let grant: FamilyGrant = serde_json::from_slice(&grant).map_err(|_| unknown())?;
     if grant.client_id != client.client_id {
-        issuer.store.revoke_family(s, family).await?;
+        revoke_family(issuer, served, family, now).await?;
         return Err(OAuthError::invalid_grant("refresh token was issued to another client; its family is revoked"));
     }
     let idle = i64::try_from(grant.idle_timeout_secs).unwrap_or(i64::MAX);
     if idle > 0 && now.saturating_sub(issued_at) > idle {
-        issuer.store.revoke_family(s, family).await?;
+        revoke_family(issuer, served, family, now).await?;
         return Err(OAuthError::invalid_grant("refresh token expired through inactivity"));
     }
     let scopes = match parse_scope(form.get("scope"))? {
