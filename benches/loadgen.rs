@@ -3,7 +3,8 @@
 //! server answers (closed loop) or at a fixed total rate (open loop, wrk2-style: latency is
 //! measured from the time a request was due, so a stalled server cannot hide its queue).
 //! With `--new-conn-per-request` every request opens (and, for https, handshakes) its own
-//! connection. Prints one JSON line.
+//! connection. `--spin` keeps the load generator's thread busy-polling its sockets instead of
+//! sleeping in the kernel between answers (it owns its core anyway). Prints one JSON line.
 //!
 //! Not a test: run by `benches/run`, e.g.
 //! `loadgen --url http://127.0.0.1:8080/p/v1/token --method POST --header 'Authorization: Basic ..'
@@ -30,7 +31,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const USAGE: &str = "usage: loadgen --url URL [--method GET|POST] [--header 'K: V']... [--body STR] \
-[--connections N] [--seconds S] [--rate REQ_PER_S] [--max-requests N] [--new-conn-per-request] [--ca PEM] \
+[--connections N] [--seconds S] [--rate REQ_PER_S] [--max-requests N] [--new-conn-per-request] [--spin] [--ca PEM] \
 [--flow code|refresh --client-id ID --redirect-uri URI --scope S --user U --password P]";
 
 /// The PKCE verifier of every flow request (a load generator needs no secrecy).
@@ -65,6 +66,8 @@ struct Options {
     rate: Option<f64>,
     max_requests: u64,
     new_conn_per_request: bool,
+    /// Never sleep in the kernel while waiting for answers (see `--spin`).
+    spin: bool,
     flow: Option<Arc<Flow>>,
 }
 
@@ -85,7 +88,7 @@ fn parse_args() -> Result<Option<Options>, String> {
     }
     let (mut url, mut method, mut headers, mut body) = (String::new(), "GET".to_owned(), Vec::new(), String::new());
     let (mut connections, mut seconds, mut rate, mut max_requests) = (16usize, 5.0f64, None, u64::MAX);
-    let (mut new_conn, mut ca) = (false, None::<String>);
+    let (mut new_conn, mut ca, mut spin) = (false, None::<String>, false);
     let (mut flow, mut client_id, mut redirect_uri, mut scope) = (None, String::new(), String::new(), String::new());
     let (mut user, mut password) = (String::new(), String::new());
     let mut it = args.into_iter();
@@ -102,6 +105,7 @@ fn parse_args() -> Result<Option<Options>, String> {
             "--max-requests" => max_requests = value()?.parse().map_err(|e| format!("--max-requests: {e}"))?,
             "--ca" => ca = Some(value()?),
             "--new-conn-per-request" => new_conn = true,
+            "--spin" => spin = true,
             "--flow" => {
                 flow = Some(match value()?.as_str() {
                     "code" => FlowKind::Code,
@@ -183,6 +187,7 @@ fn parse_args() -> Result<Option<Options>, String> {
         rate,
         max_requests,
         new_conn_per_request: new_conn,
+        spin,
         flow,
     }))
 }
@@ -567,6 +572,19 @@ fn main() {
                 }
             }
         }
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if options.spin {
+            // Keeps this thread runnable: the runtime then polls its sockets without blocking
+            // and the load generator never sleeps in epoll_wait, so the server's answer does not
+            // have to wake it (on a VM a cross-core wake-up is an IPI, costing the *server*
+            // ~10 µs of CPU inside its write; see BENCHMARKS.md).
+            let done = done.clone();
+            tokio::spawn(async move {
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    tokio::task::yield_now().await;
+                }
+            });
+        }
         let start = Instant::now();
         let quota = options.max_requests.div_ceil(options.connections as u64);
         let tasks: Vec<_> = (0..options.connections)
@@ -589,7 +607,9 @@ fn main() {
                 }
             }
         }
-        (all, start.elapsed().as_secs_f64())
+        let seconds = start.elapsed().as_secs_f64();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (all, seconds)
     });
     let mut lat = tally.latencies_us;
     lat.sort_unstable();

@@ -17,6 +17,10 @@ use tessera::standalone::{StateDir, compile_all, manifests};
 use tessera::store::MemoryStore;
 use tower::ServiceExt;
 
+/// The allocator of the `tessera` binary, so the in-process figures match the server's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn per_op(label: &str, n: u32, f: impl FnMut()) {
     let mut f = f;
     for _ in 0..n / 10 {

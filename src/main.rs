@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 /// Tessera: self-hosted, Okta-style custom authorization servers on Kubernetes.
@@ -124,6 +125,11 @@ impl TrustArgs {
 fn init_tracing() {
     tessera::telemetry::init();
 }
+
+/// mimalloc: a token request makes a few hundred small, short-lived allocations, which glibc
+/// malloc serves at ~15% of the issuer's CPU at peak (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()

@@ -5,6 +5,12 @@ use std::sync::{Arc, OnceLock};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use std::collections::HashMap;
+
+use cel::common::types::{CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
+
 use crate::api::GrantType;
 use crate::config::{ClientConfig, ServerConfig};
 
@@ -30,27 +36,50 @@ pub struct UserInfo {
     pub amr: Vec<String>,
 }
 
-/// The CEL variables of one request, converted once and shared by conditions and claims.
+/// The names CEL expressions can use, in the order of [`CelVariables`]'s slots.
+const NAMES: [&str; 5] = ["client", "user", "request", "server", "subject"];
+
+/// The CEL variables of one request, shared by every condition and claim it evaluates.
+///
+/// Each variable is converted to CEL's representation only when an expression first reads it
+/// and then borrowed by every later one: a request evaluates several programs, and most read
+/// only one or two of the five variables.
 pub struct CelVariables {
-    values: Vec<(&'static str, cel::Value)>,
+    json: [Value; 5],
+    converted: [OnceLock<Box<dyn Val>>; 5],
 }
 
-fn to_cel(v: &Value) -> cel::Value {
+impl std::fmt::Debug for CelVariables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CelVariables").finish_non_exhaustive()
+    }
+}
+
+impl VariableResolver for CelVariables {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let i = NAMES.iter().position(|n| *n == variable)?;
+        let val = self.converted[i].get_or_init(|| to_val(&self.json[i]));
+        Some(CowVal::Borrowed(val.as_ref()))
+    }
+}
+
+/// A JSON value as CEL's runtime value.
+fn to_val(v: &Value) -> Box<dyn Val> {
     match v {
-        Value::Null => cel::Value::Null,
-        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Null => Box::new(CelNull),
+        Value::Bool(b) => Box::new(CelBool::from(*b)),
         Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
-            (Some(i), _, _) => cel::Value::Int(i),
-            (None, Some(u), _) => cel::Value::UInt(u),
-            (_, _, Some(f)) => cel::Value::Float(f),
-            _ => cel::Value::Null,
+            (Some(i), _, _) => Box::new(CelInt::from(i)),
+            (None, Some(u), _) => Box::new(CelUInt::from(u)),
+            (_, _, Some(f)) => Box::new(CelDouble::from(f)),
+            _ => Box::new(CelNull),
         },
-        Value::String(s) => cel::Value::String(s.clone().into()),
-        Value::Array(a) => cel::Value::List(a.iter().map(to_cel).collect::<Vec<_>>().into()),
+        Value::String(s) => Box::new(CelString::from(s.clone())),
+        Value::Array(a) => Box::new(CelList::from(a.iter().map(to_val).collect::<Vec<_>>())),
         Value::Object(o) => {
-            let map: std::collections::HashMap<cel::objects::Key, cel::Value> =
-                o.iter().map(|(k, v)| (cel::objects::Key::String(k.clone().into()), to_cel(v))).collect();
-            cel::Value::Map(map.into())
+            let map: HashMap<CelMapKey<'static>, Box<dyn Val>> =
+                o.iter().map(|(k, v)| (CelMapKey::from(k.clone()), to_val(v))).collect();
+            Box::new(CelMap::from(map))
         }
     }
 }
@@ -73,23 +102,13 @@ impl CelVariables {
         let request = json!({ "grantType": grant_type.as_str(), "scopes": scopes, "audience": audience });
         let server = json!({ "name": server.name, "issuer": server.issuer });
         let subject = subject.map_or(Value::Null, |s| Value::Object(s.clone()));
-        Self {
-            values: vec![
-                ("client", to_cel(&client)),
-                ("user", to_cel(&user)),
-                ("request", to_cel(&request)),
-                ("server", to_cel(&server)),
-                ("subject", to_cel(&subject)),
-            ],
-        }
+        Self { json: [client, user, request, server, subject], converted: Default::default() }
     }
 
-    /// A CEL context with the variables bound, over the shared standard environment.
+    /// A CEL context over the shared standard environment that reads the variables from here.
     pub fn context(&self) -> cel::Context<'_, '_> {
         let mut ctx = cel::Context::with_env(stdlib().clone());
-        for (name, value) in &self.values {
-            ctx.add_variable_from_value(*name, value.clone());
-        }
+        ctx.set_variable_resolver(self);
         ctx
     }
 }
