@@ -266,7 +266,15 @@ async fn connection(o: Options, index: usize, start: Instant, quota: u64) -> Tal
             if due >= end {
                 break;
             }
-            tokio::time::sleep_until(due.into()).await;
+            if o.spin {
+                // Sends at the due microsecond: tokio's timers tick in whole milliseconds, which
+                // would bunch an open loop's requests into bursts and add up to 1 ms of wait.
+                while Instant::now() < due {
+                    tokio::task::yield_now().await;
+                }
+            } else {
+                tokio::time::sleep_until(due.into()).await;
+            }
         } else if Instant::now() >= end {
             break;
         }

@@ -51,6 +51,9 @@ fn failed() -> OAuthError {
 
 /// Form-decodes one value (`+` is a space, `%XX` a byte); `&` and `=` are kept as they are.
 fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains(['%', '+']) {
+        return Some(s.to_owned());
+    }
     let escaped = s.replace('&', "%26").replace('=', "%3D");
     form_urlencoded::parse(format!("x={escaped}").as_bytes()).next().map(|(_, v)| v.into_owned())
 }

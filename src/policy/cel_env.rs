@@ -105,6 +105,29 @@ impl CelVariables {
         Self { json: [client, user, request, server, subject], converted: Default::default() }
     }
 
+    /// The id of the client the request is from.
+    pub fn client_id(&self) -> &str {
+        self.json[0].get("id").and_then(Value::as_str).unwrap_or_default()
+    }
+
+    /// Everything `client.id` and `request` hold, as one string: equal keys, equal variables
+    /// (`client` and `server` are fixed by the client id within one config).
+    pub fn request_key(&self) -> String {
+        let mut key = String::with_capacity(128);
+        key.push_str(self.client_id());
+        let request = &self.json[2];
+        key.push('\n');
+        key.push_str(request.get("grantType").and_then(Value::as_str).unwrap_or_default());
+        for list in ["scopes", "audience"] {
+            key.push('\n');
+            for item in request.get(list).and_then(Value::as_array).into_iter().flatten() {
+                key.push_str(item.as_str().unwrap_or_default());
+                key.push(' ');
+            }
+        }
+        key
+    }
+
     /// A CEL context over the shared standard environment that reads the variables from here.
     pub fn context(&self) -> cel::Context<'_, '_> {
         let mut ctx = cel::Context::with_env(stdlib().clone());

@@ -3,6 +3,9 @@
 
 mod cel_env;
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -97,12 +100,90 @@ struct CompiledClaim {
     token: TokenKind,
     always_include: bool,
     scopes: Vec<String>,
+    program: Compiled<Result<Value, String>>,
+}
+
+/// A CEL program, and what it gave before when its outcome is known without running it.
+///
+/// CEL has no clock, no randomness and (here) no functions of our own, so a program's outcome
+/// depends only on the variables it reads. One that reads only `client` and `server` (fixed by
+/// the config) is worked out for each of the config's clients when the config is loaded; one
+/// that also reads `request` (grant type, scopes, audience) is remembered per client and
+/// request, up to [`MEMO_ENTRIES`] of them. Most claims and conditions are of these two kinds,
+/// and CEL's interpreter is a good part of a token's cost.
+struct Compiled<T> {
     program: cel::Program,
+    per_client: Option<HashMap<String, T>>,
+    per_request: Option<RwLock<HashMap<String, T>>>,
+}
+
+/// Outcomes remembered per program before the memory starts over (bounds what clients can make
+/// us keep by varying their scopes).
+const MEMO_ENTRIES: usize = 1024;
+
+impl<T: Clone> Compiled<T> {
+    fn new(config: &ServerConfig, program: cel::Program, outcome: impl Fn(&cel::Program, &CelVariables) -> T) -> Self {
+        let reads = |allowed: &[&str]| program.references().variables().iter().all(|v| allowed.contains(v));
+        let fixed = reads(&["client", "server"]);
+        let request_shaped = !fixed && reads(&["client", "server", "request"]);
+        let per_client = fixed.then(|| {
+            config
+                .clients
+                .iter()
+                .map(|c| {
+                    let vars = CelVariables::new(config, c, GrantType::ClientCredentials, &[], &[], None, None);
+                    (c.client_id.clone(), outcome(&program, &vars))
+                })
+                .collect()
+        });
+        let per_request = request_shaped.then(RwLock::default);
+        Self { program, per_client, per_request }
+    }
+
+    /// The outcome for the request `vars` describes.
+    fn outcome(&self, vars: &CelVariables, outcome: impl Fn(&cel::Program, &CelVariables) -> T) -> T {
+        if let Some(known) = self.per_client.as_ref().and_then(|m| m.get(vars.client_id())) {
+            return known.clone();
+        }
+        let Some(memo) = &self.per_request else { return outcome(&self.program, vars) };
+        let key = vars.request_key();
+        if let Some(known) = memo.read().ok().and_then(|m| m.get(&key).cloned()) {
+            return known;
+        }
+        let fresh = outcome(&self.program, vars);
+        if let Ok(mut m) = memo.write() {
+            if m.len() >= MEMO_ENTRIES {
+                m.clear();
+            }
+            m.insert(key, fresh.clone());
+        }
+        fresh
+    }
+}
+
+/// A claim's value: JSON, `Null` when the expression gives null (the claim is left out).
+fn claim_value(program: &cel::Program, vars: &CelVariables) -> Result<Value, String> {
+    let ctx = vars.context();
+    match program.execute(&ctx) {
+        Ok(cel::Value::Null) => Ok(Value::Null),
+        Ok(v) => v.json().map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Why a rule's condition does not hold (`None`: it holds).
+fn condition_failure(program: &cel::Program, vars: &CelVariables) -> Option<String> {
+    match program.execute(&vars.context()) {
+        Ok(cel::Value::Bool(true)) => None,
+        Ok(cel::Value::Bool(false)) => Some("condition is false".to_owned()),
+        Ok(v) => Some(format!("condition returned {:?}, not a bool", v.type_of())),
+        Err(e) => Some(format!("condition failed: {e}")),
+    }
 }
 
 /// Policies and claims of one `ServerConfig`, their CEL compiled.
 pub struct PolicyEngine {
-    conditions: Vec<Vec<Option<cel::Program>>>,
+    conditions: Vec<Vec<Option<Compiled<Option<String>>>>>,
     claims: Vec<CompiledClaim>,
 }
 
@@ -123,7 +204,11 @@ impl PolicyEngine {
             let mut rules = Vec::with_capacity(p.rules.len());
             for r in &p.rules {
                 rules.push(match &r.condition {
-                    Some(c) => Some(compile_cel(|| format!("policy {} rule {}", p.name, r.name), c)?),
+                    Some(c) => Some(Compiled::new(
+                        config,
+                        compile_cel(|| format!("policy {} rule {}", p.name, r.name), c)?,
+                        condition_failure,
+                    )),
                     None => None,
                 });
             }
@@ -136,7 +221,7 @@ impl PolicyEngine {
                 token: c.token,
                 always_include: c.always_include,
                 scopes: c.scopes.clone(),
-                program: compile_cel(|| format!("claim {}", c.name), &c.value)?,
+                program: Compiled::new(config, compile_cel(|| format!("claim {}", c.name), &c.value)?, claim_value),
             });
         }
         Ok(Self { conditions, claims })
@@ -225,7 +310,6 @@ impl PolicyEngine {
     ) -> (Map<String, Value>, Vec<(String, String)>) {
         let mut out = Map::new();
         let mut errors = Vec::new();
-        let ctx = vars.context();
         for c in self.claims.iter().filter(|c| c.token == token && (all || c.always_include)) {
             if RESERVED_CLAIMS.contains(&c.name.as_str()) {
                 continue;
@@ -233,16 +317,12 @@ impl PolicyEngine {
             if !c.scopes.is_empty() && !c.scopes.iter().any(|s| scopes.contains(s)) {
                 continue;
             }
-            match c.program.execute(&ctx) {
-                Ok(cel::Value::Null) => {}
-                Ok(v) => match v.json() {
-                    Ok(Value::Null) => {}
-                    Ok(json) => {
-                        out.insert(c.name.clone(), json);
-                    }
-                    Err(e) => errors.push((c.name.clone(), e.to_string())),
-                },
-                Err(e) => errors.push((c.name.clone(), e.to_string())),
+            match c.program.outcome(vars, claim_value) {
+                Ok(Value::Null) => {}
+                Ok(json) => {
+                    out.insert(c.name.clone(), json);
+                }
+                Err(e) => errors.push((c.name.clone(), e)),
             }
         }
         (out, errors)
@@ -253,7 +333,7 @@ impl PolicyEngine {
 fn rule_mismatch(
     config: &ServerConfig,
     rule: &RuleConfig,
-    condition: Option<&cel::Program>,
+    condition: Option<&Compiled<Option<String>>>,
     req: &TokenRequest<'_>,
     requested: &[String],
     vars: &CelVariables,
@@ -274,13 +354,8 @@ fn rule_mismatch(
             other.push("user is not among the rule's users".to_owned());
         }
     }
-    if let Some(program) = condition {
-        match program.execute(&vars.context()) {
-            Ok(cel::Value::Bool(true)) => {}
-            Ok(cel::Value::Bool(false)) => other.push("condition is false".to_owned()),
-            Ok(v) => other.push(format!("condition returned {:?}, not a bool", v.type_of())),
-            Err(e) => other.push(format!("condition failed: {e}")),
-        }
+    if let Some(failure) = condition.and_then(|c| c.outcome(vars, condition_failure)) {
+        other.push(failure);
     }
     let mut scope = Vec::new();
     if requested.is_empty() {

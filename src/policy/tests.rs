@@ -115,3 +115,43 @@ fn claims_are_cel_values_with_nulls_omitted_and_scope_filters() {
     let (claims, _) = e.claims(TokenKind::AccessToken, &vars, &write, true);
     assert_eq!(Value::Object(claims), json!({ "k8s_namespace": "team" }));
 }
+
+#[test]
+fn remembered_outcomes_are_the_ones_cel_gives() {
+    let c = config();
+    let e = PolicyEngine::new(&c).unwrap();
+    // The condition reads `request`: remembered per client and request, never across them.
+    for _ in 0..3 {
+        let one = e.decide(&c, &request(&c, "team.api", Some(&["payments:read"])));
+        assert!(one.outcome.is_ok());
+        let two = e.decide(&c, &request(&c, "team.api", Some(&["payments:read", "payments:write"])));
+        assert_eq!(two.trace[0].rules[0].reasons, ["condition is false"]);
+        let other_grant = e.decide(
+            &c,
+            &TokenRequest { grant_type: GrantType::TokenExchange, ..request(&c, "team.api", Some(&["payments:read"])) },
+        );
+        assert_eq!(other_grant.outcome, Err(Denial::AccessDenied));
+    }
+    // `tenant` reads only `client`: worked out per client when the engine is built.
+    assert!(e.claims[0].program.per_client.is_some() && e.conditions[0][0].as_ref().unwrap().per_request.is_some());
+    assert!(e.claims[2].program.per_client.is_none() && e.claims[2].program.per_request.is_none());
+    let scopes = vec!["payments:read".to_owned()];
+    for (client, tenant) in [("team.api", json!({ "tenant": "acme" })), ("team.admin", json!({}))] {
+        let vars =
+            CelVariables::new(&c, c.client(client).unwrap(), GrantType::ClientCredentials, &scopes, &[], None, None);
+        assert_eq!(Value::Object(e.claims(TokenKind::AccessToken, &vars, &scopes, true).0), tenant);
+    }
+}
+
+#[test]
+fn memory_of_request_outcomes_is_bounded() {
+    let c = config();
+    let e = PolicyEngine::new(&c).unwrap();
+    let memo = || e.conditions[0][0].as_ref().unwrap().per_request.as_ref().unwrap().read().unwrap().len();
+    for i in 0..(MEMO_ENTRIES + 10) {
+        let scope = format!("s{i}");
+        e.decide(&c, &request(&c, "team.api", Some(&[scope.as_str()])));
+        assert!(memo() <= MEMO_ENTRIES);
+    }
+    assert!(memo() > 0);
+}
