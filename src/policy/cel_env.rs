@@ -45,8 +45,29 @@ const NAMES: [&str; 5] = ["client", "user", "request", "server", "subject"];
 /// and then borrowed by every later one: a request evaluates several programs, and most read
 /// only one or two of the five variables.
 pub struct CelVariables {
-    json: [Value; 5],
+    /// `client` and `server`, fixed by the config and the client (and so shareable).
+    fixed: Arc<FixedVariables>,
+    /// `user`, `request` and `subject`.
+    own: [Value; 3],
     converted: [OnceLock<Box<dyn Val>>; 5],
+}
+
+/// The `client` and `server` variables of one client of one config, as JSON.
+#[derive(Debug)]
+pub struct FixedVariables {
+    client: Value,
+    server: Value,
+}
+
+impl FixedVariables {
+    pub fn new(server: &ServerConfig, client: &ClientConfig) -> Self {
+        Self {
+            client: json!({
+                "id": client.client_id, "name": client.name, "namespace": client.namespace, "metadata": client.metadata,
+            }),
+            server: json!({ "name": server.name, "issuer": server.issuer }),
+        }
+    }
 }
 
 impl std::fmt::Debug for CelVariables {
@@ -58,7 +79,7 @@ impl std::fmt::Debug for CelVariables {
 impl VariableResolver for CelVariables {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         let i = NAMES.iter().position(|n| *n == variable)?;
-        let val = self.converted[i].get_or_init(|| to_val(&self.json[i]));
+        let val = self.converted[i].get_or_init(|| to_val(self.json(i)));
         Some(CowVal::Borrowed(val.as_ref()))
     }
 }
@@ -95,19 +116,38 @@ impl CelVariables {
         user: Option<&UserInfo>,
         subject: Option<&Map<String, Value>>,
     ) -> Self {
-        let client = json!({
-            "id": client.client_id, "name": client.name, "namespace": client.namespace, "metadata": client.metadata,
-        });
+        Self::with_fixed(Arc::new(FixedVariables::new(server, client)), grant_type, scopes, audience, user, subject)
+    }
+
+    /// The variables of a request whose `client` and `server` were made before.
+    pub fn with_fixed(
+        fixed: Arc<FixedVariables>,
+        grant_type: GrantType,
+        scopes: &[String],
+        audience: &[String],
+        user: Option<&UserInfo>,
+        subject: Option<&Map<String, Value>>,
+    ) -> Self {
         let user = user.map_or(Value::Null, |u| serde_json::to_value(u).unwrap_or(Value::Null));
         let request = json!({ "grantType": grant_type.as_str(), "scopes": scopes, "audience": audience });
-        let server = json!({ "name": server.name, "issuer": server.issuer });
         let subject = subject.map_or(Value::Null, |s| Value::Object(s.clone()));
-        Self { json: [client, user, request, server, subject], converted: Default::default() }
+        Self { fixed, own: [user, request, subject], converted: Default::default() }
+    }
+
+    /// Variable `i` of [`NAMES`], as JSON.
+    fn json(&self, i: usize) -> &Value {
+        match i {
+            0 => &self.fixed.client,
+            3 => &self.fixed.server,
+            1 => &self.own[0],
+            2 => &self.own[1],
+            _ => &self.own[2],
+        }
     }
 
     /// The id of the client the request is from.
     pub fn client_id(&self) -> &str {
-        self.json[0].get("id").and_then(Value::as_str).unwrap_or_default()
+        self.fixed.client.get("id").and_then(Value::as_str).unwrap_or_default()
     }
 
     /// Everything `client.id` and `request` hold, as one string: equal keys, equal variables
@@ -115,7 +155,7 @@ impl CelVariables {
     pub fn request_key(&self) -> String {
         let mut key = String::with_capacity(128);
         key.push_str(self.client_id());
-        let request = &self.json[2];
+        let request = &self.own[1];
         key.push('\n');
         key.push_str(request.get("grantType").and_then(Value::as_str).unwrap_or_default());
         for list in ["scopes", "audience"] {

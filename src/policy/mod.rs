@@ -4,7 +4,7 @@
 mod cel_env;
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use crate::api::{GrantType, RESERVED_CLAIMS, RESERVED_SCOPES, TokenKind};
 use crate::config::{ClientConfig, RuleConfig, ServerConfig};
 
+use cel_env::FixedVariables;
 pub use cel_env::{CelVariables, UserInfo};
 
 #[derive(Debug, thiserror::Error)]
@@ -185,6 +186,8 @@ fn condition_failure(program: &cel::Program, vars: &CelVariables) -> Option<Stri
 pub struct PolicyEngine {
     conditions: Vec<Vec<Option<Compiled<Option<String>>>>>,
     claims: Vec<CompiledClaim>,
+    /// The `client` and `server` variables of each client, made once.
+    fixed: HashMap<String, Arc<FixedVariables>>,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -224,7 +227,9 @@ impl PolicyEngine {
                 program: Compiled::new(config, compile_cel(|| format!("claim {}", c.name), &c.value)?, claim_value),
             });
         }
-        Ok(Self { conditions, claims })
+        let fixed =
+            config.clients.iter().map(|c| (c.client_id.clone(), Arc::new(FixedVariables::new(config, c)))).collect();
+        Ok(Self { conditions, claims, fixed })
     }
 
     /// Evaluates the policies in order; the first matching rule decides.
@@ -243,8 +248,11 @@ impl PolicyEngine {
             Some(s) => s.clone(),
             None => config.scopes.iter().filter(|s| s.default).map(|s| s.name.clone()).collect(),
         };
-        let vars =
-            CelVariables::new(config, req.client, req.grant_type, &requested, &req.audience, req.user, req.subject);
+        let fixed = match self.fixed.get(&req.client.client_id) {
+            Some(f) => f.clone(),
+            None => Arc::new(FixedVariables::new(config, req.client)),
+        };
+        let vars = CelVariables::with_fixed(fixed, req.grant_type, &requested, &req.audience, req.user, req.subject);
         let decision = self.decide_in(config, req, requested, &vars);
         (decision, vars)
     }
