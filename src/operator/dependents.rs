@@ -6,7 +6,12 @@ use std::{fmt::Debug, sync::Arc, time::Duration};
 use futures::StreamExt;
 use kube::{
     Api, Resource, ResourceExt,
-    runtime::{Controller, controller::Action, reflector::Store, watcher},
+    runtime::{
+        Controller,
+        controller::Action,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -75,6 +80,15 @@ pub async fn run<K: Dependent>(
 async fn reconcile<K: Dependent>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciles.get_or_create(&super::metrics::KindLabel { kind: K::KIND.into() }).inc();
     let (ns, name) = obj.server();
+    // The server is usually in the operator's cache; only a miss (not there yet, being deleted,
+    // or in a namespace we do not watch) is confirmed through the API before reporting it.
+    let server_ref = ObjectRef::<AuthorizationServer>::new(&name).within(&ns);
+    let cached = ctx.stores.get().is_some_and(|stores| {
+        stores.servers.iter().any(|s| s.get(&server_ref).is_some_and(|s| s.metadata.deletion_timestamp.is_none()))
+    });
+    if cached {
+        return Ok(Action::await_change());
+    }
     let servers: Api<AuthorizationServer> = Api::namespaced(ctx.client.clone(), &ns);
     let exists = servers.get_opt(&name).await?.is_some_and(|s| s.metadata.deletion_timestamp.is_none());
     if !exists {

@@ -3,6 +3,7 @@
 //! Reconcile is a pipeline: read → validate → build (pure, in `children`) → apply
 //! (server-side apply, field manager `tessera-operator`) → report status.
 
+mod applied;
 pub mod children;
 mod client_secrets;
 mod crash;
@@ -53,8 +54,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Namespaces watched; `None` means the whole cluster.
     pub namespaces: Option<Vec<String>>,
-    /// resourceVersion of each child after our last apply, to tell writes from no-ops.
-    applied_versions: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
+    /// What we last wrote to each child: skips writes and reads that would change nothing.
+    applied: applied::Applied,
     /// Caches of scopes, claims, policies and clients, once the controllers run.
     stores: std::sync::OnceLock<Stores>,
 }
@@ -68,7 +69,7 @@ impl Context {
             metrics: Arc::default(),
             recorder,
             namespaces,
-            applied_versions: Default::default(),
+            applied: Default::default(),
             stores: Default::default(),
         }
     }
@@ -225,6 +226,40 @@ where
     (reader, futures::FutureExt::boxed(driver), receivers)
 }
 
+/// An owned-object watch of `K` (metadata only) as reconcile triggers: our own writes coming
+/// back (the resourceVersion our write returned) wake nobody; any other change or a deletion
+/// drops what `Applied` remembers of the object, so that the next reconcile writes it again.
+fn owned_triggers<K>(
+    events: impl futures::Stream<Item = Result<watcher::Event<PartialObjectMeta<K>>, watcher::Error>>,
+    ctx: Arc<Context>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>>
+where
+    K: k8s_openapi::Resource + Clone,
+{
+    events.filter_map(move |event| {
+        let key = |o: &PartialObjectMeta<K>| {
+            let meta = &o.metadata;
+            applied::Key::new(
+                K::KIND,
+                meta.namespace.as_deref().unwrap_or_default(),
+                meta.name.as_deref().unwrap_or_default(),
+            )
+        };
+        let out = match event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                (!ctx.applied.observed(&key(&o), o.metadata.resource_version.as_deref())).then_some(Ok(o))
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                ctx.applied.forget(&key(&o));
+                Some(Ok(o))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        std::future::ready(out)
+    })
+}
+
 fn as_trigger<K>(
     rx: futures::channel::mpsc::UnboundedReceiver<K>,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> {
@@ -270,6 +305,7 @@ async fn run_controllers(ctx: Arc<Context>) {
         for d in [servers_driver, scope_driver, claim_driver, policy_driver] {
             tasks.spawn(d);
         }
+        stores.servers.push(servers.clone());
         stores.scopes.push(scope_store.clone());
         stores.claims.push(claim_store.clone());
         stores.policies.push(policy_store.clone());
@@ -300,7 +336,7 @@ async fn run_controllers(ctx: Arc<Context>) {
         let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(50)).concurrency(16);
         let mut servers_controller = Controller::for_stream(as_trigger(servers_rx), servers)
             .with_config(config)
-            .owns_stream(secrets.default_backoff().touched_objects())
+            .owns_stream(owned_triggers(secrets.default_backoff(), ctx.clone()))
             .watches_stream(
                 identity_secrets.default_backoff().touched_objects(),
                 move |secret: PartialObjectMeta<Secret>| {
@@ -308,7 +344,7 @@ async fn run_controllers(ctx: Arc<Context>) {
                     server::servers_reading_secret(known_servers.state().iter().map(|s| &**s), &ns, &name)
                 },
             )
-            .owns_stream(deployments.default_backoff().touched_objects())
+            .owns_stream(owned_triggers(deployments.default_backoff(), ctx.clone()))
             .watches_stream(as_trigger(scopes.1), |s: AuthScope| {
                 server_of(s.metadata.namespace, &s.spec.server_ref.name)
             })
@@ -341,6 +377,7 @@ async fn run_controllers(ctx: Arc<Context>) {
 /// (or one for the cluster), read by each server reconcile instead of listing through the API.
 #[derive(Default)]
 pub(crate) struct Stores {
+    pub servers: Vec<Store<AuthorizationServer>>,
     pub scopes: Vec<Store<AuthScope>>,
     pub claims: Vec<Store<AuthClaim>>,
     pub policies: Vec<Store<AccessPolicy>>,
