@@ -35,7 +35,8 @@ pub trait Dependent:
     /// Whether it belongs to server `namespace/name` (no allocation: called for every cached
     /// object on every server reconcile).
     fn belongs_to(&self, namespace: &str, name: &str) -> bool;
-    fn conditions(&self) -> Vec<crate::api::conditions::Condition>;
+    /// Its status as JSON (null when it has none), taken out of the object.
+    fn take_status(&mut self) -> serde_json::Value;
 }
 
 macro_rules! dependent {
@@ -50,8 +51,8 @@ macro_rules! dependent {
                 let $b = self;
                 self.spec.server_ref.name == name && $server_ns_ref == Some(namespace)
             }
-            fn conditions(&self) -> Vec<crate::api::conditions::Condition> {
-                self.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()
+            fn take_status(&mut self) -> serde_json::Value {
+                self.status.take().and_then(|s| serde_json::to_value(s).ok()).unwrap_or_default()
             }
         }
     };

@@ -56,6 +56,8 @@ pub struct Context {
     pub namespaces: Option<Vec<String>>,
     /// What we last wrote to each child: skips writes and reads that would change nothing.
     applied: applied::Applied,
+    /// Status fingerprints of the dependents, whose statuses the caches do not keep.
+    statuses: status::Statuses,
     /// Caches of scopes, claims, policies and clients, once the controllers run.
     stores: std::sync::OnceLock<Stores>,
 }
@@ -70,6 +72,7 @@ impl Context {
             recorder,
             namespaces,
             applied: Default::default(),
+            statuses: Default::default(),
             stores: Default::default(),
         }
     }
@@ -163,13 +166,12 @@ fn slim<K: Resource>(obj: &mut K) {
     }
 }
 
-fn object_key(meta: &kube::api::ObjectMeta) -> String {
-    format!(
-        "{}/{}/{}",
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default(),
-        meta.uid.as_deref().unwrap_or_default()
-    )
+/// One cached object, hashed (a map of 16,000 of these costs little).
+fn object_key(meta: &kube::api::ObjectMeta) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&meta.namespace, &meta.name, &meta.uid).hash(&mut h);
+    h.finish()
 }
 
 /// A hash of what a change must touch for a reconcile to care: the spec (through its
@@ -191,6 +193,8 @@ fn meaningful_fingerprint(meta: &kube::api::ObjectMeta) -> u64 {
 fn shared_watch<K>(
     api: Api<K>,
     n: usize,
+    mut modify: impl FnMut(&mut K) + Send + 'static,
+    on_delete: impl Fn(&K) + Send + 'static,
 ) -> (Store<K>, futures::future::BoxFuture<'static, ()>, Vec<futures::channel::mpsc::UnboundedReceiver<K>>)
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
@@ -198,8 +202,12 @@ where
     let (reader, writer) = reflector::store();
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| futures::channel::mpsc::unbounded()).unzip();
     // What a reconcile reacts to, per object: status-only writes (most of them ours) wake nobody.
-    let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-    let driver = watcher(api, watcher::Config::default()).default_backoff().modify(slim).reflect(writer).for_each(
+    let mut seen: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    let modify = move |obj: &mut K| {
+        slim(obj);
+        modify(obj)
+    };
+    let driver = watcher(api, watcher::Config::default()).default_backoff().modify(modify).reflect(writer).for_each(
         move |event| {
             let send = |obj: &K| {
                 for tx in &senders {
@@ -215,6 +223,7 @@ where
                 }
                 Ok(watcher::Event::Delete(obj)) => {
                     seen.remove(&object_key(obj.meta()));
+                    on_delete(&obj);
                     send(&obj);
                 }
                 Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
@@ -260,6 +269,17 @@ where
     })
 }
 
+/// Caches a dependent without its status, keeping only the status fingerprint (`Statuses`).
+fn without_status<K: dependents::Dependent>(ctx: &Arc<Context>) -> impl FnMut(&mut K) + Send + 'static {
+    let ctx = ctx.clone();
+    move |obj| ctx.statuses.take(obj)
+}
+
+fn forget_status<K: dependents::Dependent>(ctx: &Arc<Context>) -> impl Fn(&K) + Send + 'static {
+    let ctx = ctx.clone();
+    move |obj| ctx.statuses.forget(obj)
+}
+
 fn as_trigger<K>(
     rx: futures::channel::mpsc::UnboundedReceiver<K>,
 ) -> impl futures::Stream<Item = Result<K, watcher::Error>> {
@@ -288,7 +308,8 @@ async fn run_controllers(ctx: Arc<Context>) {
     let mut client_dependents = Vec::new();
     let mut stores = Stores::default();
     for ns in &scopes {
-        let (store, driver, mut rx) = shared_watch(api::<AuthClient>(&client, ns), scopes.len() + 1);
+        let (store, driver, mut rx) =
+            shared_watch(api::<AuthClient>(&client, ns), scopes.len() + 1, without_status(&ctx), forget_status(&ctx));
         tasks.spawn(driver);
         client_dependents.push((store.clone(), rx.remove(0)));
         for (i, r) in rx.into_iter().enumerate() {
@@ -298,10 +319,14 @@ async fn run_controllers(ctx: Arc<Context>) {
     }
     let mut per_ns = Vec::new();
     for ns in &scopes {
-        let (servers, servers_driver, mut servers_rx) = shared_watch(api::<AuthorizationServer>(&client, ns), 1);
-        let (scope_store, scope_driver, mut scope_rx) = shared_watch(api::<AuthScope>(&client, ns), 2);
-        let (claim_store, claim_driver, mut claim_rx) = shared_watch(api::<AuthClaim>(&client, ns), 2);
-        let (policy_store, policy_driver, mut policy_rx) = shared_watch(api::<AccessPolicy>(&client, ns), 2);
+        let (servers, servers_driver, mut servers_rx) =
+            shared_watch(api::<AuthorizationServer>(&client, ns), 1, |_| {}, |_| {});
+        let (scope_store, scope_driver, mut scope_rx) =
+            shared_watch(api::<AuthScope>(&client, ns), 2, without_status(&ctx), forget_status(&ctx));
+        let (claim_store, claim_driver, mut claim_rx) =
+            shared_watch(api::<AuthClaim>(&client, ns), 2, without_status(&ctx), forget_status(&ctx));
+        let (policy_store, policy_driver, mut policy_rx) =
+            shared_watch(api::<AccessPolicy>(&client, ns), 2, without_status(&ctx), forget_status(&ctx));
         for d in [servers_driver, scope_driver, claim_driver, policy_driver] {
             tasks.spawn(d);
         }
