@@ -8,6 +8,7 @@ pub mod children;
 mod client_secrets;
 mod crash;
 mod dependents;
+mod heap;
 pub mod metrics;
 mod server;
 mod status;
@@ -111,6 +112,8 @@ pub async fn run(client: Client, opts: OperatorOptions) -> anyhow::Result<()> {
     let leading = Arc::new(std::sync::atomic::AtomicBool::new(!opts.leader_election));
     let health = status::serve_health(opts.listen, ctx.metrics.clone(), leading.clone());
     tokio::spawn(health);
+    heap::configure();
+    tokio::spawn(heap::trim_periodically());
 
     if opts.leader_election {
         let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "tessera-operator")

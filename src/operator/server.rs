@@ -235,10 +235,7 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
     // keys: the operator is their only writer
     let keys_outcome = ensure_keys(server, &compiled.config.signing, ctx, now).await?;
 
-    // build + apply
-    apply_object(ctx, &ns, children::service_account(server), no_memo).await?;
-    apply_object(ctx, &ns, children::role(server), no_memo).await?;
-    apply_object(ctx, &ns, children::role_binding(server), no_memo).await?;
+    // build + apply: the config first (what the issuer serves), then its workload
     // A config without the sign-in it asks for is never served: the last good one stays.
     if compiled.identity_error.is_none() {
         apply_object(ctx, &ns, children::config_secret(server, config_json), no_memo).await?;
@@ -249,6 +246,9 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
         }
     };
     crash_point(crash::AFTER_CONFIG_APPLY);
+    apply_object(ctx, &ns, children::service_account(server), no_memo).await?;
+    apply_object(ctx, &ns, children::role(server), no_memo).await?;
+    apply_object(ctx, &ns, children::role_binding(server), no_memo).await?;
     let deployment = apply_object(ctx, &ns, children::deployment(server, &ctx.build), deployment_memo).await?;
     crash_point(crash::AFTER_WORKLOAD_APPLY);
     apply_object(ctx, &ns, children::service(server), no_memo).await?;
