@@ -11,7 +11,7 @@ use kube::{
 
 use super::{
     Context, Error, MANAGER,
-    applied::{self, Key, Memo},
+    applied::{self, ClientSecretMemo, Key, Memo},
 };
 use crate::api::{AuthClient, AuthorizationServer, Endpoints};
 
@@ -68,10 +68,10 @@ pub async fn ensure(ctx: &Context, server: &AuthorizationServer, client: &AuthCl
         client.uid(),
         &asked,
     ));
-    if let Some(Memo::ClientSecret { hashes, changes_at }) = ctx.applied.unchanged(&key, inputs, Instant::now())
-        && changes_at.is_none_or(|t| t > now)
+    if let Some(Memo::ClientSecret(memo)) = ctx.applied.unchanged(&key, inputs, Instant::now())
+        && memo.changes_at.is_none_or(|t| t > now)
     {
-        return Ok(ClientSecrets { hashes, changes_at });
+        return Ok(ClientSecrets { hashes: memo.hashes, changes_at: memo.changes_at });
     }
     let existing = api.get_opt(&name).await?;
     let current = existing.as_ref().and_then(|s| field(s, CLIENT_SECRET_KEY)).filter(|s| !s.is_empty());
@@ -105,8 +105,8 @@ pub async fn ensure(ctx: &Context, server: &AuthorizationServer, client: &AuthCl
         previous.as_ref().map(|(_, until)| *until),
     );
     let remember = |version: Option<String>, result: &ClientSecrets| {
-        let memo = Memo::ClientSecret { hashes: result.hashes.clone(), changes_at: result.changes_at };
-        ctx.applied.record(key.clone(), inputs, version, memo, Instant::now())
+        let memo = ClientSecretMemo { hashes: result.hashes.clone(), changes_at: result.changes_at };
+        ctx.applied.record(key, inputs, version.as_deref(), Memo::ClientSecret(Box::new(memo)), Instant::now())
     };
     let annotations: BTreeMap<String, String> =
         asked.iter().map(|v| (ROTATE_SECRET_HANDLED.to_owned(), v.clone())).collect();

@@ -8,7 +8,6 @@ pub mod children;
 mod client_secrets;
 mod crash;
 mod dependents;
-mod heap;
 pub mod metrics;
 mod server;
 mod status;
@@ -22,7 +21,6 @@ use kube::{
     core::PartialObjectMeta,
     runtime::{
         Controller, WatchStreamExt,
-        events::{Recorder, Reporter},
         reflector::{self, ObjectRef, Store},
         watcher,
     },
@@ -52,7 +50,6 @@ pub struct Context {
     pub client: Client,
     pub build: BuildContext,
     pub metrics: Arc<metrics::Metrics>,
-    pub recorder: Recorder,
     /// Namespaces watched; `None` means the whole cluster.
     pub namespaces: Option<Vec<String>>,
     /// What we last wrote to each child: skips writes and reads that would change nothing.
@@ -65,12 +62,10 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, build: BuildContext, namespaces: Option<Vec<String>>) -> Self {
-        let recorder = Recorder::new(client.clone(), Reporter { controller: MANAGER.into(), instance: None });
         Self {
             client,
             build,
             metrics: Arc::default(),
-            recorder,
             namespaces,
             applied: Default::default(),
             statuses: Default::default(),
@@ -112,8 +107,6 @@ pub async fn run(client: Client, opts: OperatorOptions) -> anyhow::Result<()> {
     let leading = Arc::new(std::sync::atomic::AtomicBool::new(!opts.leader_election));
     let health = status::serve_health(opts.listen, ctx.metrics.clone(), leading.clone());
     tokio::spawn(health);
-    heap::configure();
-    tokio::spawn(heap::trim_periodically());
 
     if opts.leader_election {
         let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "tessera-operator")

@@ -17,7 +17,7 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType},
+        events::{Event, EventType, Recorder, Reporter},
         finalizer::{Event as Finalizer, finalizer},
     },
 };
@@ -27,7 +27,7 @@ use tracing::{info, instrument};
 
 use super::{
     Context, Error, MANAGER,
-    applied::{self, Key, Memo},
+    applied::{self, Key, KeysMemo, Memo},
     children, client_secrets, crash,
     dependents::Dependent,
     metrics::{KindLabel, ServerLabel},
@@ -443,7 +443,7 @@ where
     };
     let memo = memo(&after);
     // An unchanged apply is a no-op that keeps the resourceVersion: count only real writes.
-    if ctx.applied.record(key, digest, after.meta().resource_version.clone(), memo.clone(), Instant::now()) {
+    if ctx.applied.record(key, digest, after.meta().resource_version.as_deref(), memo.clone(), Instant::now()) {
         ctx.metrics.write(<K as k8s_openapi::Resource>::KIND, "apply");
     }
     Ok(memo)
@@ -511,7 +511,10 @@ async fn write_server_status(
 
 pub(super) async fn publish(ctx: &Context, server: &AuthorizationServer, type_: EventType, reason: &str, note: String) {
     let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-    if let Err(e) = ctx.recorder.publish(&event, &server.object_ref(&())).await {
+    // A recorder per event: kube's keeps every event it sent for 6 minutes (to count repeats),
+    // ~1,000 events at 1,000 servers; ours are transitions, rarely repeated.
+    let recorder = Recorder::new(ctx.client.clone(), Reporter { controller: MANAGER.into(), instance: None });
+    if let Err(e) = recorder.publish(&event, &server.object_ref(&())).await {
         tracing::debug!(error = %e, "could not publish event");
     } else {
         ctx.metrics.write("Event", "create");
@@ -605,7 +608,7 @@ async fn ensure_keys(
     // The key set as we last wrote or read it, while the watch has not seen anyone change it.
     let key = Key::new("Secret", &ns, &secret_name);
     let (current, handled, existing_version) = match ctx.applied.unchanged(&key, KEYS_DIGEST, Instant::now()) {
-        Some(Memo::Keys { keys, handled, resource_version }) => (*keys, handled, resource_version),
+        Some(Memo::Keys(memo)) => (memo.keys, memo.handled, memo.resource_version),
         _ => match api.get_opt(&secret_name).await? {
             None => (KeySet::default(), BTreeMap::new(), None),
             Some(existing) => {
@@ -617,12 +620,9 @@ async fn ensure_keys(
                 };
                 let handled = existing.annotations().clone();
                 let version = existing.metadata.resource_version.clone();
-                let memo = Memo::Keys {
-                    keys: Box::new(current.clone()),
-                    handled: handled.clone(),
-                    resource_version: version.clone(),
-                };
-                ctx.applied.record(key.clone(), KEYS_DIGEST, version.clone(), memo, Instant::now());
+                let memo =
+                    KeysMemo { keys: current.clone(), handled: handled.clone(), resource_version: version.clone() };
+                ctx.applied.record(key, KEYS_DIGEST, version.as_deref(), Memo::Keys(Box::new(memo)), Instant::now());
                 (current, handled, version)
             }
         },
@@ -659,8 +659,8 @@ async fn ensure_keys(
         let (written, verb) = written.inspect_err(|_| ctx.applied.forget(&key))?;
         ctx.metrics.write("Secret", verb);
         let version = written.metadata.resource_version.clone();
-        let memo = Memo::Keys { keys: Box::new(next.clone()), handled: now_handled, resource_version: version.clone() };
-        ctx.applied.record(key, KEYS_DIGEST, version, memo, Instant::now());
+        let memo = KeysMemo { keys: next.clone(), handled: now_handled, resource_version: version.clone() };
+        ctx.applied.record(key, KEYS_DIGEST, version.as_deref(), Memo::Keys(Box::new(memo)), Instant::now());
         crash::point(crash::AFTER_KEYS_WRITE);
         if let Some(reason) = plan.reason {
             let active = next.signing_key(now).map(|k| k.kid.clone()).unwrap_or_default();
@@ -722,7 +722,7 @@ async fn cleanup(server: &AuthorizationServer, ctx: &Context) -> Result<Action, 
     // Children in the server's namespace go with their owner (garbage collection); client
     // Secrets may live elsewhere, where owner references cannot reach.
     client_secrets::delete_all(ctx, server).await?;
-    ctx.applied.forget_server(&server.namespace().unwrap_or_default(), &server.name_any());
+    // Entries of its children go with them (the watch sees them collected, or they expire).
     let deps = read_dependents(server, ctx).await?;
     let ns = server.namespace().unwrap_or_default();
     let gone = |k: &str| {
