@@ -328,6 +328,13 @@ fn watch_rendered(client: Client) -> Rendered {
     rendered
 }
 
+/// The reconciles of one kind so far (the counter of AuthorizationServers, say).
+async fn reconciles_of(http: &reqwest::Client, metrics: &str, kind: &str) -> Option<f64> {
+    let text = http.get(metrics).send().await.ok()?.text().await.ok()?;
+    let prefix = format!("tessera_operator_reconciles_total{{kind=\"{kind}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)?.parse::<f64>().ok())
+}
+
 async fn reconciles(http: &reqwest::Client, metrics: &str) -> Option<f64> {
     let text = http.get(metrics).send().await.ok()?.text().await.ok()?;
     Some(
@@ -501,6 +508,7 @@ async fn run(o: Options) -> anyhow::Result<Value> {
         }
         say(format!("applying servers {done}..{level} ({} objects)", (level - done) * 16));
         let cpu0 = cpu_secs(op);
+        let kte_cpu0 = cpu_secs(testenv.pid());
         let t0 = Instant::now();
         let docs: Vec<Value> = (done..level).flat_map(|i| server_docs(i, o.per_namespace, issuer_port)).collect();
         let results: Vec<anyhow::Result<()>> = futures::stream::iter(docs.iter().map(|d| apply_doc(&client, d)))
@@ -539,10 +547,19 @@ async fn run(o: Options) -> anyhow::Result<Value> {
         let total_reconciles = settle(&http, &metrics, Duration::from_secs(5), Duration::from_secs(300)).await;
         let settled_s = t0.elapsed().as_secs_f64();
         let cpu = cpu_secs(op) - cpu0;
+        let kte_cpu = cpu_secs(testenv.pid()) - kte_cpu0;
+        let server_reconciles = reconciles_of(&http, &metrics, "AuthorizationServer").await.unwrap_or_default();
         let (rss, hwm) = (status_kib(op, "VmRSS"), status_kib(op, "VmHWM"));
         say(format!(
             "{level} servers: VmRSS {rss} KiB, VmHWM {hwm} KiB, operator CPU {cpu:.1} s, settled after {settled_s:.0} s"
         ));
+        if let Ok(text) = async { http.get(&metrics).send().await?.text().await }.await {
+            for line in text.lines().filter(|l| {
+                l.starts_with("tessera_operator_reconciles_total") || l.starts_with("tessera_operator_api_writes_total")
+            }) {
+                say(format!("  {line}"));
+            }
+        }
         done = level;
 
         if issuer_proc.is_none() {
@@ -586,6 +603,8 @@ async fn run(o: Options) -> anyhow::Result<Value> {
             "operator_hwm_kib": hwm,
             "operator_cpu_s": cpu,
             "reconciles_total": total_reconciles,
+            "server_reconciles_total": server_reconciles,
+            "kube_testenv_cpu_s": kte_cpu,
             "kube_testenv_rss_kib": status_kib(testenv.pid(), "VmRSS"),
             "scope_to_discovery": scope,
             "rotation_to_jwks": rotation,

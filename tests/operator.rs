@@ -621,3 +621,51 @@ async fn sign_in_config_waits_for_its_secrets_and_follows_their_changes() {
     wait_condition(&servers, "payments", "ConfigReady", "True", "Compiled").await;
     wait_condition(&servers, "payments", "Ready", "True", "Ready").await;
 }
+
+#[tokio::test]
+async fn children_changed_or_deleted_by_someone_else_are_repaired() {
+    // The operator skips writes whose rendered child has not changed since its last write;
+    // a change or deletion by anyone else must still be undone.
+    let s = setup("drift").await;
+    for doc in examples(&s.server_ns, &s.client_ns) {
+        apply_doc(&s.client, &doc).await;
+    }
+    let ns = &s.server_ns;
+    let secrets: Api<Secret> = Api::namespaced(s.client.clone(), ns);
+    let rendered = support::eventually(WAIT, "the complete config", || async {
+        let c = secrets.get_opt("payments-config").await.unwrap()?;
+        let text = secret_text(&c, "config.json");
+        text.contains(&format!("{}.orders-worker", s.client_ns)).then_some(text)
+    })
+    .await;
+    let client_secrets: Api<Secret> = Api::namespaced(s.client.clone(), &s.client_ns);
+    support::eventually(WAIT, "the client Secret", || async {
+        client_secrets.get_opt("orders-api-oauth").await.unwrap()
+    })
+    .await;
+
+    let edit = json!({ "data": { "config.json": "e30=" } });
+    secrets.patch("payments-config", &PatchParams::default(), &Patch::Merge(&edit)).await.unwrap();
+    support::eventually(WAIT, "the config Secret to be restored", || async {
+        let c = secrets.get("payments-config").await.unwrap();
+        (secret_text(&c, "config.json") == rendered).then_some(())
+    })
+    .await;
+
+    client_secrets.delete("orders-api-oauth", &DeleteParams::default()).await.unwrap();
+    // Nothing about the client changed; its server's reconcile is woken by a touch.
+    let servers: Api<AuthorizationServer> = Api::namespaced(s.client.clone(), ns);
+    let touch = json!({ "metadata": { "annotations": { "test/touch": "drift" } } });
+    servers.patch("payments", &PatchParams::default(), &Patch::Merge(&touch)).await.unwrap();
+    support::eventually(WAIT, "the client Secret to be written again", || async {
+        client_secrets.get_opt("orders-api-oauth").await.unwrap()
+    })
+    .await;
+
+    let deployments: Api<Deployment> = Api::namespaced(s.client.clone(), ns);
+    deployments.delete("payments-issuer", &DeleteParams::default()).await.unwrap();
+    support::eventually(WAIT, "the issuer Deployment to be created again", || async {
+        deployments.get_opt("payments-issuer").await.unwrap().filter(|d| d.metadata.deletion_timestamp.is_none())
+    })
+    .await;
+}

@@ -1,7 +1,7 @@
 //! Client credentials: a 256-bit secret per AuthClient, written once to the Secret named by
 //! `spec.authentication.secretName` in the client's namespace. Only its hash leaves here.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Instant};
 
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
@@ -9,7 +9,10 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
 
-use super::{Context, Error, MANAGER};
+use super::{
+    Context, Error, MANAGER,
+    applied::{self, ClientSecretMemo, Key, Memo},
+};
 use crate::api::{AuthClient, AuthorizationServer, Endpoints};
 
 pub const SERVER_NAMESPACE_LABEL: &str = "tessera.dev/server-namespace";
@@ -23,10 +26,16 @@ const ROTATE_SECRET_HANDLED: &str = "tessera.dev/rotate-secret-handled";
 /// How long the previous secret stays valid after a rotation, so that workloads can roll.
 pub const SECRET_OVERLAP: jiff::SignedDuration = jiff::SignedDuration::from_hours(24);
 
-/// The secrets a client may present now, and when the set next changes.
+/// Hashes of the secrets a client may present now, and when the set next changes.
 pub struct ClientSecrets {
-    pub valid: Vec<String>,
+    pub hashes: Vec<String>,
     pub changes_at: Option<jiff::Timestamp>,
+}
+
+impl ClientSecrets {
+    fn of(valid: impl IntoIterator<Item = String>, changes_at: Option<jiff::Timestamp>) -> Self {
+        Self { hashes: valid.into_iter().map(|s| crate::config::hash_secret(&s)).collect(), changes_at }
+    }
 }
 
 fn field(secret: &Secret, key: &str) -> Option<String> {
@@ -45,14 +54,31 @@ pub async fn ensure(ctx: &Context, server: &AuthorizationServer, client: &AuthCl
     let ns = client.namespace().unwrap_or_default();
     let name = client.secret_name();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let existing = api.get_opt(&name).await?;
     let now = jiff::Timestamp::now();
+    let asked = client.annotations().get(ROTATE_SECRET_ANNOTATION).cloned();
+    // What the Secret's content depends on besides its secrets: while none of it changed, no
+    // rotation is asked for, no previous secret expired and nobody else wrote the Secret (the
+    // owned-Secret watch), the hashes we kept of our last write or read answer without a GET.
+    let key = Key::new("Secret", &ns, &name);
+    let inputs = applied::digest(&(
+        client.client_id(),
+        &server.spec.issuer,
+        server.namespace(),
+        server.name_any(),
+        client.uid(),
+        &asked,
+    ));
+    if let Some(Memo::ClientSecret(memo)) = ctx.applied.unchanged(&key, inputs, Instant::now())
+        && memo.changes_at.is_none_or(|t| t > now)
+    {
+        return Ok(ClientSecrets { hashes: memo.hashes, changes_at: memo.changes_at });
+    }
+    let existing = api.get_opt(&name).await?;
     let current = existing.as_ref().and_then(|s| field(s, CLIENT_SECRET_KEY)).filter(|s| !s.is_empty());
     let mut previous = existing.as_ref().and_then(|s| {
         let until: jiff::Timestamp = field(s, PREVIOUS_VALID_UNTIL_KEY)?.parse().ok()?;
         Some((field(s, PREVIOUS_SECRET_KEY)?, until))
     });
-    let asked = client.annotations().get(ROTATE_SECRET_ANNOTATION).cloned();
     let handled = existing.as_ref().and_then(|s| s.annotations().get(ROTATE_SECRET_HANDLED).cloned());
     let secret = match current {
         Some(current) if asked.is_some() && asked != handled && existing.is_some() => {
@@ -74,9 +100,13 @@ pub async fn ensure(ctx: &Context, server: &AuthorizationServer, client: &AuthCl
         wanted.insert(PREVIOUS_SECRET_KEY.to_owned(), old.clone());
         wanted.insert(PREVIOUS_VALID_UNTIL_KEY.to_owned(), until.to_string());
     }
-    let result = ClientSecrets {
-        valid: std::iter::once(secret.clone()).chain(previous.iter().map(|(s, _)| s.clone())).collect(),
-        changes_at: previous.as_ref().map(|(_, until)| *until),
+    let result = ClientSecrets::of(
+        std::iter::once(secret.clone()).chain(previous.iter().map(|(s, _)| s.clone())),
+        previous.as_ref().map(|(_, until)| *until),
+    );
+    let remember = |version: Option<String>, result: &ClientSecrets| {
+        let memo = ClientSecretMemo { hashes: result.hashes.clone(), changes_at: result.changes_at };
+        ctx.applied.record(key, inputs, version.as_deref(), Memo::ClientSecret(Box::new(memo)), Instant::now())
     };
     let annotations: BTreeMap<String, String> =
         asked.iter().map(|v| (ROTATE_SECRET_HANDLED.to_owned(), v.clone())).collect();
@@ -92,7 +122,8 @@ pub async fn ensure(ctx: &Context, server: &AuthorizationServer, client: &AuthCl
             && labels.iter().all(|(k, v)| s.labels().get(k) == Some(v))
             && annotations.iter().all(|(k, v)| s.annotations().get(k) == Some(v))
     });
-    if up_to_date {
+    if let Some(existing) = existing.as_ref().filter(|_| up_to_date) {
+        remember(existing.metadata.resource_version.clone(), &result);
         return Ok(result);
     }
     let owner = client.controller_owner_ref(&());
@@ -112,22 +143,35 @@ pub async fn ensure(ctx: &Context, server: &AuthorizationServer, client: &AuthCl
     if existing.is_none() {
         // Create, not apply: if another reconcile created it meanwhile, keep its secret.
         match api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &desired).await {
-            Ok(_) => {
+            Ok(created) => {
                 ctx.metrics.write("Secret", "create");
+                remember(created.metadata.resource_version, &result);
                 return Ok(result);
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
+                ctx.applied.forget(&key);
                 let current = api.get(&name).await?;
                 let secret = field(&current, CLIENT_SECRET_KEY)
                     .ok_or_else(|| Error::Invalid(format!("Secret {ns}/{name} exists without {CLIENT_SECRET_KEY}")))?;
-                return Ok(ClientSecrets { valid: vec![secret], changes_at: None });
+                return Ok(ClientSecrets::of([secret], None));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                ctx.applied.forget(&key);
+                return Err(e.into());
+            }
         }
     }
-    api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&desired)).await?;
-    ctx.metrics.write("Secret", "apply");
-    Ok(result)
+    match api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&desired)).await {
+        Ok(after) => {
+            ctx.metrics.write("Secret", "apply");
+            remember(after.metadata.resource_version, &result);
+            Ok(result)
+        }
+        Err(e) => {
+            ctx.applied.forget(&key);
+            Err(e.into())
+        }
+    }
 }
 
 /// Deletes the client Secrets written for `server`, in every namespace we can see.

@@ -6,7 +6,12 @@ use std::{fmt::Debug, sync::Arc, time::Duration};
 use futures::StreamExt;
 use kube::{
     Api, Resource, ResourceExt,
-    runtime::{Controller, controller::Action, reflector::Store, watcher},
+    runtime::{
+        Controller,
+        controller::Action,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
 };
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -30,7 +35,8 @@ pub trait Dependent:
     /// Whether it belongs to server `namespace/name` (no allocation: called for every cached
     /// object on every server reconcile).
     fn belongs_to(&self, namespace: &str, name: &str) -> bool;
-    fn conditions(&self) -> Vec<crate::api::conditions::Condition>;
+    /// Its status as JSON (null when it has none), taken out of the object.
+    fn take_status(&mut self) -> serde_json::Value;
 }
 
 macro_rules! dependent {
@@ -45,8 +51,8 @@ macro_rules! dependent {
                 let $b = self;
                 self.spec.server_ref.name == name && $server_ns_ref == Some(namespace)
             }
-            fn conditions(&self) -> Vec<crate::api::conditions::Condition> {
-                self.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default()
+            fn take_status(&mut self) -> serde_json::Value {
+                self.status.take().and_then(|s| serde_json::to_value(s).ok()).unwrap_or_default()
             }
         }
     };
@@ -75,6 +81,15 @@ pub async fn run<K: Dependent>(
 async fn reconcile<K: Dependent>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics.reconciles.get_or_create(&super::metrics::KindLabel { kind: K::KIND.into() }).inc();
     let (ns, name) = obj.server();
+    // The server is usually in the operator's cache; only a miss (not there yet, being deleted,
+    // or in a namespace we do not watch) is confirmed through the API before reporting it.
+    let server_ref = ObjectRef::<AuthorizationServer>::new(&name).within(&ns);
+    let cached = ctx.stores.get().is_some_and(|stores| {
+        stores.servers.iter().any(|s| s.get(&server_ref).is_some_and(|s| s.metadata.deletion_timestamp.is_none()))
+    });
+    if cached {
+        return Ok(Action::await_change());
+    }
     let servers: Api<AuthorizationServer> = Api::namespaced(ctx.client.clone(), &ns);
     let exists = servers.get_opt(&name).await?.is_some_and(|s| s.metadata.deletion_timestamp.is_none());
     if !exists {

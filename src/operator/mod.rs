@@ -3,6 +3,7 @@
 //! Reconcile is a pipeline: read → validate → build (pure, in `children`) → apply
 //! (server-side apply, field manager `tessera-operator`) → report status.
 
+mod applied;
 pub mod children;
 mod client_secrets;
 mod crash;
@@ -20,7 +21,6 @@ use kube::{
     core::PartialObjectMeta,
     runtime::{
         Controller, WatchStreamExt,
-        events::{Recorder, Reporter},
         reflector::{self, ObjectRef, Store},
         watcher,
     },
@@ -50,25 +50,25 @@ pub struct Context {
     pub client: Client,
     pub build: BuildContext,
     pub metrics: Arc<metrics::Metrics>,
-    pub recorder: Recorder,
     /// Namespaces watched; `None` means the whole cluster.
     pub namespaces: Option<Vec<String>>,
-    /// resourceVersion of each child after our last apply, to tell writes from no-ops.
-    applied_versions: std::sync::Mutex<std::collections::HashMap<String, Option<String>>>,
+    /// What we last wrote to each child: skips writes and reads that would change nothing.
+    applied: applied::Applied,
+    /// Status fingerprints of the dependents, whose statuses the caches do not keep.
+    statuses: status::Statuses,
     /// Caches of scopes, claims, policies and clients, once the controllers run.
     stores: std::sync::OnceLock<Stores>,
 }
 
 impl Context {
     pub fn new(client: Client, build: BuildContext, namespaces: Option<Vec<String>>) -> Self {
-        let recorder = Recorder::new(client.clone(), Reporter { controller: MANAGER.into(), instance: None });
         Self {
             client,
             build,
             metrics: Arc::default(),
-            recorder,
             namespaces,
-            applied_versions: Default::default(),
+            applied: Default::default(),
+            statuses: Default::default(),
             stores: Default::default(),
         }
     }
@@ -162,13 +162,12 @@ fn slim<K: Resource>(obj: &mut K) {
     }
 }
 
-fn object_key(meta: &kube::api::ObjectMeta) -> String {
-    format!(
-        "{}/{}/{}",
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default(),
-        meta.uid.as_deref().unwrap_or_default()
-    )
+/// One cached object, hashed (a map of 16,000 of these costs little).
+fn object_key(meta: &kube::api::ObjectMeta) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&meta.namespace, &meta.name, &meta.uid).hash(&mut h);
+    h.finish()
 }
 
 /// A hash of what a change must touch for a reconcile to care: the spec (through its
@@ -190,6 +189,8 @@ fn meaningful_fingerprint(meta: &kube::api::ObjectMeta) -> u64 {
 fn shared_watch<K>(
     api: Api<K>,
     n: usize,
+    mut modify: impl FnMut(&mut K) + Send + 'static,
+    on_delete: impl Fn(&K) + Send + 'static,
 ) -> (Store<K>, futures::future::BoxFuture<'static, ()>, Vec<futures::channel::mpsc::UnboundedReceiver<K>>)
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
@@ -197,8 +198,12 @@ where
     let (reader, writer) = reflector::store();
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| futures::channel::mpsc::unbounded()).unzip();
     // What a reconcile reacts to, per object: status-only writes (most of them ours) wake nobody.
-    let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-    let driver = watcher(api, watcher::Config::default()).default_backoff().modify(slim).reflect(writer).for_each(
+    let mut seen: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
+    let modify = move |obj: &mut K| {
+        slim(obj);
+        modify(obj)
+    };
+    let driver = watcher(api, watcher::Config::default()).default_backoff().modify(modify).reflect(writer).for_each(
         move |event| {
             let send = |obj: &K| {
                 for tx in &senders {
@@ -214,6 +219,7 @@ where
                 }
                 Ok(watcher::Event::Delete(obj)) => {
                     seen.remove(&object_key(obj.meta()));
+                    on_delete(&obj);
                     send(&obj);
                 }
                 Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
@@ -223,6 +229,51 @@ where
         },
     );
     (reader, futures::FutureExt::boxed(driver), receivers)
+}
+
+/// An owned-object watch of `K` (metadata only) as reconcile triggers: our own writes coming
+/// back (the resourceVersion our write returned) wake nobody; any other change or a deletion
+/// drops what `Applied` remembers of the object, so that the next reconcile writes it again.
+fn owned_triggers<K>(
+    events: impl futures::Stream<Item = Result<watcher::Event<PartialObjectMeta<K>>, watcher::Error>>,
+    ctx: Arc<Context>,
+) -> impl futures::Stream<Item = Result<PartialObjectMeta<K>, watcher::Error>>
+where
+    K: k8s_openapi::Resource + Clone,
+{
+    events.filter_map(move |event| {
+        let key = |o: &PartialObjectMeta<K>| {
+            let meta = &o.metadata;
+            applied::Key::new(
+                K::KIND,
+                meta.namespace.as_deref().unwrap_or_default(),
+                meta.name.as_deref().unwrap_or_default(),
+            )
+        };
+        let out = match event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
+                (!ctx.applied.observed(&key(&o), o.metadata.resource_version.as_deref())).then_some(Ok(o))
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                ctx.applied.forget(&key(&o));
+                Some(Ok(o))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => Some(Err(e)),
+        };
+        std::future::ready(out)
+    })
+}
+
+/// Caches a dependent without its status, keeping only the status fingerprint (`Statuses`).
+fn without_status<K: dependents::Dependent>(ctx: &Arc<Context>) -> impl FnMut(&mut K) + Send + 'static {
+    let ctx = ctx.clone();
+    move |obj| ctx.statuses.take(obj)
+}
+
+fn forget_status<K: dependents::Dependent>(ctx: &Arc<Context>) -> impl Fn(&K) + Send + 'static {
+    let ctx = ctx.clone();
+    move |obj| ctx.statuses.forget(obj)
 }
 
 fn as_trigger<K>(
@@ -253,7 +304,8 @@ async fn run_controllers(ctx: Arc<Context>) {
     let mut client_dependents = Vec::new();
     let mut stores = Stores::default();
     for ns in &scopes {
-        let (store, driver, mut rx) = shared_watch(api::<AuthClient>(&client, ns), scopes.len() + 1);
+        let (store, driver, mut rx) =
+            shared_watch(api::<AuthClient>(&client, ns), scopes.len() + 1, without_status(&ctx), forget_status(&ctx));
         tasks.spawn(driver);
         client_dependents.push((store.clone(), rx.remove(0)));
         for (i, r) in rx.into_iter().enumerate() {
@@ -263,13 +315,18 @@ async fn run_controllers(ctx: Arc<Context>) {
     }
     let mut per_ns = Vec::new();
     for ns in &scopes {
-        let (servers, servers_driver, mut servers_rx) = shared_watch(api::<AuthorizationServer>(&client, ns), 1);
-        let (scope_store, scope_driver, mut scope_rx) = shared_watch(api::<AuthScope>(&client, ns), 2);
-        let (claim_store, claim_driver, mut claim_rx) = shared_watch(api::<AuthClaim>(&client, ns), 2);
-        let (policy_store, policy_driver, mut policy_rx) = shared_watch(api::<AccessPolicy>(&client, ns), 2);
+        let (servers, servers_driver, mut servers_rx) =
+            shared_watch(api::<AuthorizationServer>(&client, ns), 1, |_| {}, |_| {});
+        let (scope_store, scope_driver, mut scope_rx) =
+            shared_watch(api::<AuthScope>(&client, ns), 2, without_status(&ctx), forget_status(&ctx));
+        let (claim_store, claim_driver, mut claim_rx) =
+            shared_watch(api::<AuthClaim>(&client, ns), 2, without_status(&ctx), forget_status(&ctx));
+        let (policy_store, policy_driver, mut policy_rx) =
+            shared_watch(api::<AccessPolicy>(&client, ns), 2, without_status(&ctx), forget_status(&ctx));
         for d in [servers_driver, scope_driver, claim_driver, policy_driver] {
             tasks.spawn(d);
         }
+        stores.servers.push(servers.clone());
         stores.scopes.push(scope_store.clone());
         stores.claims.push(claim_store.clone());
         stores.policies.push(policy_store.clone());
@@ -300,7 +357,7 @@ async fn run_controllers(ctx: Arc<Context>) {
         let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(50)).concurrency(16);
         let mut servers_controller = Controller::for_stream(as_trigger(servers_rx), servers)
             .with_config(config)
-            .owns_stream(secrets.default_backoff().touched_objects())
+            .owns_stream(owned_triggers(secrets.default_backoff(), ctx.clone()))
             .watches_stream(
                 identity_secrets.default_backoff().touched_objects(),
                 move |secret: PartialObjectMeta<Secret>| {
@@ -308,7 +365,7 @@ async fn run_controllers(ctx: Arc<Context>) {
                     server::servers_reading_secret(known_servers.state().iter().map(|s| &**s), &ns, &name)
                 },
             )
-            .owns_stream(deployments.default_backoff().touched_objects())
+            .owns_stream(owned_triggers(deployments.default_backoff(), ctx.clone()))
             .watches_stream(as_trigger(scopes.1), |s: AuthScope| {
                 server_of(s.metadata.namespace, &s.spec.server_ref.name)
             })
@@ -341,6 +398,7 @@ async fn run_controllers(ctx: Arc<Context>) {
 /// (or one for the cluster), read by each server reconcile instead of listing through the API.
 #[derive(Default)]
 pub(crate) struct Stores {
+    pub servers: Vec<Store<AuthorizationServer>>,
     pub scopes: Vec<Store<AuthScope>>,
     pub claims: Vec<Store<AuthClaim>>,
     pub policies: Vec<Store<AccessPolicy>>,

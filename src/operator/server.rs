@@ -1,7 +1,11 @@
 //! The AuthorizationServer reconcile: read its scopes, claims, policies and clients, compile
 //! them into a `ServerConfig`, keep its keys, apply its issuer workload, report status.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -13,7 +17,7 @@ use kube::{
     api::{DeleteParams, ListParams, Patch, PatchParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType},
+        events::{Event, EventType, Recorder, Reporter},
         finalizer::{Event as Finalizer, finalizer},
     },
 };
@@ -22,7 +26,9 @@ use serde_json::json;
 use tracing::{info, instrument};
 
 use super::{
-    Context, Error, MANAGER, children, client_secrets, crash,
+    Context, Error, MANAGER,
+    applied::{self, Key, KeysMemo, Memo},
+    children, client_secrets, crash,
     dependents::Dependent,
     metrics::{KindLabel, ServerLabel},
     status::{self, Acceptance},
@@ -202,7 +208,7 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
             if let Some(t) = secrets.changes_at {
                 secrets_change_at = Some(secrets_change_at.map_or(t, |c| c.min(t)));
             }
-            secrets.valid.iter().map(|s| crate::config::hash_secret(s)).collect()
+            secrets.hashes
         } else {
             Vec::new()
         };
@@ -229,13 +235,10 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
     // keys: the operator is their only writer
     let keys_outcome = ensure_keys(server, &compiled.config.signing, ctx, now).await?;
 
-    // build + apply
-    apply_object(ctx, &ns, children::service_account(server)).await?;
-    apply_object(ctx, &ns, children::role(server)).await?;
-    apply_object(ctx, &ns, children::role_binding(server)).await?;
+    // build + apply: the config first (what the issuer serves), then its workload
     // A config without the sign-in it asks for is never served: the last good one stays.
     if compiled.identity_error.is_none() {
-        apply_object(ctx, &ns, children::config_secret(server, config_json)).await?;
+        apply_object(ctx, &ns, children::config_secret(server, config_json), no_memo).await?;
     }
     let crash_point = |name| {
         if keys_outcome.changed {
@@ -243,12 +246,15 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
         }
     };
     crash_point(crash::AFTER_CONFIG_APPLY);
-    let deployment = apply_object(ctx, &ns, children::deployment(server, &ctx.build)).await?;
+    apply_object(ctx, &ns, children::service_account(server), no_memo).await?;
+    apply_object(ctx, &ns, children::role(server), no_memo).await?;
+    apply_object(ctx, &ns, children::role_binding(server), no_memo).await?;
+    let deployment = apply_object(ctx, &ns, children::deployment(server, &ctx.build), deployment_memo).await?;
     crash_point(crash::AFTER_WORKLOAD_APPLY);
-    apply_object(ctx, &ns, children::service(server)).await?;
+    apply_object(ctx, &ns, children::service(server), no_memo).await?;
     match children::pod_disruption_budget(server) {
         Some(pdb) => {
-            apply_object(ctx, &ns, pdb).await?;
+            apply_object(ctx, &ns, pdb, no_memo).await?;
         }
         None => delete_if_present::<PodDisruptionBudget>(ctx, &ns, &children::issuer_name(&name)).await?,
     }
@@ -381,61 +387,96 @@ struct WorkloadState {
     message: String,
 }
 
-fn workload_state(server: &AuthorizationServer, deployment: &Deployment) -> WorkloadState {
-    let want = server.spec.workload.replicas;
+/// What the server's status needs of its Deployment, as the apply returned it.
+fn deployment_memo(deployment: &Deployment) -> Memo {
     let status = deployment.status.clone().unwrap_or_default();
-    let current = status.observed_generation >= deployment.metadata.generation;
-    let available = status.available_replicas.unwrap_or(0);
-    let updated = status.updated_replicas.unwrap_or(0);
+    Memo::Workload {
+        current: status.observed_generation >= deployment.metadata.generation,
+        available: status.available_replicas.unwrap_or(0),
+        updated: status.updated_replicas.unwrap_or(0),
+        ready_replicas: status.ready_replicas.unwrap_or(0),
+    }
+}
+
+fn workload_state(server: &AuthorizationServer, deployment: &Memo) -> WorkloadState {
+    let want = server.spec.workload.replicas;
+    let (current, available, updated, ready_replicas) = match *deployment {
+        Memo::Workload { current, available, updated, ready_replicas } => (current, available, updated, ready_replicas),
+        _ => (false, 0, 0, 0),
+    };
     let ready = current && available >= want && updated >= want;
     WorkloadState {
         ready,
-        ready_replicas: status.ready_replicas.unwrap_or(0),
+        ready_replicas,
         reason: if ready { "Available".into() } else { "Progressing".into() },
         message: format!("{available}/{want} issuer replicas available"),
     }
 }
 
-/// Server-side apply of one child; returns the object as the API server now holds it.
-async fn apply_object<K>(ctx: &Context, ns: &str, obj: K) -> Result<K, Error>
+/// Server-side apply of one child, unless what we applied last is identical and nobody changed
+/// it since (`Applied`); returns what `memo` keeps of the object as the API server holds it.
+async fn apply_object<K>(ctx: &Context, ns: &str, obj: K, memo: impl FnOnce(&K) -> Memo) -> Result<Memo, Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + k8s_openapi::Resource
         + Clone
         + Serialize
         + DeserializeOwned
         + std::fmt::Debug,
 {
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     let name = obj.meta().name.clone().unwrap_or_default();
     let mut patch = serde_json::to_value(&obj).map_err(|source| Error::Serialize { what: "child object", source })?;
-    patch["apiVersion"] = json!(K::api_version(&()));
-    patch["kind"] = json!(K::kind(&()));
-    let after = api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
-    // An unchanged apply is a no-op that keeps the resourceVersion: count only real writes.
-    let key = format!("{}/{ns}/{name}", K::kind(&()));
-    if ctx.applied_versions.lock().unwrap_or_else(|e| e.into_inner()).insert(key, after.meta().resource_version.clone())
-        != Some(after.meta().resource_version.clone())
-    {
-        ctx.metrics.write(&K::kind(&()), "apply");
+    patch["apiVersion"] = json!(<K as k8s_openapi::Resource>::API_VERSION);
+    patch["kind"] = json!(<K as k8s_openapi::Resource>::KIND);
+    let key = Key::new(<K as k8s_openapi::Resource>::KIND, ns, &name);
+    let digest = applied::digest(&patch);
+    if let Some(memo) = ctx.applied.unchanged(&key, digest, Instant::now()) {
+        return Ok(memo);
     }
-    Ok(after)
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
+    let after = match api.patch(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await {
+        Ok(after) => after,
+        Err(e) => {
+            ctx.applied.forget(&key);
+            return Err(e.into());
+        }
+    };
+    let memo = memo(&after);
+    // An unchanged apply is a no-op that keeps the resourceVersion: count only real writes.
+    if ctx.applied.record(key, digest, after.meta().resource_version.as_deref(), memo.clone(), Instant::now()) {
+        ctx.metrics.write(<K as k8s_openapi::Resource>::KIND, "apply");
+    }
+    Ok(memo)
 }
+
+fn no_memo<K>(_: &K) -> Memo {
+    Memo::None
+}
+
+/// Marks "known to be absent" in `Applied` (no object has this digest).
+const ABSENT: u64 = u64::MAX;
 
 async fn delete_if_present<K>(ctx: &Context, ns: &str, name: &str) -> Result<(), Error>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + k8s_openapi::Resource
         + Clone
         + DeserializeOwned
         + std::fmt::Debug,
 {
+    let key = Key::new(<K as k8s_openapi::Resource>::KIND, ns, name);
+    if ctx.applied.unchanged(&key, ABSENT, Instant::now()).is_some() {
+        return Ok(());
+    }
     let api: Api<K> = Api::namespaced(ctx.client.clone(), ns);
     if api.get_opt(name).await?.is_some() {
         match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => ctx.metrics.write(&K::kind(&()), "delete"),
+            Ok(_) => ctx.metrics.write(<K as k8s_openapi::Resource>::KIND, "delete"),
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => return Err(e.into()),
         }
     }
+    ctx.applied.record(key, ABSENT, None, Memo::None, Instant::now());
     Ok(())
 }
 
@@ -470,7 +511,10 @@ async fn write_server_status(
 
 pub(super) async fn publish(ctx: &Context, server: &AuthorizationServer, type_: EventType, reason: &str, note: String) {
     let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-    if let Err(e) = ctx.recorder.publish(&event, &server.object_ref(&())).await {
+    // A recorder per event: kube's keeps every event it sent for 6 minutes (to count repeats),
+    // ~1,000 events at 1,000 servers; ours are transitions, rarely repeated.
+    let recorder = Recorder::new(ctx.client.clone(), Reporter { controller: MANAGER.into(), instance: None });
+    if let Err(e) = recorder.publish(&event, &server.object_ref(&())).await {
         tracing::debug!(error = %e, "could not publish event");
     } else {
         ctx.metrics.write("Event", "create");
@@ -549,6 +593,9 @@ fn rotation_request(
     (request, now_handled)
 }
 
+/// The keys Secret is written with create/replace, not applied: its entry has no digest.
+const KEYS_DIGEST: u64 = 0;
+
 async fn ensure_keys(
     server: &AuthorizationServer,
     settings: &crate::keys::RotationSettings,
@@ -558,13 +605,28 @@ async fn ensure_keys(
     let ns = server.namespace().unwrap_or_default();
     let secret_name = children::keys_secret_name(&server.name_any());
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-    let existing = api.get_opt(&secret_name).await?;
-    let current = match existing.as_ref().and_then(|s| s.data.as_ref()?.get(children::KEYS_KEY).cloned()) {
-        Some(bytes) => KeySet::from_json(&bytes.0)
-            .map_err(|e| Error::Invalid(format!("Secret {ns}/{secret_name} does not hold a valid key set: {e}")))?,
-        None => KeySet::default(),
+    // The key set as we last wrote or read it, while the watch has not seen anyone change it.
+    let key = Key::new("Secret", &ns, &secret_name);
+    let (current, handled, existing_version) = match ctx.applied.unchanged(&key, KEYS_DIGEST, Instant::now()) {
+        Some(Memo::Keys(memo)) => (memo.keys, memo.handled, memo.resource_version),
+        _ => match api.get_opt(&secret_name).await? {
+            None => (KeySet::default(), BTreeMap::new(), None),
+            Some(existing) => {
+                let current = match existing.data.as_ref().and_then(|d| d.get(children::KEYS_KEY)) {
+                    Some(bytes) => KeySet::from_json(&bytes.0).map_err(|e| {
+                        Error::Invalid(format!("Secret {ns}/{secret_name} does not hold a valid key set: {e}"))
+                    })?,
+                    None => KeySet::default(),
+                };
+                let handled = existing.annotations().clone();
+                let version = existing.metadata.resource_version.clone();
+                let memo =
+                    KeysMemo { keys: current.clone(), handled: handled.clone(), resource_version: version.clone() };
+                ctx.applied.record(key, KEYS_DIGEST, version.as_deref(), Memo::Keys(Box::new(memo)), Instant::now());
+                (current, handled, version)
+            }
+        },
     };
-    let handled = existing.as_ref().map(|s| s.annotations().clone()).unwrap_or_default();
     let (request, mut now_handled) = rotation_request(server, &handled);
     let plan = keys::plan_with(settings, &current, now, request);
     if plan.request_pending {
@@ -581,22 +643,24 @@ async fn ensure_keys(
             plan.apply(&current, settings, now).map_err(|e| Error::Invalid(e.to_string()))?
         };
         let json = next.to_json().map_err(|e| Error::Invalid(e.to_string()))?;
-        let mut secret = children::keys_secret(server, json.into_bytes(), now_handled);
+        let mut secret = children::keys_secret(server, json.into_bytes(), now_handled.clone());
         crash::point(crash::BEFORE_KEYS_WRITE);
         let params = kube::api::PostParams { field_manager: Some(MANAGER.into()), ..Default::default() };
         // The new key is written before anyone's state changes, with a precondition on the
         // version we read: a concurrent or restarted operator fails here instead of duplicating.
-        match &existing {
-            None => {
-                api.create(&params, &secret).await?;
-                ctx.metrics.write("Secret", "create");
+        // A failed write forgets the cached copy, so that the retry reads the Secret again.
+        let written = match &existing_version {
+            None => api.create(&params, &secret).await.map(|s| (s, "create")),
+            Some(version) => {
+                secret.metadata.resource_version = Some(version.clone());
+                api.replace(&secret_name, &params, &secret).await.map(|s| (s, "replace"))
             }
-            Some(old) => {
-                secret.metadata.resource_version = old.metadata.resource_version.clone();
-                api.replace(&secret_name, &params, &secret).await?;
-                ctx.metrics.write("Secret", "replace");
-            }
-        }
+        };
+        let (written, verb) = written.inspect_err(|_| ctx.applied.forget(&key))?;
+        ctx.metrics.write("Secret", verb);
+        let version = written.metadata.resource_version.clone();
+        let memo = KeysMemo { keys: next.clone(), handled: now_handled, resource_version: version.clone() };
+        ctx.applied.record(key, KEYS_DIGEST, version.as_deref(), Memo::Keys(Box::new(memo)), Instant::now());
         crash::point(crash::AFTER_KEYS_WRITE);
         if let Some(reason) = plan.reason {
             let active = next.signing_key(now).map(|k| k.kid.clone()).unwrap_or_default();
@@ -658,8 +722,7 @@ async fn cleanup(server: &AuthorizationServer, ctx: &Context) -> Result<Action, 
     // Children in the server's namespace go with their owner (garbage collection); client
     // Secrets may live elsewhere, where owner references cannot reach.
     client_secrets::delete_all(ctx, server).await?;
-    let prefix = format!("/{}/{}-", server.namespace().unwrap_or_default(), server.name_any());
-    ctx.applied_versions.lock().unwrap_or_else(|e| e.into_inner()).retain(|k, _| !k.contains(&prefix));
+    // Entries of its children go with them (the watch sees them collected, or they expire).
     let deps = read_dependents(server, ctx).await?;
     let ns = server.namespace().unwrap_or_default();
     let gone = |k: &str| {

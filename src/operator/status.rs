@@ -70,6 +70,74 @@ pub async fn set_dependent<K: Dependent>(ctx: &Context, obj: &K, acceptance: Acc
     set_dependent_with(ctx, obj, acceptance, serde_json::Map::new()).await
 }
 
+/// What decides whether a status must be written: all of it but the conditions' timestamps
+/// and their order (as `conditions::differ_beyond_timestamps`), absent and null alike.
+pub fn status_fingerprint(status: &serde_json::Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let Some(fields) = status.as_object() else { return h.finish() };
+    for (k, v) in fields.iter().filter(|(_, v)| !v.is_null()).collect::<std::collections::BTreeMap<_, _>>() {
+        k.hash(&mut h);
+        match (k.as_str(), v.as_array()) {
+            ("conditions", Some(list)) => {
+                let mut keys: Vec<String> = list
+                    .iter()
+                    .map(|c| {
+                        let f = |name: &str| c.get(name).filter(|v| !v.is_null()).map(|v| v.to_string());
+                        format!("{:?}", [f("type"), f("status"), f("reason"), f("message"), f("observedGeneration")])
+                    })
+                    .collect();
+                keys.sort();
+                keys.hash(&mut h);
+            }
+            _ => v.to_string().hash(&mut h),
+        }
+    }
+    h.finish()
+}
+
+/// The status fingerprint of each dependent, as the watch last saw it or we last wrote it: the
+/// caches keep dependents without their status (most of their memory), and a reconcile that
+/// reports an unchanged acceptance compares against this instead.
+#[derive(Debug, Default)]
+pub struct Statuses {
+    /// (kind, namespace, name) hashed → (fingerprint, whether it holds conditions).
+    known: std::sync::Mutex<std::collections::HashMap<u64, (u64, bool)>>,
+}
+
+fn status_key(kind: &str, namespace: &str, name: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (kind, namespace, name).hash(&mut h);
+    h.finish()
+}
+
+impl Statuses {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, (u64, bool)>> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the status of `obj` and removes it from the object (before it is cached).
+    pub fn take<K: Dependent>(&self, obj: &mut K) {
+        let status = obj.take_status();
+        let has_conditions = status.get("conditions").and_then(|c| c.as_array()).is_some_and(|c| !c.is_empty());
+        let key = status_key(K::KIND, obj.meta().namespace.as_deref().unwrap_or_default(), &obj.name_any());
+        self.lock().insert(key, (status_fingerprint(&status), has_conditions));
+    }
+
+    pub fn forget<K: Dependent>(&self, obj: &K) {
+        self.lock().remove(&status_key(K::KIND, obj.meta().namespace.as_deref().unwrap_or_default(), &obj.name_any()));
+    }
+
+    fn get(&self, key: u64) -> Option<(u64, bool)> {
+        self.lock().get(&key).copied()
+    }
+
+    fn insert(&self, key: u64, value: (u64, bool)) {
+        self.lock().insert(key, value);
+    }
+}
+
 pub async fn set_dependent_with<K: Dependent>(
     ctx: &Context,
     obj: &K,
@@ -77,25 +145,40 @@ pub async fn set_dependent_with<K: Dependent>(
     extra: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), kube::Error> {
     let generation = obj.meta().generation;
-    let existing = obj.conditions();
-    let desired = dependent_conditions(&existing, &acceptance, generation);
-    let current_status = serde_json::to_value(obj).ok().and_then(|v| v.get("status").cloned()).unwrap_or(json!({}));
-    let extra_same = extra.iter().all(|(k, v)| current_status.get(k) == Some(v));
-    let generation_same = current_status.get("observedGeneration").and_then(|g| g.as_i64()) == generation;
-    if !conditions::differ_beyond_timestamps(&existing, &desired) && extra_same && generation_same {
-        return Ok(());
-    }
+    let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
+    let key = status_key(K::KIND, &ns, &name);
     let mut status = extra;
     status.insert("observedGeneration".into(), json!(generation));
-    status.insert("conditions".into(), serde_json::to_value(&desired).unwrap_or_default());
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    status.insert(
+        "conditions".into(),
+        serde_json::to_value(dependent_conditions(&[], &acceptance, generation)).unwrap_or_default(),
+    );
+    let known = ctx.statuses.get(key);
+    if known.is_some_and(|(fingerprint, _)| fingerprint == status_fingerprint(&json!(status))) {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    // A change to a status that holds conditions keeps the transition time of those that
+    // stay the same: only then is the object read (the cache holds no statuses).
+    if known.is_none_or(|(_, has_conditions)| has_conditions)
+        && let Some(mut current) = api.get_opt(&name).await?
+    {
+        let existing = current.take_status();
+        let existing: Vec<Condition> =
+            existing.get("conditions").and_then(|c| serde_json::from_value(c.clone()).ok()).unwrap_or_default();
+        let desired = dependent_conditions(&existing, &acceptance, generation);
+        status.insert("conditions".into(), serde_json::to_value(&desired).unwrap_or_default());
+    }
     let patch = json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
         "status": status,
     });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+    let mut written = api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
     ctx.metrics.write(K::KIND, "patch-status");
+    let written_status = written.take_status();
+    let has_conditions = written_status.get("conditions").and_then(|c| c.as_array()).is_some_and(|c| !c.is_empty());
+    ctx.statuses.insert(key, (status_fingerprint(&written_status), has_conditions));
     Ok(())
 }
 
@@ -116,5 +199,36 @@ pub async fn serve_health(addr: SocketAddr, metrics: Arc<Metrics>, leading: Arc<
             }
         }
         Err(e) => tracing::error!(error = %e, %addr, "cannot bind the health and metrics address"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_fingerprint_ignores_timestamps_order_and_nulls_only() {
+        let a = Acceptance::accepted("accepted by its AuthorizationServer");
+        let conds = dependent_conditions(&[], &a, Some(2));
+        let mut later = conds.clone();
+        later.reverse();
+        for c in &mut later {
+            c.last_transition_time.0 = jiff::Timestamp::from_second(1_900_000_000).unwrap();
+        }
+        let status = |conds: &[Condition], extra: serde_json::Value| {
+            let mut v = json!({ "observedGeneration": 2, "conditions": conds });
+            v.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            v
+        };
+        let fp = |v: serde_json::Value| status_fingerprint(&v);
+        let base = fp(status(&conds, json!({ "clientId": "ns.api" })));
+        assert_eq!(base, fp(status(&later, json!({ "clientId": "ns.api", "secretName": null }))));
+        assert_ne!(base, fp(status(&conds, json!({ "clientId": "ns.other" }))));
+        assert_ne!(base, fp(status(&conds, json!({}))));
+        let rejected = dependent_conditions(&conds, &Acceptance::rejected("ServerNotFound", "gone"), Some(2));
+        assert_ne!(base, fp(status(&rejected, json!({ "clientId": "ns.api" }))));
+        let newer = dependent_conditions(&[], &a, Some(3));
+        assert_ne!(base, fp(status(&newer, json!({ "clientId": "ns.api" }))));
+        assert_ne!(fp(json!(null)), base);
     }
 }
