@@ -47,8 +47,14 @@ const NAMES: [&str; 5] = ["client", "user", "request", "server", "subject"];
 pub struct CelVariables {
     /// `client` and `server`, fixed by the config and the client (and so shareable).
     fixed: Arc<FixedVariables>,
-    /// `user`, `request` and `subject`.
-    own: [Value; 3],
+    /// `user` and `subject`.
+    user: Value,
+    subject: Value,
+    /// What `request` holds, made into JSON only if an expression reads it.
+    grant_type: GrantType,
+    scopes: Vec<String>,
+    audience: Vec<String>,
+    request: OnceLock<Value>,
     converted: [OnceLock<Box<dyn Val>>; 5],
 }
 
@@ -128,10 +134,16 @@ impl CelVariables {
         user: Option<&UserInfo>,
         subject: Option<&Map<String, Value>>,
     ) -> Self {
-        let user = user.map_or(Value::Null, |u| serde_json::to_value(u).unwrap_or(Value::Null));
-        let request = json!({ "grantType": grant_type.as_str(), "scopes": scopes, "audience": audience });
-        let subject = subject.map_or(Value::Null, |s| Value::Object(s.clone()));
-        Self { fixed, own: [user, request, subject], converted: Default::default() }
+        Self {
+            fixed,
+            user: user.map_or(Value::Null, |u| serde_json::to_value(u).unwrap_or(Value::Null)),
+            subject: subject.map_or(Value::Null, |s| Value::Object(s.clone())),
+            grant_type,
+            scopes: scopes.to_vec(),
+            audience: audience.to_vec(),
+            request: OnceLock::new(),
+            converted: Default::default(),
+        }
     }
 
     /// Variable `i` of [`NAMES`], as JSON.
@@ -139,9 +151,11 @@ impl CelVariables {
         match i {
             0 => &self.fixed.client,
             3 => &self.fixed.server,
-            1 => &self.own[0],
-            2 => &self.own[1],
-            _ => &self.own[2],
+            1 => &self.user,
+            2 => self.request.get_or_init(
+                || json!({ "grantType": self.grant_type.as_str(), "scopes": self.scopes, "audience": self.audience }),
+            ),
+            _ => &self.subject,
         }
     }
 
@@ -155,13 +169,12 @@ impl CelVariables {
     pub fn request_key(&self) -> String {
         let mut key = String::with_capacity(128);
         key.push_str(self.client_id());
-        let request = &self.own[1];
         key.push('\n');
-        key.push_str(request.get("grantType").and_then(Value::as_str).unwrap_or_default());
-        for list in ["scopes", "audience"] {
+        key.push_str(self.grant_type.as_str());
+        for list in [&self.scopes, &self.audience] {
             key.push('\n');
-            for item in request.get(list).and_then(Value::as_array).into_iter().flatten() {
-                key.push_str(item.as_str().unwrap_or_default());
+            for item in list {
+                key.push_str(item);
                 key.push(' ');
             }
         }
