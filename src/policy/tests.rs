@@ -155,3 +155,18 @@ fn memory_of_request_outcomes_is_bounded() {
     }
     assert!(memo() > 0);
 }
+
+#[test]
+fn programs_that_read_a_person_or_a_subject_are_never_remembered() {
+    // Reads hidden in macros and comprehensions count as reads.
+    for source in [
+        "has(user.email) ? user.email : null",
+        "request.scopes.exists(s, s == user.sub)",
+        "[1].map(x, subject)",
+        "client.name + (has(subject.sub) ? subject.sub : '')",
+    ] {
+        let program = compile_cel(|| source.to_owned(), source).unwrap();
+        let compiled = Compiled::new(&config(), program, claim_value);
+        assert!(compiled.per_client.is_none() && compiled.per_request.is_none(), "{source}");
+    }
+}
