@@ -35,7 +35,7 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::{Value, json};
-use tessera::api::{AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer};
+use tessera::api::{AuthScope, AuthorizationServer};
 
 const USAGE: &str = "usage: control_plane --tessera PATH --kube-testenv PATH --work-dir DIR \
 [--servers 1,100,1000] [--per-namespace 100] [--scope-changes 50] [--rotations 20] [--concurrency 32]";
@@ -261,14 +261,7 @@ fn server_docs(i: usize, per_ns: usize, issuer_port: u16) -> Vec<Value> {
 }
 
 fn api_resource(kind: &str) -> ApiResource {
-    match kind {
-        "AuthorizationServer" => ApiResource::erase::<AuthorizationServer>(&()),
-        "AuthScope" => ApiResource::erase::<AuthScope>(&()),
-        "AuthClaim" => ApiResource::erase::<AuthClaim>(&()),
-        "AccessPolicy" => ApiResource::erase::<AccessPolicy>(&()),
-        "AuthClient" => ApiResource::erase::<AuthClient>(&()),
-        other => panic!("unexpected kind {other}"),
-    }
+    tessera::api::api_resource(kind).unwrap_or_else(|| panic!("unexpected kind {kind}"))
 }
 
 async fn apply_doc(client: &Client, doc: &Value) -> anyhow::Result<()> {

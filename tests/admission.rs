@@ -11,17 +11,10 @@ use kube::{
     api::{ApiResource, DeleteParams, DynamicObject, PostParams},
 };
 use serde_json::{Value, json};
-use tessera::api::{AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer};
+use tessera::api::AuthorizationServer;
 
 fn api_resource(kind: &str) -> ApiResource {
-    match kind {
-        "AuthorizationServer" => ApiResource::erase::<AuthorizationServer>(&()),
-        "AuthScope" => ApiResource::erase::<AuthScope>(&()),
-        "AuthClaim" => ApiResource::erase::<AuthClaim>(&()),
-        "AccessPolicy" => ApiResource::erase::<AccessPolicy>(&()),
-        "AuthClient" => ApiResource::erase::<AuthClient>(&()),
-        other => panic!("unknown kind {other}"),
-    }
+    tessera::api::api_resource(kind).unwrap_or_else(|| panic!("unknown kind {kind}"))
 }
 
 async fn create(client: &Client, ns: &str, doc: &Value) -> Result<DynamicObject, kube::Error> {

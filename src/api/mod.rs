@@ -53,6 +53,19 @@ pub const RESERVED_CLAIMS: &[&str] = &[
     "typ",
 ];
 
+/// The API resource of one of Tessera's kinds by its kind name, for dynamic clients (`None`
+/// for any other kind).
+pub fn api_resource(kind: &str) -> Option<kube::api::ApiResource> {
+    Some(match kind {
+        "AuthorizationServer" => kube::api::ApiResource::erase::<AuthorizationServer>(&()),
+        "AuthScope" => kube::api::ApiResource::erase::<AuthScope>(&()),
+        "AuthClaim" => kube::api::ApiResource::erase::<AuthClaim>(&()),
+        "AccessPolicy" => kube::api::ApiResource::erase::<AccessPolicy>(&()),
+        "AuthClient" => kube::api::ApiResource::erase::<AuthClient>(&()),
+        _ => return None,
+    })
+}
+
 /// Every CRD this crate defines, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![AuthorizationServer::crd(), AuthScope::crd(), AuthClaim::crd(), AccessPolicy::crd(), AuthClient::crd()]

@@ -11,7 +11,6 @@ use kube::{
     api::{DynamicObject, ListParams, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
-use tessera::api::{AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer};
 
 pub const WAIT: Duration = Duration::from_secs(90);
 
@@ -112,13 +111,8 @@ pub async fn apply_doc(client: &Client, doc: &Value) {
     let kind = doc["kind"].as_str().unwrap();
     let ns = doc["metadata"]["namespace"].as_str().unwrap();
     let ar = match kind {
-        "AuthorizationServer" => kube::api::ApiResource::erase::<AuthorizationServer>(&()),
-        "AuthScope" => kube::api::ApiResource::erase::<AuthScope>(&()),
-        "AuthClaim" => kube::api::ApiResource::erase::<AuthClaim>(&()),
-        "AccessPolicy" => kube::api::ApiResource::erase::<AccessPolicy>(&()),
-        "AuthClient" => kube::api::ApiResource::erase::<AuthClient>(&()),
         "Secret" => kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
-        other => panic!("unexpected kind {other}"),
+        other => tessera::api::api_resource(other).unwrap_or_else(|| panic!("unexpected kind {other}")),
     };
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
     let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
