@@ -136,10 +136,20 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The Go GC target of kube-testenv (`BENCH_CP_GOGC`, default 400). Here the API server shares
+/// two cores with the operator and this client, and at Go's default of 100 a CPU profile of it
+/// during the 1,000-server apply had over a third of its time in the garbage collector: 400
+/// trades its memory (~1.8 → ~5 GiB) for that CPU, as a control plane on cores of its own would
+/// not need to.
+fn testenv_gogc() -> String {
+    std::env::var("BENCH_CP_GOGC").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "400".into())
+}
+
 fn start_kube_testenv(o: &Options) -> anyhow::Result<(Proc, PathBuf)> {
     let data = o.work_dir.join("kube-testenv");
     std::fs::create_dir_all(&data)?;
     let mut child = Command::new(&o.kube_testenv)
+        .env("GOGC", testenv_gogc())
         .arg("--data-dir")
         .arg(&data)
         .stdin(Stdio::piped())
@@ -607,6 +617,7 @@ async fn run(o: Options) -> anyhow::Result<Value> {
         "operator_idle_rss_kib": idle_rss,
         "operator_final_hwm_kib": status_kib(op, "VmHWM"),
         "per_namespace": o.per_namespace,
+        "testenv_gogc": testenv_gogc(),
         "levels": levels,
     });
     drop(issuer_proc);

@@ -7,6 +7,11 @@
 //! is only trusted for `TTL`: kinds that are not watched (ServiceAccount, Role, RoleBinding,
 //! Service, PodDisruptionBudget) are re-applied by the first reconcile after that, at the
 //! latest by the hourly resync, so drift there is repaired as it was before.
+//!
+//! For an object whose spec the API server versions (`metadata.generation`: the Deployment),
+//! an event at the same generation, labels and owners is a change of its status only (the
+//! Deployment controller's progress): the entry stays and the next reconcile reads the object
+//! for its status instead of applying it again.
 
 use std::{
     collections::HashMap,
@@ -87,8 +92,27 @@ impl std::fmt::Debug for Memo {
 struct Entry {
     digest: u64,
     version: u64,
+    /// [`spec_fingerprint`] of the object as written; 0 when the kind has no generation.
+    spec: u64,
+    /// Someone else changed only the status since: read the object again, do not write it.
+    status_moved: bool,
     at: Instant,
     memo: Memo,
+}
+
+/// What of an object's metadata says whether anything but its status changed: its generation
+/// (bumped by every spec change), labels, owners and deletion; 0 for kinds without a generation
+/// (a Secret's data changes leave its metadata alone).
+pub fn spec_fingerprint(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> u64 {
+    let Some(generation) = meta.generation else { return 0 };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    generation.hash(&mut h);
+    meta.labels.hash(&mut h);
+    for o in meta.owner_references.iter().flatten() {
+        o.uid.hash(&mut h);
+    }
+    meta.deletion_timestamp.is_some().hash(&mut h);
+    h.finish().max(1)
 }
 
 #[derive(Debug)]
@@ -129,7 +153,23 @@ impl Applied {
     pub fn unchanged(&self, key: &Key, digest: u64, now: Instant) -> Option<Memo> {
         let entries = self.lock();
         let e = entries.map.get(key)?;
-        (e.digest == digest && now.saturating_duration_since(e.at) < TTL).then(|| e.memo.clone())
+        (e.digest == digest && !e.status_moved && now.saturating_duration_since(e.at) < TTL).then(|| e.memo.clone())
+    }
+
+    /// Whether what we last wrote at `key` had `digest` and someone else has since changed only
+    /// its status (see [`Self::observed`]); the spec fingerprint it was written with, to check
+    /// the object read back against.
+    pub fn status_moved(&self, key: &Key, digest: u64, now: Instant) -> Option<u64> {
+        let entries = self.lock();
+        let e = entries.map.get(key)?;
+        (e.digest == digest && e.status_moved && now.saturating_duration_since(e.at) < TTL).then_some(e.spec)
+    }
+
+    /// Records the spec fingerprint of what was just written (or read) at `key`.
+    pub fn record_spec(&self, key: &Key, spec: u64) {
+        if let Some(e) = self.lock().map.get_mut(key) {
+            e.spec = spec;
+        }
     }
 
     /// Records a successful write (or read); returns whether the object changed since the last
@@ -138,7 +178,7 @@ impl Applied {
     pub fn record(&self, key: Key, digest: u64, resource_version: Option<&str>, memo: Memo, now: Instant) -> bool {
         let version = version_hash(resource_version);
         let mut entries = self.lock();
-        let previous = entries.map.insert(key, Entry { digest, version, at: now, memo });
+        let previous = entries.map.insert(key, Entry { digest, version, spec: 0, status_moved: false, at: now, memo });
         if now.saturating_duration_since(entries.swept) >= TTL {
             entries.map.retain(|_, e| now.saturating_duration_since(e.at) < TTL);
             entries.swept = now;
@@ -151,12 +191,18 @@ impl Applied {
         self.lock().map.remove(key);
     }
 
-    /// A watch saw `key` at `resource_version`: true if that is our own last write (nothing to
-    /// do), otherwise the entry is dropped so that the next reconcile writes it again.
-    pub fn observed(&self, key: &Key, resource_version: Option<&str>) -> bool {
+    /// A watch saw `key` at `resource_version` with [`spec_fingerprint`] `spec`: true if that is
+    /// our own last write (nothing to do). Otherwise the next reconcile must look: at the same
+    /// spec fingerprint it reads the object (its status moved), else the entry is dropped so
+    /// that it writes the object again.
+    pub fn observed(&self, key: &Key, resource_version: Option<&str>, spec: u64) -> bool {
         let mut entries = self.lock();
-        match entries.map.get(key) {
+        match entries.map.get_mut(key) {
             Some(e) if e.version != 0 && e.version == version_hash(resource_version) => true,
+            Some(e) if e.spec != 0 && e.spec == spec => {
+                e.status_moved = true;
+                false
+            }
             Some(_) => {
                 entries.map.remove(key);
                 false
@@ -190,12 +236,12 @@ mod tests {
         assert!(a.unchanged(&key("s-keys"), 1, now).is_none(), "another object");
         assert!(a.unchanged(&Key::new("Deployment", "ns", "s-config"), 1, now).is_none(), "another kind");
         // Our own write coming back through the watch changes nothing.
-        assert!(a.observed(&key("s-config"), Some("10")));
+        assert!(a.observed(&key("s-config"), Some("10"), 0));
         assert!(a.unchanged(&key("s-config"), 1, now).is_some());
         // Someone else's write (another resourceVersion) makes the next reconcile write again.
-        assert!(!a.observed(&key("s-config"), Some("11")));
+        assert!(!a.observed(&key("s-config"), Some("11"), 0));
         assert!(a.unchanged(&key("s-config"), 1, now).is_none());
-        assert!(!a.observed(&key("s-config"), Some("11")), "unknown objects are not ours");
+        assert!(!a.observed(&key("s-config"), Some("11"), 0), "unknown objects are not ours");
     }
 
     #[test]
@@ -212,7 +258,7 @@ mod tests {
         let a = Applied::default();
         let now = Instant::now();
         a.record(Key::new("PodDisruptionBudget", "ns", "s-issuer"), 3, None, Memo::None, now);
-        assert!(!a.observed(&Key::new("PodDisruptionBudget", "ns", "s-issuer"), None));
+        assert!(!a.observed(&Key::new("PodDisruptionBudget", "ns", "s-issuer"), None, 0));
     }
 
     #[test]
@@ -231,7 +277,45 @@ mod tests {
         a.record(Key::new("Service", "gone", "s-issuer"), 1, Some("1"), Memo::None, then);
         a.record(Key::new("Service", "ns", "t-issuer"), 1, Some("1"), Memo::None, then + TTL);
         assert_eq!(a.len(), 1);
-        assert!(a.observed(&Key::new("Service", "ns", "t-issuer"), Some("1")));
+        assert!(a.observed(&Key::new("Service", "ns", "t-issuer"), Some("1"), 0));
+    }
+
+    #[test]
+    fn a_change_of_status_only_asks_for_a_read_and_any_other_change_for_a_write() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        let a = Applied::default();
+        let now = Instant::now();
+        let d = Key::new("Deployment", "ns", "s-issuer");
+        let meta = |generation: i64, label: &str| ObjectMeta {
+            generation: Some(generation),
+            labels: Some([("app".to_owned(), label.to_owned())].into()),
+            ..ObjectMeta::default()
+        };
+        a.record(d, 9, Some("1"), Memo::None, now);
+        a.record_spec(&d, spec_fingerprint(&meta(1, "issuer")));
+        assert!(a.status_moved(&d, 9, now).is_none());
+        // The Deployment controller writes its status: same generation and labels.
+        assert!(!a.observed(&d, Some("2"), spec_fingerprint(&meta(1, "issuer"))), "the reconcile must look");
+        assert!(a.unchanged(&d, 9, now).is_none(), "no memo to trust");
+        assert_eq!(a.status_moved(&d, 9, now), Some(spec_fingerprint(&meta(1, "issuer"))), "read, do not write");
+        assert!(a.status_moved(&d, 8, now).is_none(), "another desired object: write");
+        // The read back records the object again.
+        a.record(d, 9, Some("2"), Memo::None, now);
+        a.record_spec(&d, spec_fingerprint(&meta(1, "issuer")));
+        assert!(a.unchanged(&d, 9, now).is_some());
+        // Someone else edits the spec (a new generation) or our labels: write again.
+        assert!(!a.observed(&d, Some("3"), spec_fingerprint(&meta(2, "issuer"))));
+        assert!(a.unchanged(&d, 9, now).is_none() && a.status_moved(&d, 9, now).is_none());
+        a.record(d, 9, Some("4"), Memo::None, now);
+        a.record_spec(&d, spec_fingerprint(&meta(3, "issuer")));
+        assert!(!a.observed(&d, Some("5"), spec_fingerprint(&meta(3, "other"))));
+        assert!(a.status_moved(&d, 9, now).is_none());
+        // Kinds without a generation never count as a status change.
+        assert_eq!(spec_fingerprint(&ObjectMeta::default()), 0);
+        let s = Key::new("Secret", "ns", "s-config");
+        a.record(s, 1, Some("7"), Memo::None, now);
+        assert!(!a.observed(&s, Some("8"), 0));
+        assert!(a.status_moved(&s, 1, now).is_none() && a.unchanged(&s, 1, now).is_none());
     }
 
     #[test]

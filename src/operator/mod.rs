@@ -252,7 +252,8 @@ where
         };
         let out = match event {
             Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => {
-                (!ctx.applied.observed(&key(&o), o.metadata.resource_version.as_deref())).then_some(Ok(o))
+                let spec = applied::spec_fingerprint(&o.metadata);
+                (!ctx.applied.observed(&key(&o), o.metadata.resource_version.as_deref(), spec)).then_some(Ok(o))
             }
             Ok(watcher::Event::Delete(o)) => {
                 ctx.applied.forget(&key(&o));
