@@ -7,7 +7,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{Namespace, Secret},
@@ -198,40 +197,20 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
     let mut acceptance: BTreeMap<(&'static str, String, String), Acceptance> = BTreeMap::new();
     let mut client_inputs = Vec::new();
     let mut secrets_change_at: Option<jiff::Timestamp> = None;
-    // Each client's checks and Secret are its own objects: several in flight at once, in order.
-    type Checked<'a> = (&'a AuthClient, Result<Option<client_secrets::ClientSecrets>, String>);
-    let mut checks: Vec<futures::future::BoxFuture<'_, Result<Checked<'_>, Error>>> = Vec::new();
     for client in &deps.clients {
-        checks.push(Box::pin(async move {
-            if let Some(why) = namespace_refusal(server, client, ctx).await? {
-                return Ok((client, Err(why)));
-            }
-            let secrets = if client.spec.authentication.method.uses_secret() {
-                Some(client_secrets::ensure(ctx, server, client).await?)
-            } else {
-                None
-            };
-            Ok((client, Ok(secrets)))
-        }));
-    }
-    let checked: Vec<Checked<'_>> = futures::stream::iter(checks).buffered(STATUS_WRITES_AT_ONCE).try_collect().await?;
-    for (client, checked) in checked {
         let key = ("AuthClient", client.namespace().unwrap_or_default(), client.name_any());
-        let secrets = match checked {
-            Ok(secrets) => secrets,
-            Err(why) => {
-                acceptance.insert(key, Acceptance::rejected("NamespaceNotAllowed", why));
-                continue;
+        if let Some(why) = namespace_refusal(server, client, ctx).await? {
+            acceptance.insert(key, Acceptance::rejected("NamespaceNotAllowed", why));
+            continue;
+        }
+        let secret_hashes = if client.spec.authentication.method.uses_secret() {
+            let secrets = client_secrets::ensure(ctx, server, client).await?;
+            if let Some(t) = secrets.changes_at {
+                secrets_change_at = Some(secrets_change_at.map_or(t, |c| c.min(t)));
             }
-        };
-        let secret_hashes = match secrets {
-            Some(secrets) => {
-                if let Some(t) = secrets.changes_at {
-                    secrets_change_at = Some(secrets_change_at.map_or(t, |c| c.min(t)));
-                }
-                secrets.hashes
-            }
-            None => Vec::new(),
+            secrets.hashes
+        } else {
+            Vec::new()
         };
         client_inputs.push(ClientInput { client: client.clone(), secret_hashes });
     }
@@ -362,41 +341,42 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
     Ok(Action::requeue(requeue.max(Duration::from_millis(200))))
 }
 
-/// Status writes of one server's dependents in flight at once: each is its own object, and
-/// one after another they were most of a new server's reconcile time.
-const STATUS_WRITES_AT_ONCE: usize = 8;
-
 async fn report_dependents(
     ctx: &Context,
     deps: &Dependents,
     acceptance: &BTreeMap<(&'static str, String, String), Acceptance>,
 ) -> Result<(), Error> {
-    fn acceptance_of<K: Dependent>(
-        item: &K,
+    async fn report<K: Dependent>(
+        ctx: &Context,
+        items: &[K],
         acceptance: &BTreeMap<(&'static str, String, String), Acceptance>,
-    ) -> Acceptance {
-        let key = (K::KIND, item.namespace().unwrap_or_default(), item.name_any());
-        acceptance.get(&key).cloned().unwrap_or_else(|| Acceptance::accepted("accepted by its AuthorizationServer"))
+    ) -> Result<(), Error> {
+        for item in items {
+            let key = (K::KIND, item.namespace().unwrap_or_default(), item.name_any());
+            let a = acceptance
+                .get(&key)
+                .cloned()
+                .unwrap_or_else(|| Acceptance::accepted("accepted by its AuthorizationServer"));
+            status::set_dependent(ctx, item, a).await?;
+        }
+        Ok(())
     }
-    fn boxed<'a>(
-        f: impl std::future::Future<Output = Result<(), kube::Error>> + Send + 'a,
-    ) -> futures::future::BoxFuture<'a, Result<(), kube::Error>> {
-        Box::pin(f)
-    }
-    let mut writes = Vec::new();
-    writes.extend(deps.scopes.iter().map(|s| boxed(status::set_dependent(ctx, s, acceptance_of(s, acceptance)))));
-    writes.extend(deps.claims.iter().map(|c| boxed(status::set_dependent(ctx, c, acceptance_of(c, acceptance)))));
-    writes.extend(deps.policies.iter().map(|p| boxed(status::set_dependent(ctx, p, acceptance_of(p, acceptance)))));
+    report(ctx, &deps.scopes, acceptance).await?;
+    report(ctx, &deps.claims, acceptance).await?;
+    report(ctx, &deps.policies, acceptance).await?;
     for client in &deps.clients {
-        let a = acceptance_of(client, acceptance);
+        let key = ("AuthClient", client.namespace().unwrap_or_default(), client.name_any());
+        let a = acceptance
+            .get(&key)
+            .cloned()
+            .unwrap_or_else(|| Acceptance::accepted("accepted by its AuthorizationServer"));
         let mut extra = serde_json::Map::new();
         extra.insert("clientId".into(), json!(client.client_id()));
         if client.spec.authentication.method.uses_secret() && a.accepted {
             extra.insert("secretName".into(), json!(client.secret_name()));
         }
-        writes.push(boxed(status::set_dependent_with(ctx, client, a, extra)));
+        status::set_dependent_with(ctx, client, a, extra).await?;
     }
-    futures::stream::iter(writes).buffer_unordered(STATUS_WRITES_AT_ONCE).try_collect::<()>().await?;
     Ok(())
 }
 
