@@ -139,7 +139,7 @@ fn free_port() -> u16 {
 /// The Go GC target of kube-testenv (`BENCH_CP_GOGC`, default 400). Here the API server shares
 /// two cores with the operator and this client, and at Go's default of 100 a CPU profile of it
 /// during the 1,000-server apply had over a third of its time in the garbage collector: 400
-/// trades its memory (~1.8 → ~5 GiB) for that CPU, as a control plane on cores of its own would
+/// trades its memory (~2 → ~4–5 GiB) for that CPU, as a control plane on cores of its own would
 /// not need to.
 fn testenv_gogc() -> String {
     std::env::var("BENCH_CP_GOGC").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| "400".into())
