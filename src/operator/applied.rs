@@ -165,20 +165,21 @@ impl Applied {
         (e.digest == digest && e.status_moved && now.saturating_duration_since(e.at) < TTL).then_some(e.spec)
     }
 
-    /// Records the spec fingerprint of what was just written (or read) at `key`.
-    pub fn record_spec(&self, key: &Key, spec: u64) {
-        if let Some(e) = self.lock().map.get_mut(key) {
-            e.spec = spec;
-        }
-    }
-
-    /// Records a successful write (or read); returns whether the object changed since the last
-    /// one (a new resourceVersion). Entries past `TTL` (of deleted servers, say) are dropped
+    /// Records a successful write (or read), with the object's [`spec_fingerprint`] (0 where it
+    /// has none); returns whether the object changed since the last one (a new resourceVersion). Entries past `TTL` (of deleted servers, say) are dropped
     /// once per `TTL`.
-    pub fn record(&self, key: Key, digest: u64, resource_version: Option<&str>, memo: Memo, now: Instant) -> bool {
+    pub fn record(
+        &self,
+        key: Key,
+        digest: u64,
+        resource_version: Option<&str>,
+        spec: u64,
+        memo: Memo,
+        now: Instant,
+    ) -> bool {
         let version = version_hash(resource_version);
         let mut entries = self.lock();
-        let previous = entries.map.insert(key, Entry { digest, version, spec: 0, status_moved: false, at: now, memo });
+        let previous = entries.map.insert(key, Entry { digest, version, spec, status_moved: false, at: now, memo });
         if now.saturating_duration_since(entries.swept) >= TTL {
             entries.map.retain(|_, e| now.saturating_duration_since(e.at) < TTL);
             entries.swept = now;
@@ -230,7 +231,7 @@ mod tests {
         let a = Applied::default();
         let now = Instant::now();
         assert!(a.unchanged(&key("s-config"), 1, now).is_none(), "never written: write");
-        assert!(a.record(key("s-config"), 1, Some("10"), Memo::None, now), "first write counts");
+        assert!(a.record(key("s-config"), 1, Some("10"), 0, Memo::None, now), "first write counts");
         assert_eq!(a.unchanged(&key("s-config"), 1, now), Some(Memo::None));
         assert!(a.unchanged(&key("s-config"), 2, now).is_none(), "another desired object: write");
         assert!(a.unchanged(&key("s-keys"), 1, now).is_none(), "another object");
@@ -248,16 +249,16 @@ mod tests {
     fn a_no_op_apply_is_not_counted_as_a_write() {
         let a = Applied::default();
         let now = Instant::now();
-        assert!(a.record(key("x"), 1, Some("5"), Memo::None, now));
-        assert!(!a.record(key("x"), 1, Some("5"), Memo::None, now), "same resourceVersion: no-op");
-        assert!(a.record(key("x"), 2, Some("6"), Memo::None, now));
+        assert!(a.record(key("x"), 1, Some("5"), 0, Memo::None, now));
+        assert!(!a.record(key("x"), 1, Some("5"), 0, Memo::None, now), "same resourceVersion: no-op");
+        assert!(a.record(key("x"), 2, Some("6"), 0, Memo::None, now));
     }
 
     #[test]
     fn an_entry_without_a_version_never_swallows_a_watch_event() {
         let a = Applied::default();
         let now = Instant::now();
-        a.record(Key::new("PodDisruptionBudget", "ns", "s-issuer"), 3, None, Memo::None, now);
+        a.record(Key::new("PodDisruptionBudget", "ns", "s-issuer"), 3, None, 0, Memo::None, now);
         assert!(!a.observed(&Key::new("PodDisruptionBudget", "ns", "s-issuer"), None, 0));
     }
 
@@ -265,7 +266,7 @@ mod tests {
     fn entries_expire_so_that_unwatched_children_are_applied_again() {
         let a = Applied::default();
         let then = Instant::now();
-        a.record(Key::new("Service", "ns", "s-issuer"), 7, Some("1"), Memo::None, then);
+        a.record(Key::new("Service", "ns", "s-issuer"), 7, Some("1"), 0, Memo::None, then);
         assert!(a.unchanged(&Key::new("Service", "ns", "s-issuer"), 7, then + TTL / 2).is_some());
         assert!(a.unchanged(&Key::new("Service", "ns", "s-issuer"), 7, then + TTL).is_none());
     }
@@ -274,8 +275,8 @@ mod tests {
     fn expired_entries_are_dropped() {
         let a = Applied::default();
         let then = Instant::now();
-        a.record(Key::new("Service", "gone", "s-issuer"), 1, Some("1"), Memo::None, then);
-        a.record(Key::new("Service", "ns", "t-issuer"), 1, Some("1"), Memo::None, then + TTL);
+        a.record(Key::new("Service", "gone", "s-issuer"), 1, Some("1"), 0, Memo::None, then);
+        a.record(Key::new("Service", "ns", "t-issuer"), 1, Some("1"), 0, Memo::None, then + TTL);
         assert_eq!(a.len(), 1);
         assert!(a.observed(&Key::new("Service", "ns", "t-issuer"), Some("1"), 0));
     }
@@ -291,8 +292,7 @@ mod tests {
             labels: Some([("app".to_owned(), label.to_owned())].into()),
             ..ObjectMeta::default()
         };
-        a.record(d, 9, Some("1"), Memo::None, now);
-        a.record_spec(&d, spec_fingerprint(&meta(1, "issuer")));
+        a.record(d, 9, Some("1"), spec_fingerprint(&meta(1, "issuer")), Memo::None, now);
         assert!(a.status_moved(&d, 9, now).is_none());
         // The Deployment controller writes its status: same generation and labels.
         assert!(!a.observed(&d, Some("2"), spec_fingerprint(&meta(1, "issuer"))), "the reconcile must look");
@@ -300,20 +300,18 @@ mod tests {
         assert_eq!(a.status_moved(&d, 9, now), Some(spec_fingerprint(&meta(1, "issuer"))), "read, do not write");
         assert!(a.status_moved(&d, 8, now).is_none(), "another desired object: write");
         // The read back records the object again.
-        a.record(d, 9, Some("2"), Memo::None, now);
-        a.record_spec(&d, spec_fingerprint(&meta(1, "issuer")));
+        a.record(d, 9, Some("2"), spec_fingerprint(&meta(1, "issuer")), Memo::None, now);
         assert!(a.unchanged(&d, 9, now).is_some());
         // Someone else edits the spec (a new generation) or our labels: write again.
         assert!(!a.observed(&d, Some("3"), spec_fingerprint(&meta(2, "issuer"))));
         assert!(a.unchanged(&d, 9, now).is_none() && a.status_moved(&d, 9, now).is_none());
-        a.record(d, 9, Some("4"), Memo::None, now);
-        a.record_spec(&d, spec_fingerprint(&meta(3, "issuer")));
+        a.record(d, 9, Some("4"), spec_fingerprint(&meta(3, "issuer")), Memo::None, now);
         assert!(!a.observed(&d, Some("5"), spec_fingerprint(&meta(3, "other"))));
         assert!(a.status_moved(&d, 9, now).is_none());
         // Kinds without a generation never count as a status change.
         assert_eq!(spec_fingerprint(&ObjectMeta::default()), 0);
         let s = Key::new("Secret", "ns", "s-config");
-        a.record(s, 1, Some("7"), Memo::None, now);
+        a.record(s, 1, Some("7"), 0, Memo::None, now);
         assert!(!a.observed(&s, Some("8"), 0));
         assert!(a.status_moved(&s, 1, now).is_none() && a.unchanged(&s, 1, now).is_none());
     }

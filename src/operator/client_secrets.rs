@@ -106,7 +106,7 @@ pub async fn ensure(ctx: &Context, server: &AuthorizationServer, client: &AuthCl
     );
     let remember = |version: Option<String>, result: &ClientSecrets| {
         let memo = ClientSecretMemo { hashes: result.hashes.clone(), changes_at: result.changes_at };
-        ctx.applied.record(key, inputs, version.as_deref(), Memo::ClientSecret(Box::new(memo)), Instant::now())
+        ctx.applied.record(key, inputs, version.as_deref(), 0, Memo::ClientSecret(Box::new(memo)), Instant::now())
     };
     let annotations: BTreeMap<String, String> =
         asked.iter().map(|v| (ROTATE_SECRET_HANDLED.to_owned(), v.clone())).collect();

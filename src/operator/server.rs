@@ -440,14 +440,8 @@ where
         match api.get_opt(&name).await {
             Ok(Some(current)) if applied::spec_fingerprint(current.meta()) == spec => {
                 let memo = memo(&current);
-                ctx.applied.record(
-                    key,
-                    digest,
-                    current.meta().resource_version.as_deref(),
-                    memo.clone(),
-                    Instant::now(),
-                );
-                ctx.applied.record_spec(&key, spec);
+                let version = current.meta().resource_version.as_deref();
+                ctx.applied.record(key, digest, version, spec, memo.clone(), Instant::now());
                 return Ok(memo);
             }
             Ok(_) => ctx.applied.forget(&key),
@@ -466,10 +460,10 @@ where
     };
     let memo = memo(&after);
     // An unchanged apply is a no-op that keeps the resourceVersion: count only real writes.
-    if ctx.applied.record(key, digest, after.meta().resource_version.as_deref(), memo.clone(), Instant::now()) {
+    let (version, spec) = (after.meta().resource_version.as_deref(), applied::spec_fingerprint(after.meta()));
+    if ctx.applied.record(key, digest, version, spec, memo.clone(), Instant::now()) {
         ctx.metrics.write(<K as k8s_openapi::Resource>::KIND, "apply");
     }
-    ctx.applied.record_spec(&key, applied::spec_fingerprint(after.meta()));
     Ok(memo)
 }
 
@@ -500,7 +494,7 @@ where
             Err(e) => return Err(e.into()),
         }
     }
-    ctx.applied.record(key, ABSENT, None, Memo::None, Instant::now());
+    ctx.applied.record(key, ABSENT, None, 0, Memo::None, Instant::now());
     Ok(())
 }
 
@@ -646,7 +640,7 @@ async fn ensure_keys(
                 let version = existing.metadata.resource_version.clone();
                 let memo =
                     KeysMemo { keys: current.clone(), handled: handled.clone(), resource_version: version.clone() };
-                ctx.applied.record(key, KEYS_DIGEST, version.as_deref(), Memo::Keys(Box::new(memo)), Instant::now());
+                ctx.applied.record(key, KEYS_DIGEST, version.as_deref(), 0, Memo::Keys(Box::new(memo)), Instant::now());
                 (current, handled, version)
             }
         },
@@ -684,7 +678,7 @@ async fn ensure_keys(
         ctx.metrics.write("Secret", verb);
         let version = written.metadata.resource_version.clone();
         let memo = KeysMemo { keys: next.clone(), handled: now_handled, resource_version: version.clone() };
-        ctx.applied.record(key, KEYS_DIGEST, version.as_deref(), Memo::Keys(Box::new(memo)), Instant::now());
+        ctx.applied.record(key, KEYS_DIGEST, version.as_deref(), 0, Memo::Keys(Box::new(memo)), Instant::now());
         crash::point(crash::AFTER_KEYS_WRITE);
         if let Some(reason) = plan.reason {
             let active = next.signing_key(now).map(|k| k.kid.clone()).unwrap_or_default();

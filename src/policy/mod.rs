@@ -123,17 +123,20 @@ struct Compiled<T> {
 const MEMO_ENTRIES: usize = 1024;
 
 impl<T: Clone> Compiled<T> {
-    fn new(config: &ServerConfig, program: cel::Program, outcome: impl Fn(&cel::Program, &CelVariables) -> T) -> Self {
+    fn new(
+        fixed: &HashMap<String, Arc<FixedVariables>>,
+        program: cel::Program,
+        outcome: impl Fn(&cel::Program, &CelVariables) -> T,
+    ) -> Self {
         let reads = |allowed: &[&str]| program.references().variables().iter().all(|v| allowed.contains(v));
-        let fixed = reads(&["client", "server"]);
-        let request_shaped = !fixed && reads(&["client", "server", "request"]);
-        let per_client = fixed.then(|| {
-            config
-                .clients
+        let only_fixed = reads(&["client", "server"]);
+        let request_shaped = !only_fixed && reads(&["client", "server", "request"]);
+        let per_client = only_fixed.then(|| {
+            fixed
                 .iter()
-                .map(|c| {
-                    let vars = CelVariables::new(config, c, GrantType::ClientCredentials, &[], &[], None, None);
-                    (c.client_id.clone(), outcome(&program, &vars))
+                .map(|(id, f)| {
+                    let vars = CelVariables::with_fixed(f.clone(), GrantType::ClientCredentials, &[], &[], None, None);
+                    (id.clone(), outcome(&program, &vars))
                 })
                 .collect()
         });
@@ -202,13 +205,15 @@ fn compile_cel(what: impl FnOnce() -> String, source: &str) -> Result<cel::Progr
 
 impl PolicyEngine {
     pub fn new(config: &ServerConfig) -> Result<Self, PolicyError> {
+        let fixed: HashMap<String, Arc<FixedVariables>> =
+            config.clients.iter().map(|c| (c.client_id.clone(), Arc::new(FixedVariables::new(config, c)))).collect();
         let mut conditions = Vec::with_capacity(config.policies.len());
         for p in &config.policies {
             let mut rules = Vec::with_capacity(p.rules.len());
             for r in &p.rules {
                 rules.push(match &r.condition {
                     Some(c) => Some(Compiled::new(
-                        config,
+                        &fixed,
                         compile_cel(|| format!("policy {} rule {}", p.name, r.name), c)?,
                         condition_failure,
                     )),
@@ -224,11 +229,9 @@ impl PolicyEngine {
                 token: c.token,
                 always_include: c.always_include,
                 scopes: c.scopes.clone(),
-                program: Compiled::new(config, compile_cel(|| format!("claim {}", c.name), &c.value)?, claim_value),
+                program: Compiled::new(&fixed, compile_cel(|| format!("claim {}", c.name), &c.value)?, claim_value),
             });
         }
-        let fixed =
-            config.clients.iter().map(|c| (c.client_id.clone(), Arc::new(FixedVariables::new(config, c)))).collect();
         Ok(Self { conditions, claims, fixed })
     }
 

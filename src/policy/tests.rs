@@ -166,7 +166,8 @@ fn programs_that_read_a_person_or_a_subject_are_never_remembered() {
         "client.name + (has(subject.sub) ? subject.sub : '')",
     ] {
         let program = compile_cel(|| source.to_owned(), source).unwrap();
-        let compiled = Compiled::new(&config(), program, claim_value);
+        let fixed = PolicyEngine::new(&config()).unwrap().fixed;
+        let compiled = Compiled::new(&fixed, program, claim_value);
         assert!(compiled.per_client.is_none() && compiled.per_request.is_none(), "{source}");
     }
 }
