@@ -112,6 +112,9 @@ fn to_val(v: &Value) -> Box<dyn Val> {
 }
 
 impl CelVariables {
+    /// The variables of a request, `client` and `server` made here (tests; the engine keeps
+    /// them per client, see [`Self::with_fixed`]).
+    #[cfg(test)]
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         server: &ServerConfig,

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::{Manifests, StandaloneError, compile_all};
 use crate::api::{GrantType, TokenKind};
 use crate::issuer::AccessTokenClaims;
-use crate::policy::{CelVariables, Denial, PolicyEngine, TokenRequest, UserInfo};
+use crate::policy::{Denial, PolicyEngine, TokenRequest, UserInfo};
 
 /// The person a user grant is previewed for (`--user`, `--group`, `--amr`, ...).
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -120,7 +120,8 @@ pub fn preview(m: &Manifests, req: &PreviewRequest) -> Result<String, Standalone
         subject: req.subject.as_ref(),
         audience: config.audiences.clone(),
     };
-    let decision = engine.decide(config, &request);
+    // The variables the decision was made with are the ones the granted token's claims see.
+    let (decision, vars) = engine.decide_with_variables(config, &request);
     let source = if req.scopes.is_empty() { "defaults" } else { "requested" };
     let _ = writeln!(out, "scopes   {} ({source})", join(decision.requested_scopes.iter().map(String::as_str)));
     let _ = writeln!(out, "\npolicies, in order:");
@@ -142,15 +143,6 @@ pub fn preview(m: &Manifests, req: &PreviewRequest) -> Result<String, Standalone
     }
     match &decision.outcome {
         Ok(g) => {
-            let vars = CelVariables::new(
-                config,
-                client,
-                grant,
-                &g.scopes,
-                &config.audiences,
-                req.user.as_ref(),
-                req.subject.as_ref(),
-            );
             let (custom, errors) = engine.claims(TokenKind::AccessToken, &vars, &g.scopes, true);
             let sub = match (req.subject.as_ref().and_then(|s| s.get("sub")), &req.user) {
                 (_, Some(u)) => u.sub.clone(),
