@@ -338,25 +338,25 @@ async fn reconciles_of(http: &reqwest::Client, metrics: &str, kind: &str) -> Opt
     text.lines().find_map(|l| l.strip_prefix(&prefix)?.parse::<f64>().ok())
 }
 
-async fn reconciles(http: &reqwest::Client, metrics: &str) -> Option<f64> {
+/// The reconciles of every kind so far, and the dependents' status reports not written yet.
+async fn progress(http: &reqwest::Client, metrics: &str) -> Option<(f64, f64)> {
     let text = http.get(metrics).send().await.ok()?.text().await.ok()?;
-    Some(
-        text.lines()
-            .filter(|l| l.starts_with("tessera_operator_reconciles"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum(),
-    )
+    let sum = |prefix: &str| -> f64 {
+        text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    };
+    Some((sum("tessera_operator_reconciles"), sum("tessera_operator_status_reports_pending")))
 }
 
-/// Waits until the operator's reconcile counter has not moved for `quiet` (at most `max`).
+/// Waits until no reconcile ran for `quiet` and every status report is written; the reconcile
+/// count then.
 async fn settle(http: &reqwest::Client, metrics: &str, quiet: Duration, max: Duration) -> f64 {
     let deadline = Instant::now() + max;
-    let mut last = reconciles(http, metrics).await.unwrap_or(0.0);
+    let mut last = progress(http, metrics).await.map_or(0.0, |p| p.0);
     let mut since = Instant::now();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = reconciles(http, metrics).await.unwrap_or(last);
-        if now != last {
+        let (now, pending) = progress(http, metrics).await.unwrap_or((last, 0.0));
+        if now != last || pending > 0.0 {
             last = now;
             since = Instant::now();
         } else if since.elapsed() >= quiet {

@@ -69,6 +69,10 @@ impl Metrics {
         self.api_writes.get_or_create(&WriteLabel { resource: resource.into(), verb: verb.into() }).inc();
     }
 
+    pub fn register_gauge(&self, name: &str, help: &str, gauge: Gauge) {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner()).register(name, help, gauge);
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());

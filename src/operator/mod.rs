@@ -9,6 +9,7 @@ mod client_secrets;
 mod crash;
 mod dependents;
 pub mod metrics;
+mod reports;
 mod server;
 mod status;
 
@@ -56,19 +57,29 @@ pub struct Context {
     applied: applied::Applied,
     /// Status fingerprints of the dependents, whose statuses the caches do not keep.
     statuses: status::Statuses,
+    /// Dependents' statuses waiting to be written, after their servers' configs.
+    reports: reports::Reports,
     /// Caches of scopes, claims, policies and clients, once the controllers run.
     stores: std::sync::OnceLock<Stores>,
 }
 
 impl Context {
     pub fn new(client: Client, build: BuildContext, namespaces: Option<Vec<String>>) -> Self {
+        let metrics: Arc<metrics::Metrics> = Arc::default();
+        let reports = reports::Reports::default();
+        metrics.register_gauge(
+            "status_reports_pending",
+            "Status reports of scopes, claims, policies and clients not written yet",
+            reports.gauge.clone(),
+        );
         Self {
             client,
             build,
-            metrics: Arc::default(),
+            metrics,
             namespaces,
             applied: Default::default(),
             statuses: Default::default(),
+            reports,
             stores: Default::default(),
         }
     }
@@ -392,6 +403,7 @@ async fn run_controllers(ctx: Arc<Context>) {
     for (store, rx) in client_dependents {
         tasks.spawn(dependents::run(as_trigger(rx), store, ctx.clone()));
     }
+    tasks.spawn(reports::run(ctx.clone()));
     tasks.join_all().await;
 }
 

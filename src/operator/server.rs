@@ -53,6 +53,7 @@ pub fn error_policy(server: Arc<AuthorizationServer>, error: &Error, ctx: Arc<Co
 #[instrument(skip_all, fields(namespace = server.namespace().unwrap_or_default(), server = server.name_any()))]
 pub async fn reconcile(server: Arc<AuthorizationServer>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
+    let _reconciling = ctx.reports.reconciling();
     let kind = KindLabel { kind: "AuthorizationServer".into() };
     ctx.metrics.reconciles.get_or_create(&kind).inc();
     let api: Api<AuthorizationServer> = Api::namespaced(ctx.client.clone(), &server.namespace().unwrap_or_default());
@@ -259,8 +260,8 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
         None => delete_if_present::<PodDisruptionBudget>(ctx, &ns, &children::issuer_name(&name)).await?,
     }
 
-    // report: dependents first, then the server
-    report_dependents(ctx, &deps, &acceptance).await?;
+    // report: the dependents' statuses are queued, the server's is written
+    report_dependents(ctx, &deps, &acceptance);
     let workload = workload_state(server, &deployment);
     let rejected = compiled.rejected.len();
     let config_message = if rejected == 0 {
@@ -341,43 +342,40 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
     Ok(Action::requeue(requeue.max(Duration::from_millis(200))))
 }
 
-async fn report_dependents(
+/// Queues what each dependent should report (written after the configs: `reports`).
+fn report_dependents(
     ctx: &Context,
     deps: &Dependents,
     acceptance: &BTreeMap<(&'static str, String, String), Acceptance>,
-) -> Result<(), Error> {
-    async fn report<K: Dependent>(
+) {
+    fn acceptance_of<K: Dependent>(
+        item: &K,
+        acceptance: &BTreeMap<(&'static str, String, String), Acceptance>,
+    ) -> Acceptance {
+        let key = (K::KIND, item.namespace().unwrap_or_default(), item.name_any());
+        acceptance.get(&key).cloned().unwrap_or_else(|| Acceptance::accepted("accepted by its AuthorizationServer"))
+    }
+    fn report<K: Dependent>(
         ctx: &Context,
         items: &[K],
         acceptance: &BTreeMap<(&'static str, String, String), Acceptance>,
-    ) -> Result<(), Error> {
+    ) {
         for item in items {
-            let key = (K::KIND, item.namespace().unwrap_or_default(), item.name_any());
-            let a = acceptance
-                .get(&key)
-                .cloned()
-                .unwrap_or_else(|| Acceptance::accepted("accepted by its AuthorizationServer"));
-            status::set_dependent(ctx, item, a).await?;
+            ctx.reports.report(ctx, item, acceptance_of(item, acceptance), serde_json::Map::new());
         }
-        Ok(())
     }
-    report(ctx, &deps.scopes, acceptance).await?;
-    report(ctx, &deps.claims, acceptance).await?;
-    report(ctx, &deps.policies, acceptance).await?;
+    report(ctx, &deps.scopes, acceptance);
+    report(ctx, &deps.claims, acceptance);
+    report(ctx, &deps.policies, acceptance);
     for client in &deps.clients {
-        let key = ("AuthClient", client.namespace().unwrap_or_default(), client.name_any());
-        let a = acceptance
-            .get(&key)
-            .cloned()
-            .unwrap_or_else(|| Acceptance::accepted("accepted by its AuthorizationServer"));
+        let a = acceptance_of(client, acceptance);
         let mut extra = serde_json::Map::new();
         extra.insert("clientId".into(), json!(client.client_id()));
         if client.spec.authentication.method.uses_secret() && a.accepted {
             extra.insert("secretName".into(), json!(client.secret_name()));
         }
-        status::set_dependent_with(ctx, client, a, extra).await?;
+        ctx.reports.report(ctx, client, a, extra);
     }
-    Ok(())
 }
 
 struct WorkloadState {

@@ -144,29 +144,81 @@ pub async fn set_dependent_with<K: Dependent>(
     acceptance: Acceptance,
     extra: serde_json::Map<String, serde_json::Value>,
 ) -> Result<(), kube::Error> {
-    let generation = obj.meta().generation;
-    let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-    let key = status_key(K::KIND, &ns, &name);
+    let target = Target::of(obj);
+    write_dependent::<K>(ctx, &target, &acceptance, extra).await
+}
+
+/// The dependent whose status is written: all a write needs of the object.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub namespace: String,
+    pub name: String,
+    pub generation: Option<i64>,
+}
+
+impl Target {
+    pub fn of<K: Dependent>(obj: &K) -> Self {
+        Self { namespace: obj.namespace().unwrap_or_default(), name: obj.name_any(), generation: obj.meta().generation }
+    }
+
+    pub fn key(&self, kind: &str) -> u64 {
+        status_key(kind, &self.namespace, &self.name)
+    }
+}
+
+/// The status a dependent should hold, with fresh condition timestamps.
+fn desired_status(
+    target: &Target,
+    acceptance: &Acceptance,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
     let mut status = extra;
-    status.insert("observedGeneration".into(), json!(generation));
+    status.insert("observedGeneration".into(), json!(target.generation));
     status.insert(
         "conditions".into(),
-        serde_json::to_value(dependent_conditions(&[], &acceptance, generation)).unwrap_or_default(),
+        serde_json::to_value(dependent_conditions(&[], acceptance, target.generation)).unwrap_or_default(),
     );
+    status
+}
+
+/// Whether the dependent already holds this status, as far as the operator knows (its watch
+/// or its last write), timestamps aside.
+pub fn holds(
+    ctx: &Context,
+    kind: &str,
+    target: &Target,
+    acceptance: &Acceptance,
+    extra: &serde_json::Map<String, serde_json::Value>,
+) -> bool {
+    let status = desired_status(target, acceptance, extra.clone());
+    ctx.statuses.get(target.key(kind)).is_some_and(|(fingerprint, _)| fingerprint == status_fingerprint(&json!(status)))
+}
+
+/// Writes `acceptance` (and `extra` fields) to a dependent's status unless nothing but
+/// timestamps would change.
+pub async fn write_dependent<K: Dependent>(
+    ctx: &Context,
+    target: &Target,
+    acceptance: &Acceptance,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> Result<(), kube::Error> {
+    let (name, generation) = (&target.name, target.generation);
+    let key = target.key(K::KIND);
+    let mut status = desired_status(target, acceptance, extra);
     let known = ctx.statuses.get(key);
     if known.is_some_and(|(fingerprint, _)| fingerprint == status_fingerprint(&json!(status))) {
         return Ok(());
     }
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &target.namespace);
     // A change to a status that holds conditions keeps the transition time of those that
     // stay the same: only then is the object read (the cache holds no statuses).
     if known.is_none_or(|(_, has_conditions)| has_conditions)
-        && let Some(mut current) = api.get_opt(&name).await?
+        && let Some(mut current) = api.get_opt(name).await?
     {
         let existing = current.take_status();
         let existing: Vec<Condition> =
             existing.get("conditions").and_then(|c| serde_json::from_value(c.clone()).ok()).unwrap_or_default();
-        let desired = dependent_conditions(&existing, &acceptance, generation);
+        let desired = dependent_conditions(&existing, acceptance, generation);
         status.insert("conditions".into(), serde_json::to_value(&desired).unwrap_or_default());
     }
     let patch = json!({
@@ -174,7 +226,7 @@ pub async fn set_dependent_with<K: Dependent>(
         "kind": K::kind(&()),
         "status": status,
     });
-    let mut written = api.patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
+    let mut written = api.patch_status(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&patch)).await?;
     ctx.metrics.write(K::KIND, "patch-status");
     let written_status = written.take_status();
     let has_conditions = written_status.get("conditions").and_then(|c| c.as_array()).is_some_and(|c| !c.is_empty());
