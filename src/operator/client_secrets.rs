@@ -51,6 +51,16 @@ fn new_secret() -> Result<String, Error> {
 /// carries out a requested secret rotation (the previous secret stays valid for
 /// `SECRET_OVERLAP`); returns the valid secrets (to hash) without ever logging them.
 pub async fn ensure(ctx: &Context, server: &AuthorizationServer, client: &AuthClient) -> Result<ClientSecrets, Error> {
+    ensure_with(ctx, server, client, true).await
+}
+
+/// `ensure`; with `trust_absent`, a Secret the watches know to be absent is not read first.
+async fn ensure_with(
+    ctx: &Context,
+    server: &AuthorizationServer,
+    client: &AuthClient,
+    trust_absent: bool,
+) -> Result<ClientSecrets, Error> {
     let ns = client.namespace().unwrap_or_default();
     let name = client.secret_name();
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
@@ -73,7 +83,8 @@ pub async fn ensure(ctx: &Context, server: &AuthorizationServer, client: &AuthCl
     {
         return Ok(ClientSecrets { hashes: memo.hashes, changes_at: memo.changes_at });
     }
-    let existing = api.get_opt(&name).await?;
+    let guessed = trust_absent && ctx.existing.absent(&key);
+    let existing = if guessed { None } else { api.get_opt(&name).await? };
     let current = existing.as_ref().and_then(|s| field(s, CLIENT_SECRET_KEY)).filter(|s| !s.is_empty());
     let mut previous = existing.as_ref().and_then(|s| {
         let until: jiff::Timestamp = field(s, PREVIOUS_VALID_UNTIL_KEY)?.parse().ok()?;
@@ -147,6 +158,11 @@ pub async fn ensure(ctx: &Context, server: &AuthorizationServer, client: &AuthCl
                 ctx.metrics.write("Secret", "create");
                 remember(created.metadata.resource_version, &result);
                 return Ok(result);
+            }
+            // It appeared after the watch last looked: read it, and go on from what it holds.
+            Err(kube::Error::Api(s)) if s.code == 409 && guessed => {
+                ctx.applied.forget(&key);
+                return Box::pin(ensure_with(ctx, server, client, false)).await;
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 ctx.applied.forget(&key);

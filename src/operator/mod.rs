@@ -55,6 +55,8 @@ pub struct Context {
     pub namespaces: Option<Vec<String>>,
     /// What we last wrote to each child: skips writes and reads that would change nothing.
     applied: applied::Applied,
+    /// The managed Secrets that exist: one absent is created without a read first.
+    existing: applied::Existing,
     /// Status fingerprints of the dependents, whose statuses the caches do not keep.
     statuses: status::Statuses,
     /// Dependents' statuses waiting to be written, after their servers' configs.
@@ -78,6 +80,7 @@ impl Context {
             metrics,
             namespaces,
             applied: Default::default(),
+            existing: Default::default(),
             statuses: Default::default(),
             reports,
             stores: Default::default(),
@@ -277,6 +280,31 @@ where
     })
 }
 
+/// Keeps `Context::existing` up to date from one owned-Secret watch.
+fn track_existing(
+    ctx: Arc<Context>,
+) -> impl FnMut(&Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>) + Send + 'static {
+    let mut listed = false;
+    move |event| {
+        let key = |o: &PartialObjectMeta<Secret>| {
+            applied::Key::new(
+                "Secret",
+                o.metadata.namespace.as_deref().unwrap_or_default(),
+                o.metadata.name.as_deref().unwrap_or_default(),
+            )
+        };
+        match event {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => ctx.existing.seen(key(o), true),
+            Ok(watcher::Event::Delete(o)) => ctx.existing.seen(key(o), false),
+            Ok(watcher::Event::InitDone) if !listed => {
+                listed = true;
+                ctx.existing.listed();
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Caches a dependent without its status, keeping only the status fingerprint (`Statuses`).
 fn without_status<K: dependents::Dependent>(ctx: &Arc<Context>) -> impl FnMut(&mut K) + Send + 'static {
     let ctx = ctx.clone();
@@ -354,6 +382,7 @@ async fn run_controllers(ctx: Arc<Context>) {
         warn!("controllers started twice");
         return;
     }
+    ctx.existing.expect(per_ns.len());
     for ((ns, (servers, servers_rx), scopes, claims, policies), client_rx) in per_ns.into_iter().zip(client_triggers) {
         // Owned children only wake the server up: their metadata is enough.
         let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=tessera-operator");
@@ -369,7 +398,7 @@ async fn run_controllers(ctx: Arc<Context>) {
         let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(50)).concurrency(16);
         let mut servers_controller = Controller::for_stream(as_trigger(servers_rx), servers)
             .with_config(config)
-            .owns_stream(owned_triggers(secrets.default_backoff(), ctx.clone()))
+            .owns_stream(owned_triggers(secrets.default_backoff().inspect(track_existing(ctx.clone())), ctx.clone()))
             .watches_stream(
                 identity_secrets.default_backoff().touched_objects(),
                 move |secret: PartialObjectMeta<Secret>| {

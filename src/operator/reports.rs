@@ -1,12 +1,15 @@
 //! Dependents' statuses, reported in the background. A server's reconcile writes its keys,
-//! config and workload, and queues what each of its scopes, claims, policies and clients
-//! should report; writers drain the queue. While servers are reconciling only one writer
-//! runs, so that new configs reach the API server before the status reports of their
-//! dependents (15 per server in a typical tenant): what issuers serve comes first, what
-//! `kubectl get` shows follows. With no server reconciling, four writers run.
+//! config and workload, and queues what it decided about its scopes, claims, policies and
+//! clients; writers drain the queue. While many servers reconcile, fewer writers run (one at
+//! 12 or more of them), so that new configs reach the API server before the status reports of
+//! their dependents (15 per server in a typical tenant): what issuers serve comes first, what
+//! `kubectl get` shows follows.
 //!
-//! The newest report for an object replaces one still queued, and two writes to one object
-//! never run at once, so the last report queued is the last written.
+//! One entry per server, small: the dependents decided on (hashed, with the generation seen)
+//! and the reasons of those not accepted. The writer takes the objects from the operator's
+//! caches and reports on those still at the generation decided on; one that appeared or
+//! changed since waits for the reconcile its change triggers. A newer decision replaces one
+//! still queued, and two writers never report on one server at once.
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
@@ -17,42 +20,46 @@ use std::{
     time::Duration,
 };
 
-use futures::future::BoxFuture;
 use prometheus_client::metrics::gauge::Gauge;
 use tracing::warn;
 
-use super::{
-    Context,
-    dependents::Dependent,
-    status::{self, Acceptance, Target},
-};
+use super::{Context, status::Acceptance};
 
-/// Writers with no server reconciling; one of them also runs while servers reconcile.
+/// Writers when few servers reconcile; writer `i` runs while fewer than `16 - 4 i` do.
 const WRITERS: usize = 4;
-/// Before a failed write is tried again.
+/// Before a failed report is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-type Write = for<'a> fn(&'a Context, &'a Report) -> BoxFuture<'a, Result<(), kube::Error>>;
-
-/// One status to write.
+/// What a server's reconcile decided about its dependents.
+#[derive(Debug)]
 pub struct Report {
-    kind: &'static str,
-    target: Target,
-    acceptance: Acceptance,
-    extra: serde_json::Map<String, serde_json::Value>,
-    write: Write,
+    pub namespace: String,
+    pub server: String,
+    /// Status key (`status::Target::key`) of each dependent decided on → its generation then.
+    pub decided: HashMap<u64, Option<i64>>,
+    /// The dependents not accepted, and why.
+    pub refused: HashMap<u64, Acceptance>,
 }
 
-fn write<'a, K: Dependent>(ctx: &'a Context, report: &'a Report) -> BoxFuture<'a, Result<(), kube::Error>> {
-    Box::pin(status::write_dependent::<K>(ctx, &report.target, &report.acceptance, report.extra.clone()))
+impl Report {
+    /// What to report for the dependent `key` at `generation`; `None` if it is not the one
+    /// decided on (new or changed since).
+    pub fn acceptance(&self, key: u64, generation: Option<i64>) -> Option<Acceptance> {
+        (self.decided.get(&key) == Some(&generation)).then(|| {
+            self.refused
+                .get(&key)
+                .cloned()
+                .unwrap_or_else(|| Acceptance::accepted("accepted by its AuthorizationServer"))
+        })
+    }
 }
 
 #[derive(Default)]
 struct Queue {
-    /// Keys in the order their first pending report came.
+    /// Servers in the order their first pending report came.
     order: VecDeque<u64>,
     pending: HashMap<u64, Report>,
-    /// Keys a writer is writing now.
+    /// Servers a writer reports on now.
     writing: HashSet<u64>,
 }
 
@@ -61,7 +68,8 @@ pub struct Reports {
     queue: Mutex<Queue>,
     wake: tokio::sync::Notify,
     servers_reconciling: AtomicUsize,
-    /// Reports queued or being written (`tessera_operator_status_reports_pending`).
+    /// Servers whose dependents' reports are queued or being written
+    /// (`tessera_operator_status_reports_pending`).
     pub gauge: Gauge,
 }
 
@@ -74,6 +82,13 @@ impl Drop for Reconciling<'_> {
     }
 }
 
+fn server_key(namespace: &str, server: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (namespace, server).hash(&mut h);
+    h.finish()
+}
+
 impl Reports {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
@@ -84,35 +99,19 @@ impl Reports {
         Reconciling(&self.servers_reconciling)
     }
 
-    #[cfg(test)]
-    fn pending(&self) -> usize {
-        let queue = self.lock();
-        queue.pending.len() + queue.writing.len()
-    }
-
     fn count(&self, queue: &Queue) {
         self.gauge.set((queue.pending.len() + queue.writing.len()) as i64);
     }
 
-    /// Queues `acceptance` (and `extra` status fields) for `obj`, unless its status already says
-    /// so; a report still queued for it is replaced.
-    pub fn report<K: Dependent>(
-        &self,
-        ctx: &Context,
-        obj: &K,
-        acceptance: Acceptance,
-        extra: serde_json::Map<String, serde_json::Value>,
-    ) {
-        let target = Target::of(obj);
-        let key = target.key(K::KIND);
+    /// Queues `report`, replacing one still queued for its server; unless `up_to_date` (every
+    /// dependent already holds what it says) and no older report is queued or being written,
+    /// which could otherwise land after it.
+    pub fn queue(&self, report: Report, up_to_date: bool) {
+        let key = server_key(&report.namespace, &report.server);
         let mut queue = self.lock();
-        if !queue.pending.contains_key(&key)
-            && !queue.writing.contains(&key)
-            && status::holds(ctx, K::KIND, &target, &acceptance, &extra)
-        {
+        if up_to_date && !queue.pending.contains_key(&key) && !queue.writing.contains(&key) {
             return;
         }
-        let report = Report { kind: K::KIND, target, acceptance, extra, write: write::<K> };
         if queue.pending.insert(key, report).is_none() {
             queue.order.push_back(key);
         }
@@ -121,7 +120,7 @@ impl Reports {
         self.wake.notify_one();
     }
 
-    /// The oldest report whose object no writer is writing.
+    /// The oldest report whose server no writer is reporting on.
     fn take(&self) -> Option<(u64, Report)> {
         let mut queue = self.lock();
         for _ in 0..queue.order.len() {
@@ -138,7 +137,7 @@ impl Reports {
         None
     }
 
-    /// After a write of `key`; a failed one is queued again unless a newer report came.
+    /// After reporting on `key`; a failed report is queued again unless a newer one came.
     fn done(&self, key: u64, failed: Option<Report>) {
         let mut queue = self.lock();
         queue.writing.remove(&key);
@@ -156,34 +155,33 @@ impl Reports {
 
 /// Runs the writers until the operator shuts down.
 pub async fn run(ctx: Arc<Context>) {
-    let writers = futures::future::join_all((0..WRITERS).map(|i| writer(ctx.clone(), i > 0)));
+    let writers = futures::future::join_all((0..WRITERS).map(|i| writer(ctx.clone(), i)));
     tokio::select! {
         _ = writers => {}
         _ = super::shutdown_signal() => {}
     }
 }
 
-async fn writer(ctx: Arc<Context>, only_when_servers_idle: bool) {
+async fn writer(ctx: Arc<Context>, i: usize) {
     let reports = &ctx.reports;
+    let room = 16usize.saturating_sub(4 * i);
     loop {
-        if only_when_servers_idle && reports.servers_reconciling.load(Ordering::SeqCst) > 0 {
+        if i > 0 && reports.servers_reconciling.load(Ordering::SeqCst) >= room {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
         let Some((key, report)) = reports.take() else {
-            // Woken by a new report or a finished write; the extra writers look again now and
-            // then whether servers are still reconciling.
+            // Woken by a new report or a finished one; now and then the writers that pause
+            // while servers reconcile look again.
             let _ = tokio::time::timeout(Duration::from_secs(1), reports.wake.notified()).await;
             continue;
         };
-        match (report.write)(&ctx, &report).await {
+        match super::server::write_reports(&ctx, &report).await {
             Ok(()) => reports.done(key, None),
-            // Deleted since: nothing to report on.
-            Err(kube::Error::Api(e)) if e.code == 404 => reports.done(key, None),
             Err(error) => {
-                warn!(kind = report.kind, namespace = %report.target.namespace, name = %report.target.name, %error,
-                    "could not write status; retrying");
-                ctx.metrics.errors.get_or_create(&super::metrics::KindLabel { kind: report.kind.into() }).inc();
+                warn!(namespace = %report.namespace, server = %report.server, %error,
+                    "could not write the status of a dependent; retrying");
+                ctx.metrics.errors.get_or_create(&super::metrics::KindLabel { kind: "status".into() }).inc();
                 tokio::time::sleep(RETRY_AFTER).await;
                 reports.done(key, Some(report));
             }
@@ -195,53 +193,64 @@ async fn writer(ctx: Arc<Context>, only_when_servers_idle: bool) {
 mod tests {
     use super::*;
 
-    fn report(name: &str, reason: &str) -> Report {
+    fn report(server: &str, reason: &str) -> Report {
         Report {
-            kind: "AuthScope",
-            target: Target { namespace: "ns".into(), name: name.into(), generation: Some(1) },
-            acceptance: Acceptance::rejected(reason, "m"),
-            extra: Default::default(),
-            write: write::<crate::api::AuthScope>,
+            namespace: "ns".into(),
+            server: server.into(),
+            decided: HashMap::from([(1, Some(1)), (2, Some(3))]),
+            refused: HashMap::from([(2, Acceptance::rejected(reason, "m"))]),
         }
     }
 
-    fn queue(reports: &Reports, name: &str, reason: &str) -> u64 {
-        let r = report(name, reason);
-        let key = r.target.key(r.kind);
-        let mut q = reports.lock();
-        if q.pending.insert(key, r).is_none() {
-            q.order.push_back(key);
-        }
-        key
+    fn reason(r: &Report) -> String {
+        r.refused[&2].reason.clone()
+    }
+
+    #[test]
+    fn a_report_covers_the_dependents_at_the_generation_decided_on() {
+        let r = report("a", "Invalid");
+        assert!(r.acceptance(1, Some(1)).unwrap().accepted);
+        assert_eq!(r.acceptance(2, Some(3)).unwrap().reason, "Invalid");
+        assert_eq!(r.acceptance(2, Some(4)), None, "changed since: its own reconcile reports it");
+        assert_eq!(r.acceptance(3, Some(1)), None, "new since");
     }
 
     #[test]
     fn newest_report_replaces_a_queued_one_in_place() {
         let reports = Reports::default();
-        let a = queue(&reports, "a", "First");
-        queue(&reports, "b", "First");
-        queue(&reports, "a", "Second");
-        assert_eq!(reports.pending(), 2);
-        let (key, r) = reports.take().unwrap();
-        assert_eq!((key, r.acceptance.reason.as_str()), (a, "Second"));
+        reports.queue(report("a", "First"), false);
+        reports.queue(report("b", "First"), false);
+        reports.queue(report("a", "Second"), false);
+        assert_eq!(reports.gauge.get(), 2);
+        let (_, r) = reports.take().unwrap();
+        assert_eq!((r.server.as_str(), reason(&r).as_str()), ("a", "Second"));
     }
 
     #[test]
-    fn an_object_being_written_is_not_written_twice_at_once() {
+    fn an_up_to_date_report_is_dropped_unless_an_older_one_could_land_after_it() {
         let reports = Reports::default();
-        let a = queue(&reports, "a", "First");
-        let (taken, _) = reports.take().unwrap();
-        assert_eq!(taken, a);
-        queue(&reports, "a", "Second");
-        queue(&reports, "b", "First");
+        reports.queue(report("a", "First"), true);
+        assert!(reports.take().is_none());
+        reports.queue(report("a", "First"), false);
+        reports.queue(report("a", "Second"), true);
+        assert_eq!(reason(&reports.take().unwrap().1), "Second");
+    }
+
+    #[test]
+    fn a_server_is_reported_on_by_one_writer_at_a_time() {
+        let reports = Reports::default();
+        reports.queue(report("a", "First"), false);
+        let (a, _) = reports.take().unwrap();
+        reports.queue(report("a", "Second"), true); // "a" is being written: still queued
+        reports.queue(report("b", "First"), false);
         // "a" is being written: "b" comes first, and "a" waits for its write to finish.
-        assert_eq!(reports.take().unwrap().1.target.name, "b");
+        assert_eq!(reports.take().unwrap().1.server, "b");
         assert!(reports.take().is_none());
         reports.done(a, Some(report("a", "First")));
-        // The failed older write does not replace the newer report.
+        // The failed older report does not replace the newer one.
         let (key, r) = reports.take().unwrap();
-        assert_eq!((key, r.acceptance.reason.as_str()), (a, "Second"));
+        assert_eq!((key, reason(&r).as_str()), (a, "Second"));
         reports.done(a, None);
-        assert_eq!(reports.pending(), 1); // "b" is still being written
+        assert_eq!(reports.gauge.get(), 1); // "b" is still being written
     }
 }

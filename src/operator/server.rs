@@ -2,7 +2,7 @@
 //! them into a `ServerConfig`, keep its keys, apply its issuer workload, report status.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -31,6 +31,7 @@ use super::{
     children, client_secrets, crash,
     dependents::Dependent,
     metrics::{KindLabel, ServerLabel},
+    reports,
     status::{self, Acceptance},
 };
 use crate::{
@@ -94,8 +95,11 @@ async fn from_stores<K: Dependent>(
 }
 
 async fn read_dependents(server: &AuthorizationServer, ctx: &Context) -> Result<Dependents, Error> {
-    let ns = server.namespace().unwrap_or_default();
-    let name = server.name_any();
+    read_dependents_of(ctx, &server.namespace().unwrap_or_default(), &server.name_any()).await
+}
+
+async fn read_dependents_of(ctx: &Context, ns: &str, name: &str) -> Result<Dependents, Error> {
+    let (ns, name) = (ns.to_owned(), name.to_owned());
     if let Some(stores) = ctx.stores.get() {
         return Ok(Dependents {
             scopes: from_stores(&stores.scopes, &ns, &name).await?,
@@ -257,11 +261,13 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
         Some(pdb) => {
             apply_object(ctx, &ns, pdb, no_memo).await?;
         }
+        // At generation 1 the server never asked for more replicas: no budget of ours exists.
+        None if generation == Some(1) => {}
         None => delete_if_present::<PodDisruptionBudget>(ctx, &ns, &children::issuer_name(&name)).await?,
     }
 
     // report: the dependents' statuses are queued, the server's is written
-    report_dependents(ctx, &deps, &acceptance);
+    report_dependents(ctx, server, &deps, &acceptance);
     let workload = workload_state(server, &deployment);
     let rejected = compiled.rejected.len();
     let config_message = if rejected == 0 {
@@ -342,40 +348,87 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
     Ok(Action::requeue(requeue.max(Duration::from_millis(200))))
 }
 
-/// Queues what each dependent should report (written after the configs: `reports`).
+/// Queues what the reconcile decided about each dependent (written after the configs:
+/// `reports`).
 fn report_dependents(
     ctx: &Context,
+    server: &AuthorizationServer,
     deps: &Dependents,
     acceptance: &BTreeMap<(&'static str, String, String), Acceptance>,
 ) {
-    fn acceptance_of<K: Dependent>(
-        item: &K,
-        acceptance: &BTreeMap<(&'static str, String, String), Acceptance>,
-    ) -> Acceptance {
-        let key = (K::KIND, item.namespace().unwrap_or_default(), item.name_any());
-        acceptance.get(&key).cloned().unwrap_or_else(|| Acceptance::accepted("accepted by its AuthorizationServer"))
+    let mut report = reports::Report {
+        namespace: server.namespace().unwrap_or_default(),
+        server: server.name_any(),
+        decided: HashMap::new(),
+        refused: HashMap::new(),
+    };
+    let mut up_to_date = true;
+    let mut decide = |kind: &'static str, target: status::Target, extra: serde_json::Map<String, serde_json::Value>| {
+        let key = target.key(kind);
+        let a = acceptance.get(&(kind, target.namespace.clone(), target.name.clone()));
+        let shown = a.cloned().unwrap_or_else(|| Acceptance::accepted("accepted by its AuthorizationServer"));
+        up_to_date &= status::holds(ctx, kind, &target, &shown, &extra);
+        report.decided.insert(key, target.generation);
+        if let Some(a) = a {
+            report.refused.insert(key, a.clone());
+        }
+    };
+    for s in &deps.scopes {
+        decide(AuthScope::KIND, status::Target::of(s), serde_json::Map::new());
     }
-    fn report<K: Dependent>(
+    for c in &deps.claims {
+        decide(AuthClaim::KIND, status::Target::of(c), serde_json::Map::new());
+    }
+    for p in &deps.policies {
+        decide(AccessPolicy::KIND, status::Target::of(p), serde_json::Map::new());
+    }
+    for c in &deps.clients {
+        let target = status::Target::of(c);
+        let accepted = !acceptance.contains_key(&(AuthClient::KIND, target.namespace.clone(), target.name.clone()));
+        decide(AuthClient::KIND, target, client_status_fields(c, accepted));
+    }
+    ctx.reports.queue(report, up_to_date);
+}
+
+/// What a client's status shows besides its conditions.
+fn client_status_fields(client: &AuthClient, accepted: bool) -> serde_json::Map<String, serde_json::Value> {
+    let mut extra = serde_json::Map::new();
+    extra.insert("clientId".into(), json!(client.client_id()));
+    if client.spec.authentication.method.uses_secret() && accepted {
+        extra.insert("secretName".into(), json!(client.secret_name()));
+    }
+    extra
+}
+
+/// Writes what `report` decided to the dependents of its server that are still as it saw
+/// them (from the operator's caches).
+pub(super) async fn write_reports(ctx: &Context, report: &reports::Report) -> Result<(), Error> {
+    async fn write_each<K: Dependent>(
         ctx: &Context,
+        report: &reports::Report,
         items: &[K],
-        acceptance: &BTreeMap<(&'static str, String, String), Acceptance>,
-    ) {
+        extra: impl Fn(&K, bool) -> serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), Error> {
         for item in items {
-            ctx.reports.report(ctx, item, acceptance_of(item, acceptance), serde_json::Map::new());
+            let target = status::Target::of(item);
+            let Some(acceptance) = report.acceptance(target.key(K::KIND), target.generation) else { continue };
+            let fields = extra(item, acceptance.accepted);
+            match status::write_dependent::<K>(ctx, &target, &acceptance, fields).await {
+                // Deleted since: nothing to report on.
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                other => other?,
+            }
         }
+        Ok(())
     }
-    report(ctx, &deps.scopes, acceptance);
-    report(ctx, &deps.claims, acceptance);
-    report(ctx, &deps.policies, acceptance);
-    for client in &deps.clients {
-        let a = acceptance_of(client, acceptance);
-        let mut extra = serde_json::Map::new();
-        extra.insert("clientId".into(), json!(client.client_id()));
-        if client.spec.authentication.method.uses_secret() && a.accepted {
-            extra.insert("secretName".into(), json!(client.secret_name()));
-        }
-        ctx.reports.report(ctx, client, a, extra);
+    let deps = read_dependents_of(ctx, &report.namespace, &report.server).await?;
+    fn none<K>(_: &K, _: bool) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
     }
+    write_each(ctx, report, &deps.scopes, none).await?;
+    write_each(ctx, report, &deps.claims, none).await?;
+    write_each(ctx, report, &deps.policies, none).await?;
+    write_each(ctx, report, &deps.clients, client_status_fields).await
 }
 
 struct WorkloadState {
@@ -625,6 +678,8 @@ async fn ensure_keys(
     let key = Key::new("Secret", &ns, &secret_name);
     let (current, handled, existing_version) = match ctx.applied.unchanged(&key, KEYS_DIGEST, Instant::now()) {
         Some(Memo::Keys(memo)) => (memo.keys, memo.handled, memo.resource_version),
+        // Known absent (a new server): created below; a create that conflicts is retried.
+        _ if ctx.existing.absent(&key) => (KeySet::default(), BTreeMap::new(), None),
         _ => match api.get_opt(&secret_name).await? {
             None => (KeySet::default(), BTreeMap::new(), None),
             Some(existing) => {

@@ -67,7 +67,7 @@ pub fn dependent_conditions(
 
 /// Writes `acceptance` to a dependent's status unless nothing but timestamps would change.
 pub async fn set_dependent<K: Dependent>(ctx: &Context, obj: &K, acceptance: Acceptance) -> Result<(), kube::Error> {
-    set_dependent_with(ctx, obj, acceptance, serde_json::Map::new()).await
+    write_dependent::<K>(ctx, &Target::of(obj), &acceptance, serde_json::Map::new()).await
 }
 
 /// What decides whether a status must be written: all of it but the conditions' timestamps
@@ -136,16 +136,6 @@ impl Statuses {
     fn insert(&self, key: u64, value: (u64, bool)) {
         self.lock().insert(key, value);
     }
-}
-
-pub async fn set_dependent_with<K: Dependent>(
-    ctx: &Context,
-    obj: &K,
-    acceptance: Acceptance,
-    extra: serde_json::Map<String, serde_json::Value>,
-) -> Result<(), kube::Error> {
-    let target = Target::of(obj);
-    write_dependent::<K>(ctx, &target, &acceptance, extra).await
 }
 
 /// The dependent whose status is written: all a write needs of the object.
