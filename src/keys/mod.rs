@@ -93,6 +93,17 @@ impl StoredKey {
 }
 
 impl KeySet {
+    /// The set without its key material (private keys, public JWKs): what planning a rotation
+    /// and reporting on the keys need, and all the operator keeps between reconciles.
+    pub fn schedule_only(&self) -> Self {
+        let keys = self
+            .keys
+            .iter()
+            .map(|k| StoredKey { private_key: String::new(), public_jwk: Default::default(), ..k.clone() })
+            .collect();
+        Self { keys }
+    }
+
     pub fn from_json(json: &[u8]) -> Result<Self, KeyError> {
         Ok(serde_json::from_slice(json)?)
     }

@@ -67,8 +67,8 @@ pub struct ClientSecretMemo {
     pub changes_at: Option<jiff::Timestamp>,
 }
 
-/// The key set, the rotation requests the Secret records as handled, and the resourceVersion
-/// a replace must be conditional on.
+/// The key set without its key material (`KeySet::schedule_only`), the rotation requests the
+/// Secret records as handled, and the resourceVersion a replace must be conditional on.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeysMemo {
     pub keys: crate::keys::KeySet,

@@ -676,7 +676,9 @@ async fn ensure_keys(
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     // The key set as we last wrote or read it, while the watch has not seen anyone change it.
     let key = Key::new("Secret", &ns, &secret_name);
-    let (current, handled, existing_version) = match ctx.applied.unchanged(&key, KEYS_DIGEST, Instant::now()) {
+    let remembered = ctx.applied.unchanged(&key, KEYS_DIGEST, Instant::now());
+    let schedule_only = matches!(remembered, Some(Memo::Keys(_)));
+    let (current, handled, existing_version) = match remembered {
         Some(Memo::Keys(memo)) => (memo.keys, memo.handled, memo.resource_version),
         // Known absent (a new server): created below; a create that conflicts is retried.
         _ if ctx.existing.absent(&key) => (KeySet::default(), BTreeMap::new(), None),
@@ -691,8 +693,11 @@ async fn ensure_keys(
                 };
                 let handled = existing.annotations().clone();
                 let version = existing.metadata.resource_version.clone();
-                let memo =
-                    KeysMemo { keys: current.clone(), handled: handled.clone(), resource_version: version.clone() };
+                let memo = KeysMemo {
+                    keys: current.schedule_only(),
+                    handled: handled.clone(),
+                    resource_version: version.clone(),
+                };
                 ctx.applied.record(key, KEYS_DIGEST, version.as_deref(), 0, Memo::Keys(Box::new(memo)), Instant::now());
                 (current, handled, version)
             }
@@ -707,6 +712,10 @@ async fn ensure_keys(
     let mut changed = false;
     let keys = if plan.is_empty() && now_handled == handled {
         current
+    } else if schedule_only {
+        // What we keep has no key material, and a write carries every key: read them first.
+        ctx.applied.forget(&key);
+        return Box::pin(ensure_keys(server, settings, ctx, now)).await;
     } else {
         let next = if plan.is_empty() {
             current
@@ -730,7 +739,7 @@ async fn ensure_keys(
         let (written, verb) = written.inspect_err(|_| ctx.applied.forget(&key))?;
         ctx.metrics.write("Secret", verb);
         let version = written.metadata.resource_version.clone();
-        let memo = KeysMemo { keys: next.clone(), handled: now_handled, resource_version: version.clone() };
+        let memo = KeysMemo { keys: next.schedule_only(), handled: now_handled, resource_version: version.clone() };
         ctx.applied.record(key, KEYS_DIGEST, version.as_deref(), 0, Memo::Keys(Box::new(memo)), Instant::now());
         crash::point(crash::AFTER_KEYS_WRITE);
         if let Some(reason) = plan.reason {
