@@ -814,18 +814,17 @@ async fn cleanup(server: &AuthorizationServer, ctx: &Context) -> Result<Action, 
             ),
         )
     };
-    for s in &deps.scopes {
-        status::set_dependent(ctx, s, gone("AuthScope")).await?;
-    }
-    for s in &deps.claims {
-        status::set_dependent(ctx, s, gone("AuthClaim")).await?;
-    }
-    for s in &deps.policies {
-        status::set_dependent(ctx, s, gone("AccessPolicy")).await?;
-    }
-    for s in &deps.clients {
-        status::set_dependent(ctx, s, gone("AuthClient")).await?;
-    }
+    // Through the report queue, so that no report of the server queued earlier lands after it.
+    let mut acceptance = BTreeMap::new();
+    let mut refuse = |kind: &'static str, meta: &kube::api::ObjectMeta| {
+        let key = (kind, meta.namespace.clone().unwrap_or_default(), meta.name.clone().unwrap_or_default());
+        acceptance.insert(key, gone(kind));
+    };
+    deps.scopes.iter().for_each(|s| refuse(AuthScope::KIND, s.meta()));
+    deps.claims.iter().for_each(|c| refuse(AuthClaim::KIND, c.meta()));
+    deps.policies.iter().for_each(|p| refuse(AccessPolicy::KIND, p.meta()));
+    deps.clients.iter().for_each(|c| refuse(AuthClient::KIND, c.meta()));
+    report_dependents(ctx, server, &deps, &acceptance);
     publish(
         ctx,
         server,
