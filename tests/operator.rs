@@ -669,3 +669,50 @@ async fn children_changed_or_deleted_by_someone_else_are_repaired() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn secrets_that_exist_without_the_operators_label_are_adopted_not_replaced() {
+    // Managed Secrets the watches have not seen are created without a read first; one that
+    // exists unlabelled (restored from a backup, say) must make that create fail and be adopted.
+    let s = setup("adopt").await;
+    let now = jiff::Timestamp::now();
+    let key = tessera::keys::generate(tessera::keys::SigningAlgorithm::ES256, now, now).unwrap();
+    let kid = key.kid.clone();
+    let keys = tessera::keys::KeySet { keys: vec![key] }.to_json().unwrap();
+    let keys_secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "payments-signing-keys" },
+        "stringData": { "keys.json": keys },
+    }))
+    .unwrap();
+    let server_secrets: Api<Secret> = Api::namespaced(s.client.clone(), &s.server_ns);
+    server_secrets.create(&PostParams::default(), &keys_secret).await.unwrap();
+    let client_secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "orders-api-oauth" },
+        "stringData": { "client_secret": "restored-client-secret-of-orders-api" },
+    }))
+    .unwrap();
+    let client_secrets: Api<Secret> = Api::namespaced(s.client.clone(), &s.client_ns);
+    client_secrets.create(&PostParams::default(), &client_secret).await.unwrap();
+
+    for doc in examples(&s.server_ns, &s.client_ns) {
+        apply_doc(&s.client, &doc).await;
+    }
+    let servers: Api<AuthorizationServer> = Api::namespaced(s.client.clone(), &s.server_ns);
+    support::eventually(WAIT, "the restored key signing", || async {
+        let server = servers.get("payments").await.unwrap();
+        (server.status?.signing?.active_key_id? == kid).then_some(())
+    })
+    .await;
+    let id = format!("{}.orders-api", s.client_ns);
+    let hash = tessera::config::hash_secret("restored-client-secret-of-orders-api");
+    support::eventually(WAIT, "the restored client secret in the config", || async {
+        let config = secret_text(&server_secrets.get_opt("payments-config").await.unwrap()?, "config.json");
+        let config: Value = serde_json::from_str(&config).unwrap();
+        let client = config["clients"].as_array()?.iter().find(|c| c["clientId"] == id.as_str())?.clone();
+        (client["secretHashes"].as_array()?.iter().any(|h| h == hash.as_str())).then_some(())
+    })
+    .await;
+    let adopted = client_secrets.get("orders-api-oauth").await.unwrap();
+    assert_eq!(secret_text(&adopted, "client_secret"), "restored-client-secret-of-orders-api");
+    assert_eq!(adopted.labels().get("app.kubernetes.io/managed-by").map(String::as_str), Some("tessera-operator"));
+}

@@ -238,7 +238,7 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
     let config_json = compiled.config.to_json().map_err(|source| Error::Serialize { what: "ServerConfig", source })?;
 
     // keys: the operator is their only writer
-    let keys_outcome = ensure_keys(server, &compiled.config.signing, ctx, now).await?;
+    let keys_outcome = ensure_keys(server, &compiled.config.signing, ctx, now, true).await?;
 
     // build + apply: the config first (what the issuer serves), then its workload
     // A config without the sign-in it asks for is never served: the last good one stays.
@@ -665,11 +665,13 @@ fn rotation_request(
 /// The keys Secret is written with create/replace, not applied: its entry has no digest.
 const KEYS_DIGEST: u64 = 0;
 
+/// With `trust_absent`, a keys Secret the watches know to be absent is created without a read.
 async fn ensure_keys(
     server: &AuthorizationServer,
     settings: &crate::keys::RotationSettings,
     ctx: &Context,
     now: jiff::Timestamp,
+    trust_absent: bool,
 ) -> Result<KeysOutcome, Error> {
     let ns = server.namespace().unwrap_or_default();
     let secret_name = children::keys_secret_name(&server.name_any());
@@ -678,10 +680,11 @@ async fn ensure_keys(
     let key = Key::new("Secret", &ns, &secret_name);
     let remembered = ctx.applied.unchanged(&key, KEYS_DIGEST, Instant::now());
     let schedule_only = matches!(remembered, Some(Memo::Keys(_)));
+    let guessed = !schedule_only && trust_absent && ctx.existing.absent(&key);
     let (current, handled, existing_version) = match remembered {
         Some(Memo::Keys(memo)) => (memo.keys, memo.handled, memo.resource_version),
-        // Known absent (a new server): created below; a create that conflicts is retried.
-        _ if ctx.existing.absent(&key) => (KeySet::default(), BTreeMap::new(), None),
+        // Known absent (a new server): created below.
+        _ if guessed => (KeySet::default(), BTreeMap::new(), None),
         _ => match api.get_opt(&secret_name).await? {
             None => (KeySet::default(), BTreeMap::new(), None),
             Some(existing) => {
@@ -715,7 +718,7 @@ async fn ensure_keys(
     } else if schedule_only {
         // What we keep has no key material, and a write carries every key: read them first.
         ctx.applied.forget(&key);
-        return Box::pin(ensure_keys(server, settings, ctx, now)).await;
+        return Box::pin(ensure_keys(server, settings, ctx, now, trust_absent)).await;
     } else {
         let next = if plan.is_empty() {
             current
@@ -736,7 +739,13 @@ async fn ensure_keys(
                 api.replace(&secret_name, &params, &secret).await.map(|s| (s, "replace"))
             }
         };
-        let (written, verb) = written.inspect_err(|_| ctx.applied.forget(&key))?;
+        let (written, verb) = match written {
+            // It exists after all (created meanwhile, or without our label): read it, plan again.
+            Err(kube::Error::Api(e)) if e.code == 409 && guessed => {
+                return Box::pin(ensure_keys(server, settings, ctx, now, false)).await;
+            }
+            other => other.inspect_err(|_| ctx.applied.forget(&key))?,
+        };
         ctx.metrics.write("Secret", verb);
         let version = written.metadata.resource_version.clone();
         let memo = KeysMemo { keys: next.schedule_only(), handled: now_handled, resource_version: version.clone() };
