@@ -45,12 +45,8 @@ impl Report {
     /// What to report for the dependent `key` at `generation`; `None` if it is not the one
     /// decided on (new or changed since).
     pub fn acceptance(&self, key: u64, generation: Option<i64>) -> Option<Acceptance> {
-        (self.decided.get(&key) == Some(&generation)).then(|| {
-            self.refused
-                .get(&key)
-                .cloned()
-                .unwrap_or_else(|| Acceptance::accepted("accepted by its AuthorizationServer"))
-        })
+        (self.decided.get(&key) == Some(&generation))
+            .then(|| self.refused.get(&key).cloned().unwrap_or_else(Acceptance::by_server))
     }
 }
 

@@ -366,7 +366,7 @@ fn report_dependents(
     let mut decide = |kind: &'static str, target: status::Target, extra: serde_json::Map<String, serde_json::Value>| {
         let key = target.key(kind);
         let a = acceptance.get(&(kind, target.namespace.clone(), target.name.clone()));
-        let shown = a.cloned().unwrap_or_else(|| Acceptance::accepted("accepted by its AuthorizationServer"));
+        let shown = a.cloned().unwrap_or_else(Acceptance::by_server);
         up_to_date &= status::holds(ctx, kind, &target, &shown, &extra);
         report.decided.insert(key, target.generation);
         if let Some(a) = a {

@@ -32,6 +32,11 @@ impl Acceptance {
         Self { accepted: true, reason: "Accepted".into(), message: message.into() }
     }
 
+    /// What a dependent its server compiled without complaint reports.
+    pub fn by_server() -> Self {
+        Self::accepted("accepted by its AuthorizationServer")
+    }
+
     pub fn rejected(reason: &str, message: impl Into<String>) -> Self {
         Self { accepted: false, reason: reason.into(), message: message.into() }
     }
