@@ -4,7 +4,13 @@
 //! measured from the time a request was due, so a stalled server cannot hide its queue).
 //! With `--new-conn-per-request` every request opens (and, for https, handshakes) its own
 //! connection. `--spin` keeps the load generator's thread busy-polling its sockets instead of
-//! sleeping in the kernel between answers (it owns its core anyway). Prints one JSON line.
+//! sleeping in the kernel between answers (it owns its core anyway); it then also reports how
+//! long its own loop was held up (`paused_ms`, `longest_pause_ms`: gaps over 0.5 ms between two
+//! turns of the loop, when its thread did not run). Prints one JSON line.
+//! `longest_answer_ms` is the longest wait for one answer from the write of its request.
+//! `--trace FILE` writes every answered request (connection, due µs, sent µs, latency µs after
+//! the start, whose CLOCK_MONOTONIC time is the first line) to tell a late sender from a late
+//! answer.
 //!
 //! Not a test: run by `benches/run`, e.g.
 //! `loadgen --url http://127.0.0.1:8080/p/v1/token --method POST --header 'Authorization: Basic ..'
@@ -32,6 +38,7 @@ use tokio::net::TcpStream;
 
 const USAGE: &str = "usage: loadgen --url URL [--method GET|POST] [--header 'K: V']... [--body STR] \
 [--connections N] [--seconds S] [--rate REQ_PER_S] [--max-requests N] [--new-conn-per-request] [--spin] [--ca PEM] \
+[--trace FILE] \
 [--flow code|refresh --client-id ID --redirect-uri URI --scope S --user U --password P]";
 
 /// The PKCE verifier of every flow request (a load generator needs no secrecy).
@@ -68,6 +75,8 @@ struct Options {
     new_conn_per_request: bool,
     /// Never sleep in the kernel while waiting for answers (see `--spin`).
     spin: bool,
+    /// Where to write one line per answered request (`--trace`).
+    trace: Option<String>,
     flow: Option<Arc<Flow>>,
 }
 
@@ -77,6 +86,10 @@ struct Tally {
     failed: u64,
     latencies_us: Vec<u32>,
     first_error: Option<String>,
+    /// The longest wait for one answer, from the write of its request (not from when it was due).
+    longest_answer: Duration,
+    /// With `--trace`: (connection, due µs, sent µs, latency µs) of every answered request.
+    trace: Vec<(usize, u64, u64, u32)>,
 }
 
 fn parse_args() -> Result<Option<Options>, String> {
@@ -88,7 +101,7 @@ fn parse_args() -> Result<Option<Options>, String> {
     }
     let (mut url, mut method, mut headers, mut body) = (String::new(), "GET".to_owned(), Vec::new(), String::new());
     let (mut connections, mut seconds, mut rate, mut max_requests) = (16usize, 5.0f64, None, u64::MAX);
-    let (mut new_conn, mut ca, mut spin) = (false, None::<String>, false);
+    let (mut new_conn, mut ca, mut spin, mut trace) = (false, None::<String>, false, None);
     let (mut flow, mut client_id, mut redirect_uri, mut scope) = (None, String::new(), String::new(), String::new());
     let (mut user, mut password) = (String::new(), String::new());
     let mut it = args.into_iter();
@@ -106,6 +119,7 @@ fn parse_args() -> Result<Option<Options>, String> {
             "--ca" => ca = Some(value()?),
             "--new-conn-per-request" => new_conn = true,
             "--spin" => spin = true,
+            "--trace" => trace = Some(value()?),
             "--flow" => {
                 flow = Some(match value()?.as_str() {
                     "code" => FlowKind::Code,
@@ -188,6 +202,7 @@ fn parse_args() -> Result<Option<Options>, String> {
         max_requests,
         new_conn_per_request: new_conn,
         spin,
+        trace,
         flow,
     }))
 }
@@ -279,6 +294,7 @@ async fn connection(o: Options, index: usize, start: Instant, quota: u64) -> Tal
             break;
         }
         let began = if interval.is_some() { due } else { Instant::now() };
+        let sent_at = Instant::now();
         sent += 1;
         let result = async {
             if stream.is_none() {
@@ -292,7 +308,13 @@ async fn connection(o: Options, index: usize, start: Instant, quota: u64) -> Tal
         match result {
             Ok(200) => {
                 tally.ok += 1;
-                tally.latencies_us.push(elapsed.as_micros().min(u32::MAX as u128) as u32);
+                let micros = elapsed.as_micros().min(u32::MAX as u128) as u32;
+                tally.latencies_us.push(micros);
+                tally.longest_answer = tally.longest_answer.max(sent_at.elapsed());
+                if o.trace.is_some() {
+                    let after_start = |t: Instant| t.duration_since(start).as_micros() as u64;
+                    tally.trace.push((index, after_start(began), after_start(sent_at), micros));
+                }
             }
             Ok(status) => {
                 tally.failed += 1;
@@ -544,6 +566,22 @@ async fn flow_connection(o: Options, cookies: Vec<String>, start: Instant, quota
     tally
 }
 
+/// Gaps over 0.5 ms between two turns of the `--spin` loop.
+#[derive(Clone, Copy, Default)]
+struct Pauses {
+    total: Duration,
+    longest: Duration,
+}
+
+impl Pauses {
+    fn add(&mut self, gap: Duration) {
+        if gap > Duration::from_micros(500) {
+            self.total += gap;
+            self.longest = self.longest.max(gap);
+        }
+    }
+}
+
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -568,7 +606,7 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let (tally, seconds) = rt.block_on(async {
+    let (tally, seconds, start, pauses) = rt.block_on(async {
         // A flow signs its person in once; every connection then uses that session.
         let mut cookies = Vec::new();
         if let Some(mut client) = Client::new(&options, Vec::new()) {
@@ -581,18 +619,25 @@ fn main() {
             }
         }
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        if options.spin {
+        let spinner = options.spin.then(|| {
             // Keeps this thread runnable: the runtime then polls its sockets without blocking
             // and the load generator never sleeps in epoll_wait, so the server's answer does not
             // have to wake it (on a VM a cross-core wake-up is an IPI, costing the *server*
-            // ~10 µs of CPU inside its write; see BENCHMARKS.md).
+            // ~10 µs of CPU inside its write; see BENCHMARKS.md). Its turns come microseconds
+            // apart, so a longer gap means the thread was held up: it sums those over 0.5 ms.
             let done = done.clone();
             tokio::spawn(async move {
+                let mut pauses = Pauses::default();
+                let mut last = Instant::now();
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
                     tokio::task::yield_now().await;
+                    let now = Instant::now();
+                    pauses.add(now - last);
+                    last = now;
                 }
-            });
-        }
+                pauses
+            })
+        });
         let start = Instant::now();
         let quota = options.max_requests.div_ceil(options.connections as u64);
         let tasks: Vec<_> = (0..options.connections)
@@ -610,6 +655,8 @@ fn main() {
                 all.ok += t.ok;
                 all.failed += t.failed;
                 all.latencies_us.extend(t.latencies_us);
+                all.trace.extend(t.trace);
+                all.longest_answer = all.longest_answer.max(t.longest_answer);
                 if all.first_error.is_none() {
                     all.first_error = t.first_error;
                 }
@@ -617,8 +664,25 @@ fn main() {
         }
         let seconds = start.elapsed().as_secs_f64();
         done.store(true, std::sync::atomic::Ordering::Relaxed);
-        (all, seconds)
+        let pauses = match spinner {
+            Some(s) => s.await.ok(),
+            None => None,
+        };
+        (all, seconds, start, pauses)
     });
+    if let Some(path) = &options.trace {
+        let mut rows = tally.trace;
+        rows.sort_unstable_by_key(|r| r.1);
+        // `Instant`'s Debug form is its CLOCK_MONOTONIC reading, the clock `perf -k` can use.
+        let mut text = format!("# start {start:?}; connection due_us sent_us latency_us\n");
+        for (c, due, sent, micros) in rows {
+            text.push_str(&format!("{c} {due} {sent} {micros}\n"));
+        }
+        if let Err(e) = std::fs::write(path, text) {
+            eprintln!("loadgen: --trace {path}: {e}");
+            std::process::exit(1);
+        }
+    }
     let mut lat = tally.latencies_us;
     lat.sort_unstable();
     let report = serde_json::json!({
@@ -630,6 +694,9 @@ fn main() {
         "p90_ms": percentile(&lat, 0.90),
         "p99_ms": percentile(&lat, 0.99),
         "max_ms": percentile(&lat, 1.0),
+        "longest_answer_ms": tally.longest_answer.as_secs_f64() * 1e3,
+        "paused_ms": pauses.map(|p| p.total.as_secs_f64() * 1e3),
+        "longest_pause_ms": pauses.map(|p| p.longest.as_secs_f64() * 1e3),
         "first_error": tally.first_error,
     });
     println!("{report}");
