@@ -6,7 +6,8 @@
 //! connection. `--spin` keeps the load generator's thread busy-polling its sockets instead of
 //! sleeping in the kernel between answers (it owns its core anyway); it then also reports how
 //! long its own loop was held up (`paused_ms`, `longest_pause_ms`: gaps over 0.5 ms between two
-//! turns of the loop, when its thread did not run). Prints one JSON line.
+//! turns of the loop, when its thread did not run). Without it, an open loop sleeps in the kernel
+//! until each request is due (a timerfd, to the microsecond). Prints one JSON line.
 //! `longest_answer_ms` is the longest wait for one answer from the write of its request.
 //! `--trace FILE` writes every answered request (connection, due µs, sent µs, latency µs after
 //! the start, whose CLOCK_MONOTONIC time is the first line) to tell a late sender from a late
@@ -27,13 +28,18 @@
 //!  --user alice --password alice-password`.
 
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use rustix::time::{
+    Itimerspec, TimerfdClockId, TimerfdFlags, TimerfdTimerFlags, Timespec, timerfd_create, timerfd_settime,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
 const USAGE: &str = "usage: loadgen --url URL [--method GET|POST] [--header 'K: V']... [--body STR] \
@@ -275,20 +281,33 @@ async fn connection(o: Options, index: usize, start: Instant, quota: u64) -> Tal
     let mut due = start + interval.map_or(Duration::ZERO, |i| i.mul_f64(index as f64 / o.connections as f64));
     let mut stream: Option<Box<dyn Stream>> = None;
     let mut buf = Vec::with_capacity(16384);
+    let pacer = match interval {
+        Some(_) if !o.spin => match Pacer::new() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("loadgen: timerfd: {e}");
+                std::process::exit(1);
+            }
+        },
+        _ => None,
+    };
     let mut sent = 0u64;
     while sent < quota {
         if interval.is_some() {
             if due >= end {
                 break;
             }
-            if o.spin {
-                // Sends at the due microsecond: tokio's timers tick in whole milliseconds, which
-                // would bunch an open loop's requests into bursts and add up to 1 ms of wait.
+            // Sends at the due microsecond: tokio's timers tick in whole milliseconds, which
+            // would bunch an open loop's requests into bursts and add up to 1 ms of wait.
+            if let Some(pacer) = &pacer {
+                if let Err(e) = pacer.until(due).await {
+                    tally.first_error.get_or_insert_with(|| format!("timerfd: {e}"));
+                    break;
+                }
+            } else {
                 while Instant::now() < due {
                     tokio::task::yield_now().await;
                 }
-            } else {
-                tokio::time::sleep_until(due.into()).await;
             }
         } else if Instant::now() >= end {
             break;
@@ -336,6 +355,39 @@ async fn connection(o: Options, index: usize, start: Instant, quota: u64) -> Tal
         }
     }
     tally
+}
+
+/// Sleeps in the kernel until an open loop's due time, to the microsecond: a timerfd (a
+/// high-resolution timer) wakes the runtime's epoll_wait. Without `--spin` the load generator
+/// then uses only the CPU its requests need, leaving the rest of its core idle.
+struct Pacer(AsyncFd<OwnedFd>);
+
+impl Pacer {
+    fn new() -> std::io::Result<Pacer> {
+        let fd = timerfd_create(TimerfdClockId::Monotonic, TimerfdFlags::NONBLOCK | TimerfdFlags::CLOEXEC)?;
+        // SAFETY: the AsyncFd owns the descriptor (an OwnedFd) for all of its life, and an
+        // OwnedFd's raw descriptor never changes.
+        Ok(Pacer(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?))
+    }
+
+    async fn until(&self, due: Instant) -> std::io::Result<()> {
+        let wait = due.saturating_duration_since(Instant::now());
+        if wait.is_zero() {
+            return Ok(());
+        }
+        let zero = Timespec { tv_sec: 0, tv_nsec: 0 };
+        let at = Timespec { tv_sec: wait.as_secs() as _, tv_nsec: wait.subsec_nanos() as _ };
+        timerfd_settime(self.0.get_ref(), TimerfdTimerFlags::empty(), &Itimerspec { it_interval: zero, it_value: at })?;
+        loop {
+            let mut ready = self.0.readable().await?;
+            // The expiry count; a read before the timer fired says WouldBlock and clears the
+            // readiness left over from the last expiry.
+            let mut expirations = [0u8; 8];
+            if let Ok(read) = ready.try_io(|fd| Ok(rustix::io::read(fd.get_ref(), &mut expirations)?)) {
+                return read.map(|_| ());
+            }
+        }
+    }
 }
 
 /// One HTTP/1.1 response, parsed from what `exchange` left in its buffer.
