@@ -301,8 +301,8 @@ async fn connection(o: Options, index: usize, start: Instant, quota: u64) -> Tal
             // would bunch an open loop's requests into bursts and add up to 1 ms of wait.
             if let Some(pacer) = &pacer {
                 if let Err(e) = pacer.until(due).await {
-                    tally.first_error.get_or_insert_with(|| format!("timerfd: {e}"));
-                    break;
+                    eprintln!("loadgen: timerfd: {e}");
+                    std::process::exit(1);
                 }
             } else {
                 while Instant::now() < due {
