@@ -281,16 +281,7 @@ async fn connection(o: Options, index: usize, start: Instant, quota: u64) -> Tal
     let mut due = start + interval.map_or(Duration::ZERO, |i| i.mul_f64(index as f64 / o.connections as f64));
     let mut stream: Option<Box<dyn Stream>> = None;
     let mut buf = Vec::with_capacity(16384);
-    let pacer = match interval {
-        Some(_) if !o.spin => match Pacer::new() {
-            Ok(p) => Some(p),
-            Err(e) => {
-                eprintln!("loadgen: timerfd: {e}");
-                std::process::exit(1);
-            }
-        },
-        _ => None,
-    };
+    let pacer = (interval.is_some() && !o.spin).then(|| Pacer::new().unwrap_or_else(|e| Pacer::failed(e)));
     let mut sent = 0u64;
     while sent < quota {
         if interval.is_some() {
@@ -300,10 +291,7 @@ async fn connection(o: Options, index: usize, start: Instant, quota: u64) -> Tal
             // Sends at the due microsecond: tokio's timers tick in whole milliseconds, which
             // would bunch an open loop's requests into bursts and add up to 1 ms of wait.
             if let Some(pacer) = &pacer {
-                if let Err(e) = pacer.until(due).await {
-                    eprintln!("loadgen: timerfd: {e}");
-                    std::process::exit(1);
-                }
+                pacer.until(due).await.unwrap_or_else(|e| Pacer::failed(e));
             } else {
                 while Instant::now() < due {
                     tokio::task::yield_now().await;
@@ -368,6 +356,12 @@ impl Pacer {
         // SAFETY: the AsyncFd owns the descriptor (an OwnedFd) for all of its life, and an
         // OwnedFd's raw descriptor never changes.
         Ok(Pacer(unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }?))
+    }
+
+    /// A timer that cannot be set ends the run: a phase without its pacing would measure nothing.
+    fn failed(e: std::io::Error) -> ! {
+        eprintln!("loadgen: timerfd: {e}");
+        std::process::exit(1);
     }
 
     async fn until(&self, due: Instant) -> std::io::Result<()> {
