@@ -1,7 +1,8 @@
 //! Interop with clients nobody here wrote: Node's openid-client and jose, Python's authlib
 //! and PyJWT, each against `tessera serve` on a free loopback port with a temporary state dir.
 //!
-//! Prerequisites: `npm ci` in tests/interop/node, `pip install -r tests/interop/python/requirements.txt`.
+//! Prerequisites (scripts/test installs them): `npm ci` in tests/interop/node, the Python
+//! packages of tests/interop/python/requirements.txt (in target/interop-venv, or `$PYTHON`).
 //! A missing prerequisite fails the test (in CI and everywhere else): it never skips.
 
 use std::net::TcpListener;
@@ -104,7 +105,10 @@ fn node_openid_client_and_jose() {
 
 #[test]
 fn python_authlib_and_pyjwt() {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    // scripts/test installs the packages into target/interop-venv and sets PYTHON to it.
+    let venv = root().join("target/interop-venv/bin/python");
+    let python = std::env::var("PYTHON")
+        .unwrap_or_else(|_| if venv.exists() { venv.display().to_string() } else { "python3".into() });
     let importable = Command::new(&python)
         .args(["-c", "import authlib, jwt, requests, cryptography"])
         .output()
@@ -112,7 +116,7 @@ fn python_authlib_and_pyjwt() {
     if !importable {
         return missing(
             "Python packages authlib, PyJWT[crypto], requests",
-            "pip install -r tests/interop/python/requirements.txt",
+            "scripts/test (it makes target/interop-venv), or pip install -r tests/interop/python/requirements.txt",
         );
     }
     let server = start();
