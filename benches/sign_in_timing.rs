@@ -27,7 +27,8 @@ const ISSUER: &str = "http://127.0.0.1:9/oauth2/payments";
 const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$aPTe76ymSwcZVeLokosCKw$vl3PecimB/DrAxlBEx45mixuNTTPvC8YQW7slcN1w34";
 
 fn manifests_for(users: usize) -> String {
-    let list: String = (0..users).map(|n| format!("    - {{ username: user-{n}, passwordHash: \"{HASH}\" }}\n")).collect();
+    let list: String =
+        (0..users).map(|n| format!("    - {{ username: user-{n}, passwordHash: \"{HASH}\" }}\n")).collect();
     format!(
         r#"
 apiVersion: tessera.dev/v1alpha1
@@ -166,7 +167,12 @@ async fn main() -> Result<(), String> {
     };
     let attempt = |user: String, source: u32| {
         let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs([("request", req_id.as_str()), ("csrf", csrf.as_str()), ("username", &user), ("password", "wrong")])
+            .extend_pairs([
+                ("request", req_id.as_str()),
+                ("csrf", csrf.as_str()),
+                ("username", &user),
+                ("password", "wrong"),
+            ])
             .finish();
         request("POST", "/oauth2/payments/v1/login", &cookie, body, source)
     };
@@ -206,7 +212,13 @@ async fn main() -> Result<(), String> {
         if n % 2 == 0 { even.0.push(k) } else { odd.0.push(k) }
     }
     let row = |name: &str, s: &Samples| {
-        println!("{name:<44} {:>7.2} ms mean  {:>7.2} ms median  sd {:>5.2} ms  n={}", s.mean(), s.median(), s.sd(), s.0.len());
+        println!(
+            "{name:<44} {:>7.2} ms mean  {:>7.2} ms median  sd {:>5.2} ms  n={}",
+            s.mean(),
+            s.median(),
+            s.sd(),
+            s.0.len()
+        );
     };
     row("POST /v1/login known user, wrong password", &known);
     row("POST /v1/login unknown user", &unknown);

@@ -87,7 +87,9 @@ fn user_code() -> Result<String, OAuthError> {
     while c.len() < 8 {
         let mut b = [0u8; 16];
         aws_lc_rs::rand::fill(&mut b).map_err(|_| OAuthError::server_error("no randomness"))?;
-        c.extend(b.iter().map(|x| usize::from(*x)).filter(|x| *x < fair).map(|x| char::from(USER_CODE_ALPHABET[x % n])));
+        c.extend(
+            b.iter().map(|x| usize::from(*x)).filter(|x| *x < fair).map(|x| char::from(USER_CODE_ALPHABET[x % n])),
+        );
     }
     Ok(format!("{}-{}", c[..4].iter().collect::<String>(), c[4..8].iter().collect::<String>()))
 }
