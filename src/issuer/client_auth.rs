@@ -2,6 +2,8 @@
 //! client_secret_post, private_key_jwt, a Kubernetes ServiceAccount token as RFC 7523
 //! client assertion, or none for public clients.
 
+use std::time::{Duration, Instant};
+
 use axum::http::{HeaderMap, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -9,7 +11,8 @@ use serde_json::Value;
 
 use super::error::OAuthError;
 use super::form::Form;
-use super::{Issuer, Served, unix_now};
+use super::rate_limit::{Limit, RateLimiter, source_key};
+use super::{Incoming, Issuer, Served, unix_now};
 use crate::api::AuthMethod;
 use crate::config::ClientConfig;
 use crate::keys::jwt::{self, JwtError};
@@ -45,6 +48,68 @@ impl std::fmt::Debug for Presented {
     }
 }
 
+/// Failed client authentications from one source address (IPv4, IPv6 /64), any client:
+/// once spent, the source is refused before its credentials are looked at.
+pub const FAILURES_PER_SOURCE: Limit = Limit::one_every(20, Duration::from_secs(1));
+/// Failed authentications of one registered client, from any source: once spent, the client
+/// is only heard from sources without failures of their own in the last minutes.
+pub const FAILURES_PER_CLIENT: Limit = Limit::one_every(100, Duration::from_millis(100));
+
+/// Failed client authentications, counted apart from the clients' own rate limits, so that
+/// nobody can spend another client's budget by naming it.
+#[derive(Default)]
+pub struct AuthFailures {
+    by_source: RateLimiter,
+    /// Keyed by registered clients only (an unknown id has nothing to protect), so bounded
+    /// by the configs served.
+    by_client: RateLimiter,
+}
+
+fn too_many(wait: u64) -> OAuthError {
+    OAuthError::too_many_failures(wait, "too many failed client authentications; retry later")
+}
+
+/// Client authentication with its failure limits: the step before any grant or endpoint
+/// logic. The client's own rate limit (`spec.rateLimit`) is for its caller to take after this.
+pub async fn authenticate<'a>(
+    issuer: &Issuer,
+    served: &'a Served,
+    req: &Incoming,
+    form: &Form,
+) -> Result<&'a ClientConfig, OAuthError> {
+    let failures = &issuer.auth_failures;
+    let now = Instant::now();
+    let server = format!("{}/{}", served.config.namespace, served.config.name);
+    let source = format!("{server}/{}", source_key(req.source));
+    // Checked first and cheaply: a source that keeps failing costs no verification at all.
+    failures.by_source.allows(&source, &FAILURES_PER_SOURCE, now).map_err(too_many)?;
+    let (client, presented) = match identify(served, &req.headers, form) {
+        Ok(found) => found,
+        Err(e) => {
+            failures.by_source.charge(&source, &FAILURES_PER_SOURCE, now);
+            return Err(e);
+        }
+    };
+    let client_key = format!("{server}/{}", client.client_id);
+    if let Err(wait) = failures.by_client.allows(&client_key, &FAILURES_PER_CLIENT, now)
+        && !failures.by_source.is_full(&source, now)
+    {
+        // Guessed at from many sources: those that failed lately wait; the client's own
+        // requests, from sources that do not fail, are still verified.
+        return Err(too_many(wait));
+    }
+    match verify(issuer, served, client, &presented).await {
+        Ok(()) => Ok(client),
+        Err(e) => {
+            if matches!(e.code, "invalid_client" | "invalid_request") {
+                failures.by_source.charge(&source, &FAILURES_PER_SOURCE, now);
+                failures.by_client.charge(&client_key, &FAILURES_PER_CLIENT, now);
+            }
+            Err(e)
+        }
+    }
+}
+
 fn failed() -> OAuthError {
     OAuthError::invalid_client("client authentication failed")
 }
@@ -59,7 +124,7 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 /// Finds which client the request claims to be and how it authenticates.
-pub fn identify<'a>(
+fn identify<'a>(
     served: &'a Served,
     headers: &HeaderMap,
     form: &Form,
@@ -120,7 +185,7 @@ pub fn identify<'a>(
 }
 
 /// Checks the presented credentials against the client's registered method.
-pub async fn verify(
+async fn verify(
     issuer: &Issuer,
     served: &Served,
     client: &ClientConfig,

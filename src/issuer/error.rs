@@ -65,6 +65,11 @@ impl OAuthError {
         }
     }
 
+    /// 429 for too many failures (client authentication from one address, for one client).
+    pub fn too_many_failures(retry_after: u64, d: impl Into<Cow<'static, str>>) -> Self {
+        Self { retry_after: Some(retry_after), ..Self::new("slow_down", StatusCode::TOO_MANY_REQUESTS, d) }
+    }
+
     pub fn temporarily_unavailable(d: impl Into<Cow<'static, str>>) -> Self {
         Self::new("temporarily_unavailable", StatusCode::SERVICE_UNAVAILABLE, d)
     }

@@ -21,12 +21,13 @@ mod userinfo;
 pub mod watch;
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 
@@ -77,6 +78,8 @@ pub struct Served {
     pub engine: PolicyEngine,
     /// Decoded client secret hashes by client id.
     secret_hashes: HashMap<String, Vec<[u8; 32]>>,
+    /// What unknown usernames are checked against at sign-in.
+    password_stand_ins: browser::login::PasswordStandIns,
 }
 
 impl std::fmt::Debug for Served {
@@ -108,7 +111,9 @@ impl Served {
             .iter()
             .map(|c| (c.client_id.clone(), c.secret_hashes.iter().filter_map(|h| decode_hash(h)).collect()))
             .collect();
-        Ok(Self { config, keys, engine, secret_hashes })
+        let users = config.identity.as_ref().map(|i| i.users.as_slice()).unwrap_or_default();
+        let password_stand_ins = browser::login::PasswordStandIns::new(users);
+        Ok(Self { config, keys, engine, secret_hashes, password_stand_ins })
     }
 
     /// Where this server's token state lives in the store.
@@ -125,7 +130,11 @@ impl Served {
 pub struct Issuer {
     servers: ArcSwap<Vec<Arc<Served>>>,
     store: Arc<dyn TokenStore>,
+    /// The clients' own rate limits (`spec.rateLimit`), taken after authentication.
     limiter: rate_limit::RateLimiter,
+    auth_failures: client_auth::AuthFailures,
+    sign_in_limits: browser::login::SignInLimits,
+    user_code_limits: browser::device::UserCodeLimits,
     trust: trust::JwksFetcher,
     upstreams: browser::upstream::UpstreamClient,
     options: IssuerOptions,
@@ -137,6 +146,9 @@ impl Issuer {
             servers: ArcSwap::from_pointee(Vec::new()),
             store,
             limiter: rate_limit::RateLimiter::default(),
+            auth_failures: client_auth::AuthFailures::default(),
+            sign_in_limits: browser::login::SignInLimits::default(),
+            user_code_limits: browser::device::UserCodeLimits::default(),
             trust: trust::JwksFetcher::new(options.kube_client.clone()),
             upstreams: browser::upstream::UpstreamClient::default(),
             options,
@@ -188,6 +200,12 @@ impl Issuer {
     /// The server currently served under `namespace/name`.
     pub fn current(&self, namespace: &str, name: &str) -> Option<Arc<Served>> {
         self.servers.load().iter().find(|s| s.config.namespace == namespace && s.config.name == name).cloned()
+    }
+
+    /// The router as a service that records each connection's peer address (the source of
+    /// the per-address failure limits): what every listener serves.
+    pub fn service(self: &Arc<Self>) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, Peer> {
+        self.router().into_make_service_with_connect_info::<Peer>()
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
@@ -299,8 +317,26 @@ impl Endpoint {
     }
 }
 
+/// The peer address of a connection (`ConnectInfo<Peer>`), as every listener records it.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls::TlsListener>> for Peer {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tls::TlsListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
 /// What an endpoint handler reads of a request.
 pub(crate) struct Incoming {
+    /// The peer's address, as the listener saw it (`ConnectInfo`); `None` if it did not say.
+    pub source: Option<IpAddr>,
     pub headers: HeaderMap,
     pub body: Bytes,
     pub method: Method,
@@ -320,6 +356,7 @@ impl Incoming {
 
 async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    let source = parts.extensions.get::<ConnectInfo<Peer>>().map(|c| c.0.0.ip());
     match parts.uri.path() {
         "/livez" => return health::livez(),
         "/readyz" => return health::readyz(&issuer, store_optional(parts.uri.query())).await,
@@ -337,7 +374,7 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
             Err(_) => return browser::pages::error(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "request too large"),
         };
         let query = parts.uri.query().unwrap_or_default().to_owned();
-        let incoming = Incoming { headers: parts.headers, body, method: parts.method, query };
+        let incoming = Incoming { source, headers: parts.headers, body, method: parts.method, query };
         return browse(&issuer, &served, endpoint, &incoming).await;
     }
     let origin = cors::allowed_origin(&served.config, &parts.headers);
@@ -352,7 +389,7 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
         Err(_) => return cors::decorate(OAuthError::too_large().into_response(), origin),
     };
     let query = parts.uri.query().unwrap_or_default().to_owned();
-    let incoming = Incoming { headers: parts.headers, body, method: parts.method, query };
+    let incoming = Incoming { source, headers: parts.headers, body, method: parts.method, query };
     let response = match endpoint {
         Endpoint::OpenIdConfiguration => discovery::openid_configuration(&served),
         Endpoint::AuthorizationServerMetadata => discovery::authorization_server_metadata(&served),
@@ -377,14 +414,14 @@ async fn browse(issuer: &Issuer, served: &Served, endpoint: Endpoint, req: &Inco
     let h = &req.headers;
     match endpoint {
         Endpoint::Authorize => browser::authorize::authorize(issuer, served, h, &form).await,
-        Endpoint::Login if post => browser::login::submit(issuer, served, h, &form).await,
+        Endpoint::Login if post => browser::login::submit(issuer, served, req.source, h, &form).await,
         Endpoint::Login => browser::login::page(issuer, served, h, &form).await,
         Endpoint::LoginUpstream => browser::upstream::start(issuer, served, h, &form).await,
         Endpoint::LoginCallback => browser::upstream::callback(issuer, served, h, &form).await,
         Endpoint::Consent if post => browser::consent::submit(issuer, served, h, &form).await,
         Endpoint::Consent => browser::consent::page(issuer, served, h, &form).await,
         Endpoint::Logout => browser::logout::logout(issuer, served, h, &form).await,
-        Endpoint::Device if post => browser::device::submit(issuer, served, h, &form).await,
+        Endpoint::Device if post => browser::device::submit(issuer, served, req.source, h, &form).await,
         Endpoint::Device => browser::device::page(served, &form),
         _ => OAuthError::not_found().into_response(),
     }

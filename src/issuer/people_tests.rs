@@ -26,6 +26,8 @@ const SPA: &str = "team.spa";
 const SPA_REDIRECT: &str = "http://127.0.0.1:8400/callback";
 const WEB: &str = "team.web";
 const WEB_SECRET: &str = "web-secret";
+const GATEWAY: &str = "identity.gateway";
+const GATEWAY_SECRET: &str = "gateway-secret";
 const WEB_REDIRECT: &str = "https://web.example.com/cb";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 
@@ -179,6 +181,19 @@ apiVersion: v1
 kind: Secret
 metadata: {{ name: web-oauth, namespace: team }}
 stringData: {{ client_secret: {WEB_SECRET} }}
+---
+apiVersion: tessera.dev/v1alpha1
+kind: AuthClient
+metadata: {{ name: gateway, namespace: identity }}
+spec:
+  serverRef: {{ name: people }}
+  grantTypes: [client_credentials]
+  authentication: {{ method: ClientSecretBasic }}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{ name: gateway-oauth, namespace: identity }}
+stringData: {{ client_secret: {GATEWAY_SECRET} }}
 "#
     );
     let mut m = manifests::Manifests::default();
@@ -374,9 +389,11 @@ async fn redeem_spa(h: &H, code: &str) -> (StatusCode, Value) {
     .await
 }
 
+/// Whether the platform's gateway (a client in the server's namespace, which sees every
+/// token of the server) finds `access_token` active.
 async fn introspect_active(h: &H, access_token: &str) -> bool {
     let body = format!("token={access_token}");
-    let v = format!("Basic {}", STANDARD.encode(format!("{WEB}:{WEB_SECRET}")));
+    let v = format!("Basic {}", STANDARD.encode(format!("{GATEWAY}:{GATEWAY_SECRET}")));
     let req = Request::post(format!("{BASE}/v1/introspect"))
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(header::AUTHORIZATION, v)

@@ -55,12 +55,12 @@ async fn handle(issuer: &Issuer, served: &Served, req: &Incoming) -> Result<Toke
     }
     let form = Form::parse(&req.headers, &req.body)?;
     let grant = form.require("grant_type")?;
-    let (client, presented) = client_auth::identify(served, &req.headers, &form)?;
+    // Only a request that authenticated as the client spends the client's rate limit.
+    let client = client_auth::authenticate(issuer, served, req, &form).await?;
     if let Some(limit) = &served.config.rate_limit {
         let key = format!("{}/{}/{}", served.config.namespace, served.config.name, client.client_id);
-        issuer.limiter.check(&key, limit, Instant::now()).map_err(OAuthError::slow_down)?;
+        issuer.limiter.check(&key, &limit.into(), Instant::now()).map_err(OAuthError::slow_down)?;
     }
-    client_auth::verify(issuer, served, client, &presented).await?;
     let grant = GrantType::parse(grant)
         .ok_or_else(|| OAuthError::unsupported_grant_type(format!("grant type {grant} is not supported")))?;
     if !client.grant_types.contains(&grant) {

@@ -59,7 +59,7 @@ pub async fn run(
     let secrets: Api<Secret> = Api::namespaced(client, namespace);
     let issuer = Issuer::new(options, store);
 
-    let router = issuer.router();
+    let router = issuer.service();
     let listen_error = |message: String| WatchError::Listen { addr: listen, message };
     let http = match tls_dir {
         Some(dir) => {

@@ -165,13 +165,13 @@ pub async fn serve(options: ServeOptions) -> Result<(), StandaloneError> {
                 .await
                 .map_err(|e| listen_error(e.to_string()))?;
             tracing::info!(addr = %options.listen, "listening (https)");
-            axum::serve(listener, issuer.router()).await.map_err(|e| listen_error(e.to_string()))
+            axum::serve(listener, issuer.service()).await.map_err(|e| listen_error(e.to_string()))
         }
         None => {
             let listener =
                 tokio::net::TcpListener::bind(options.listen).await.map_err(|e| listen_error(e.to_string()))?;
             tracing::info!(addr = %listener.local_addr().unwrap_or(options.listen), "listening");
-            axum::serve(listener, issuer.router()).await.map_err(|e| listen_error(e.to_string()))
+            axum::serve(listener, issuer.service()).await.map_err(|e| listen_error(e.to_string()))
         }
     }
 }

@@ -204,6 +204,16 @@ impl TokenStore for MemoryStore {
         })
     }
 
+    fn family_grant<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        family: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        let k = key(s, "rf", family);
+        self.with(move |i| i.families.get(&k).filter(|f| f.until > now).map(|f| f.grant.clone()))
+    }
+
     fn revoke_family<'a>(&'a self, s: ServerScope<'a>, family: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         let k = key(s, "rf", family);
         self.with(move |i| {

@@ -154,6 +154,14 @@ pub trait TokenStore: Send + Sync + 'static {
         next: &'a str,
         now: i64,
     ) -> BoxFuture<'a, Result<Rotation, StoreError>>;
+    /// The grant a live family carries (its client), without rotating it: `None` if there is
+    /// no such family (never issued, expired or revoked).
+    fn family_grant<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        family: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
     /// Revokes a family and every token of it.
     fn revoke_family<'a>(&'a self, s: ServerScope<'a>, family: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
 

@@ -252,6 +252,15 @@ impl TokenStore for RedisStore {
         .boxed()
     }
 
+    fn family_grant<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        family: &'a str,
+        _now: i64,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>> {
+        async move { self.query(redis::cmd("HGET").arg(key(s, "rf", family)).arg("grant")).await }.boxed()
+    }
+
     fn revoke_family<'a>(&'a self, s: ServerScope<'a>, family: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         async move { self.query::<()>(redis::cmd("DEL").arg(key(s, "rf", family))).await }.boxed()
     }

@@ -5,6 +5,9 @@
 //! two store entries, so a poll and an approval never overwrite each other; the decision is
 //! taken once, atomically, by the poll that redeems it.
 
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
 use axum::Json;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -15,13 +18,41 @@ use crate::api::GrantType;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
 use crate::issuer::grants::parse_scope;
+use crate::issuer::rate_limit::{Limit, RateLimiter, source_key};
 use crate::issuer::{Incoming, Issuer, Served, client_auth, unix_now};
 use crate::store::CodeKind;
 
 pub const DEVICE_CODE_TTL_SECS: i64 = 600;
 pub const POLL_INTERVAL_SECS: i64 = 5;
-/// Letters without vowels or look-alikes (RFC 8628 §6.1): 20^8 ≈ 2^34.5 codes.
+/// Letters without vowels or look-alikes (RFC 8628 §6.1): 20^8 ≈ 2^34.6 codes.
 const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
+/// Wrong user codes typed from one source address (IPv4, IPv6 /64), per replica.
+pub const WRONG_CODES_PER_SOURCE: Limit = Limit::one_every(10, Duration::from_secs(6));
+/// Wrong user codes typed on one server from anywhere, per replica: with N codes waiting,
+/// a guess hits with probability N / 20^8, so at most 600 guesses in a code's 10 minutes
+/// make a hit 1 in 43 million per waiting code.
+pub const WRONG_CODES_PER_SERVER: Limit = Limit::one_every(60, Duration::from_secs(1));
+
+/// Guessing limits of the code entry page. A wrong code names no device code, so there is
+/// nothing to lock but the guessers: each source, and the server as a whole.
+#[derive(Default)]
+pub struct UserCodeLimits {
+    by_source: RateLimiter,
+    by_server: RateLimiter,
+}
+
+impl UserCodeLimits {
+    /// `Err(seconds)` when a source, or everyone, has typed too many wrong codes lately.
+    fn allows(&self, server: &str, source: &str, now: Instant) -> Result<(), u64> {
+        self.by_source.allows(source, &WRONG_CODES_PER_SOURCE, now)?;
+        self.by_server.allows(server, &WRONG_CODES_PER_SERVER, now)
+    }
+
+    fn wrong_code(&self, server: &str, source: &str, now: Instant) {
+        self.by_source.charge(source, &WRONG_CODES_PER_SOURCE, now);
+        self.by_server.charge(server, &WRONG_CODES_PER_SERVER, now);
+    }
+}
 
 /// A device code waiting for its person.
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -47,18 +78,28 @@ pub fn decision_key(device_code: &str) -> String {
     sha256_b64(device_code)
 }
 
+/// Eight letters, each uniform over the alphabet (bytes ≥ 240 are drawn again, so no letter
+/// is likelier than another).
 fn user_code() -> Result<String, OAuthError> {
-    let mut b = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut b).map_err(|_| OAuthError::server_error("no randomness"))?;
-    let c: Vec<char> =
-        b.iter().map(|x| USER_CODE_ALPHABET[usize::from(*x) % USER_CODE_ALPHABET.len()] as char).collect();
-    Ok(format!("{}-{}", c[..4].iter().collect::<String>(), c[4..].iter().collect::<String>()))
+    let n = USER_CODE_ALPHABET.len();
+    let fair = 256 - 256 % n;
+    let mut c = Vec::with_capacity(8);
+    while c.len() < 8 {
+        let mut b = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut b).map_err(|_| OAuthError::server_error("no randomness"))?;
+        c.extend(
+            b.iter().map(|x| usize::from(*x)).filter(|x| *x < fair).map(|x| char::from(USER_CODE_ALPHABET[x % n])),
+        );
+    }
+    Ok(format!("{}-{}", c[..4].iter().collect::<String>(), c[4..8].iter().collect::<String>()))
 }
 
-/// `XXXX-XXXX` from what a person typed: case, spaces and dashes do not matter.
+/// `XXXX-XXXX` from what a person typed: case, spaces and dashes do not matter; a letter
+/// outside the alphabet cannot be a code.
 fn normalize(typed: &str) -> Option<String> {
     let c: String = typed.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_uppercase()).collect();
-    (c.len() == 8).then(|| format!("{}-{}", &c[..4], &c[4..]))
+    let valid = c.len() == 8 && c.bytes().all(|b| USER_CODE_ALPHABET.contains(&b));
+    valid.then(|| format!("{}-{}", &c[..4], &c[4..]))
 }
 
 #[derive(Serialize)]
@@ -88,8 +129,7 @@ async fn authorize_inner(issuer: &Issuer, served: &Served, req: &Incoming) -> Re
         return Err(OAuthError::temporarily_unavailable("this authorization server is suspended"));
     }
     let form = Form::parse(&req.headers, &req.body)?;
-    let (client, presented) = client_auth::identify(served, &req.headers, &form)?;
-    client_auth::verify(issuer, served, client, &presented).await?;
+    let client = client_auth::authenticate(issuer, served, req, &form).await?;
     if !client.grant_types.contains(&GrantType::DeviceCode) {
         return Err(OAuthError::unauthorized_client("this client may not use the device authorization grant"));
     }
@@ -133,18 +173,37 @@ pub fn page(served: &Served, form: &Form) -> Response {
 }
 
 /// `POST /v1/device`: a user code typed; sign in (or use the session) and approve.
-pub async fn submit(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form) -> Response {
+pub async fn submit(
+    issuer: &Issuer,
+    served: &Served,
+    source: Option<IpAddr>,
+    headers: &HeaderMap,
+    form: &Form,
+) -> Response {
     let action = served.endpoint("/v1/device");
     let typed = form.get("user_code").unwrap_or_default();
     let Some(code) = normalize(typed) else {
         return pages::device_entry(&action, typed, Some("That code is not valid. Check it and try again."));
     };
+    let limits = &issuer.user_code_limits;
+    let server = format!("{}/{}", served.config.namespace, served.config.name);
+    let source = format!("{server}/{}", source_key(source));
+    let at = Instant::now();
+    if let Err(wait) = limits.allows(&server, &source, at) {
+        let mut r = pages::error(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "Too many wrong codes were typed. Wait a little and try again.",
+        );
+        r.headers_mut().insert(header::RETRY_AFTER, wait.into());
+        return r;
+    }
     let now = unix_now();
     // The code is spent once typed, taken atomically: of browsers typing it at the same time
     // on any replicas, one goes on; nobody else can approve or deny it.
     let device_code = match issuer.store.take_code(served.scope(), CodeKind::UserCode, &code, now).await {
         Ok(Some(v)) => String::from_utf8(v).unwrap_or_default(),
         Ok(None) => {
+            limits.wrong_code(&server, &source, at);
             return pages::device_entry(
                 &action,
                 typed,
@@ -246,5 +305,6 @@ mod tests {
             assert_eq!(normalize(&c.to_lowercase().replace('-', " ")), Some(c));
         }
         assert_eq!(normalize("BCDF-GHJ"), None);
+        assert_eq!(normalize("BCDF-GHJA"), None, "a vowel is never in a code");
     }
 }

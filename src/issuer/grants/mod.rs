@@ -10,7 +10,7 @@ mod token_exchange;
 pub use authorization_code::authorization_code;
 pub use client_credentials::client_credentials;
 pub use device_code::device_code;
-pub use person::{parse_refresh_token, revoke_family};
+pub use person::{FamilyGrant, parse_refresh_token, revoke_family};
 pub use refresh_token::refresh_token;
 pub use token_exchange::token_exchange;
 
