@@ -133,12 +133,14 @@ pub struct Issuer {
 
 impl Issuer {
     pub fn new(options: IssuerOptions, store: Arc<dyn TokenStore>) -> Arc<Self> {
+        // One outbound client for every fetch (keys, discovery, upstream providers).
+        let http = crate::outbound::Fetcher::default();
         Arc::new(Self {
             servers: ArcSwap::from_pointee(Vec::new()),
             store,
             limiter: rate_limit::RateLimiter::default(),
-            trust: trust::JwksFetcher::new(options.kube_client.clone()),
-            upstreams: browser::upstream::UpstreamClient::default(),
+            trust: trust::JwksFetcher::new(http.clone(), options.kube_client.clone()),
+            upstreams: browser::upstream::UpstreamClient::new(http),
             options,
         })
     }
@@ -180,8 +182,9 @@ impl Issuer {
                 self.trust.warm(trust::KeySource::Issuer { issuer, jwks_uri: t.jwks_uri.as_deref() });
             }
         }
-        for uri in config.clients.iter().filter_map(|c| c.jwks_uri.as_deref()) {
-            self.trust.warm(trust::KeySource::Url(uri));
+        let reach = config.outbound.client_reach();
+        for url in config.clients.iter().filter_map(|c| c.jwks_uri.as_deref()) {
+            self.trust.warm(trust::KeySource::Client { url, reach });
         }
     }
 
