@@ -242,8 +242,11 @@ async fn verify_service_account(
         audiences: Some(&audiences),
         clock: Some(jwt::Clock { now: unix_now(), leeway_secs: LEEWAY }),
     };
-    let verified =
-        issuer.trust.verify(assertion, issuer.kubernetes_keys(k8s_issuer), &rules, super::trust::TOKEN_PATH_WAIT).await.map_err(|e| match e {
+    let verified = issuer
+        .trust
+        .verify(assertion, issuer.kubernetes_keys(k8s_issuer), &rules, super::trust::TOKEN_PATH_WAIT)
+        .await
+        .map_err(|e| match e {
             super::trust::TrustError::Jwt(j) => assertion_error(j),
             super::trust::TrustError::Fetch(_) => {
                 OAuthError::temporarily_unavailable("ServiceAccount issuer keys could not be fetched")

@@ -156,7 +156,8 @@ pub fn peek(token: &str) -> Result<Jwt, JwtError> {
     if token.len() > MAX_JWT_LEN {
         return Err(JwtError::TooLarge);
     }
-    let data = jsonwebtoken::dangerous::insecure_decode::<Map<String, Value>>(token).map_err(|_| JwtError::Malformed)?;
+    let data =
+        jsonwebtoken::dangerous::insecure_decode::<Map<String, Value>>(token).map_err(|_| JwtError::Malformed)?;
     Ok(Jwt { header: data.header, claims: data.claims })
 }
 

@@ -214,11 +214,17 @@ mod tests {
     fn a_failed_url_is_not_fetched_again_until_its_backoff_ends() {
         let t = Instant::now();
         let s = State { fetched: None, failures: 1, retry_at: Some(at(t, 5)) };
-        assert_eq!(plan(s, false, false, at(t, 1), Need::Cached, TTL), Plan { serve: false, fetch: false, wait: false });
+        assert_eq!(
+            plan(s, false, false, at(t, 1), Need::Cached, TTL),
+            Plan { serve: false, fetch: false, wait: false }
+        );
         assert_eq!(plan(s, false, false, at(t, 5), Need::Cached, TTL), Plan { serve: false, fetch: true, wait: true });
         // With a copy from before the failures, the copy is served meanwhile.
         let s = State { fetched: Some(t), failures: 3, retry_at: Some(at(t, 400)) };
-        assert_eq!(plan(s, true, false, at(t, 350), Need::Cached, TTL), Plan { serve: true, fetch: false, wait: false });
+        assert_eq!(
+            plan(s, true, false, at(t, 350), Need::Cached, TTL),
+            Plan { serve: true, fetch: false, wait: false }
+        );
     }
 
     #[test]

@@ -217,7 +217,9 @@ mod tests {
     #[test]
     fn internal_addresses_need_the_owners_permission_even_when_listed() {
         let o = allow(&["https://169.254.169.254/", "http://127.0.0.1:9000/", "https://[fd00:ec2::254]/"], false);
-        for url in ["https://169.254.169.254/latest/meta-data", "http://127.0.0.1:9000/jwks", "https://[fd00:ec2::254]/x"] {
+        for url in
+            ["https://169.254.169.254/latest/meta-data", "http://127.0.0.1:9000/jwks", "https://[fd00:ec2::254]/x"]
+        {
             let why = check_tenant_url(url, &o).unwrap_err();
             assert!(why.contains("allowInternalAddresses"), "{why}");
         }

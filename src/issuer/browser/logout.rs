@@ -14,8 +14,13 @@ use crate::keys::jwt;
 fn hinted_client(served: &Served, hint: &str) -> Option<String> {
     let kid = jwt::peek(hint).ok()?.header.kid?;
     let key = served.keys.public_jwk(&kid, jiff::Timestamp::now())?;
-    let rules =
-        jwt::Rules { algorithms: jwt::OWN_ALGS, typ: None, issuer: &served.config.issuer, audiences: None, clock: None };
+    let rules = jwt::Rules {
+        algorithms: jwt::OWN_ALGS,
+        typ: None,
+        issuer: &served.config.issuer,
+        audiences: None,
+        clock: None,
+    };
     let verified = jwt::verify(hint, std::slice::from_ref(key), &rules).ok()?;
     match verified.claims.get("aud")? {
         Value::String(s) => Some(s.clone()),

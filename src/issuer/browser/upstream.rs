@@ -248,7 +248,8 @@ async fn signed_in_user(issuer: &Issuer, served: &Served, sent: &Sent, form: &Fo
     if wanted.iter().any(|c| !claims.contains_key(c.as_str()))
         && let (Some(endpoint), Some(at)) = (&m.userinfo_endpoint, body.get("access_token").and_then(Value::as_str))
         && let Ok(request) = issuer.upstreams.http.request(reqwest::Method::GET, endpoint, Reach::Any)
-        && let Ok((200..=299, Value::Object(info))) = issuer.upstreams.http.json(endpoint, request.bearer_auth(at)).await
+        && let Ok((200..=299, Value::Object(info))) =
+            issuer.upstreams.http.json(endpoint, request.bearer_auth(at)).await
         && info.get("sub") == claims.get("sub")
     {
         for (k, v) in info {

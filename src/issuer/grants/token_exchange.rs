@@ -76,12 +76,14 @@ pub async fn token_exchange(
         audiences: Some(&trusted.audiences),
         clock: Some(jwt::Clock { now: unix_now(), leeway_secs: 30 }),
     };
-    let verified = issuer.trust.verify(token, source, &rules, crate::issuer::trust::TOKEN_PATH_WAIT).await.map_err(|e| match e {
-        TrustError::Jwt(j) => subject_error(j),
-        TrustError::Fetch(_) => {
-            OAuthError::temporarily_unavailable("keys of the subject_token issuer are not available (yet); try again")
-        }
-    })?;
+    let verified = issuer.trust.verify(token, source, &rules, crate::issuer::trust::TOKEN_PATH_WAIT).await.map_err(
+        |e| match e {
+            TrustError::Jwt(j) => subject_error(j),
+            TrustError::Fetch(_) => OAuthError::temporarily_unavailable(
+                "keys of the subject_token issuer are not available (yet); try again",
+            ),
+        },
+    )?;
     let sub = verified
         .claims
         .get("sub")

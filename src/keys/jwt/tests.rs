@@ -79,10 +79,19 @@ fn alg_none_and_hmac_are_refused_before_key_lookup() {
     let keys = vec![json!({"kty":"RSA","n":"AQAB","e":"AQAB"}).as_object().unwrap().clone()];
     let aud = audiences();
     let r = rules(ALL, &aud);
-    assert_eq!(verify(&jwt(r#"{"alg":"none"}"#, "{}", b""), &keys, &r).unwrap_err(), JwtError::Algorithm("none".into()));
-    assert_eq!(verify(&jwt(r#"{"alg":"HS256"}"#, "{}", b"x"), &keys, &r).unwrap_err(), JwtError::Algorithm("HS256".into()));
+    assert_eq!(
+        verify(&jwt(r#"{"alg":"none"}"#, "{}", b""), &keys, &r).unwrap_err(),
+        JwtError::Algorithm("none".into())
+    );
+    assert_eq!(
+        verify(&jwt(r#"{"alg":"HS256"}"#, "{}", b"x"), &keys, &r).unwrap_err(),
+        JwtError::Algorithm("HS256".into())
+    );
     assert_eq!(verify(&jwt(r#"{}"#, "{}", b"x"), &keys, &r).unwrap_err(), JwtError::Algorithm("none".into()));
-    assert_eq!(verify(&jwt(r#"{"alg":"None"}"#, "{}", b""), &keys, &r).unwrap_err(), JwtError::Algorithm("None".into()));
+    assert_eq!(
+        verify(&jwt(r#"{"alg":"None"}"#, "{}", b""), &keys, &r).unwrap_err(),
+        JwtError::Algorithm("None".into())
+    );
 }
 
 #[test]
@@ -118,16 +127,28 @@ fn key_carrying_headers_and_crit_are_refused() {
     let aud = audiences();
     let mut h = header(&k);
     h.jku = Some("https://evil.example/jwks".into());
-    assert_eq!(verify(&sign_with_header(&k, h, &claims()), &keys, &rules(ALL, &aud)).unwrap_err(), JwtError::Header("jku"));
+    assert_eq!(
+        verify(&sign_with_header(&k, h, &claims()), &keys, &rules(ALL, &aud)).unwrap_err(),
+        JwtError::Header("jku")
+    );
     let mut h = header(&k);
     h.x5u = Some("https://evil.example/cert".into());
-    assert_eq!(verify(&sign_with_header(&k, h, &claims()), &keys, &rules(ALL, &aud)).unwrap_err(), JwtError::Header("x5u"));
+    assert_eq!(
+        verify(&sign_with_header(&k, h, &claims()), &keys, &rules(ALL, &aud)).unwrap_err(),
+        JwtError::Header("x5u")
+    );
     let mut h = header(&k);
     h.jwk = Some(serde_json::from_value(Value::Object(k.public_jwk.clone())).unwrap());
-    assert_eq!(verify(&sign_with_header(&k, h, &claims()), &keys, &rules(ALL, &aud)).unwrap_err(), JwtError::Header("jwk"));
+    assert_eq!(
+        verify(&sign_with_header(&k, h, &claims()), &keys, &rules(ALL, &aud)).unwrap_err(),
+        JwtError::Header("jwk")
+    );
     let mut h = header(&k);
     h.crit = Some(vec!["exp".into()]);
-    assert_eq!(verify(&sign_with_header(&k, h, &claims()), &keys, &rules(ALL, &aud)).unwrap_err(), JwtError::Header("crit"));
+    assert_eq!(
+        verify(&sign_with_header(&k, h, &claims()), &keys, &rules(ALL, &aud)).unwrap_err(),
+        JwtError::Header("crit")
+    );
 }
 
 #[test]
