@@ -5,6 +5,7 @@ pub mod config;
 pub mod issuer;
 pub mod keys;
 pub mod operator;
+pub mod outbound;
 pub mod plugin;
 pub mod policy;
 pub mod standalone;

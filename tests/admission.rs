@@ -201,6 +201,12 @@ fn invalid_cases() -> Vec<Case> {
         ),
         case(
             AS,
+            vec![("/spec/outbound", j!({"allowedUrlPrefixes": ["https://keys.example.com/?team=a"]}))],
+            "spec.outbound.allowedUrlPrefixes",
+            "without query or fragment",
+        ),
+        case(
+            AS,
             vec![("/spec/rateLimit", j!({"perClient": 100, "burst": 10}))],
             "spec.rateLimit.burst",
             "burst must be at least rateLimit.perClient",

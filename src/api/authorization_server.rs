@@ -79,10 +79,37 @@ pub struct AuthorizationServerSpec {
     #[schemars(length(max = 16))]
     pub trusted_issuers: Vec<TrustedIssuer>,
 
+    /// Where this server's issuer may connect for its tenants (an AuthClient's `jwksUri`).
+    /// Default: nowhere; clients register their keys inline (`authentication.jwks`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<OutboundSpec>,
+
     /// Who may sign in: upstream OpenID Connect providers and static users (browser and
     /// device flows). Without it the server issues machine tokens only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<IdentitySpec>,
+}
+
+/// The outbound allow-list for URLs that tenants write. URLs the server's owner writes here
+/// (`trustedIssuers`, `identity.upstreams`) are not subject to it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboundSpec {
+    /// URL prefixes an AuthClient's `authentication.jwksUri` must start with, such as
+    /// `https://keys.example.com/` or `https://keys.example.com/team-a/`. Compared on the parsed
+    /// URL: same scheme, host and port, and the path continues the prefix's path at a `/`. A
+    /// jwksUri under none of them is refused (the AuthClient's Accepted condition says
+    /// `JwksUriNotAllowed`). Empty (the default): no jwksUri is allowed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 512)))]
+    #[x_kube(validation = Rule::new(format!("self.all(p, !p.contains('?') && !p.contains('#') && ({}))", cel_https_or_loopback("p"))).message("each allowed URL prefix must be an absolute https URL (http only on localhost) without query or fragment"))]
+    pub allowed_url_prefixes: Vec<String>,
+    /// Let those URLs reach loopback, private (10/8, 172.16/12, 192.168/16, fc00::/7), shared
+    /// (100.64/10), link-local (169.254/16 with cloud metadata at 169.254.169.254, fe80::/10)
+    /// and other non-public addresses. Default false: such an address is refused when the URL
+    /// names it and when its host resolves to it.
+    #[serde(default)]
+    pub allow_internal_addresses: bool,
 }
 
 /// People sign in through upstream providers (federation) or as static users.

@@ -52,6 +52,9 @@ pub struct ServerConfig {
     pub storage: Storage,
     #[serde(default)]
     pub trusted_issuers: Vec<TrustedIssuerConfig>,
+    /// Where fetches for tenants may go (`spec.outbound`).
+    #[serde(default)]
+    pub outbound: crate::outbound::OutboundConfig,
     pub scopes: Vec<ScopeConfig>,
     pub claims: Vec<ClaimConfig>,
     /// Sorted by priority, then name: the order of evaluation.

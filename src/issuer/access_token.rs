@@ -94,16 +94,15 @@ fn audience_value(aud: &[String]) -> Value {
 
 /// The claims of `token` if it is an unexpired access token this server signed.
 pub fn verify_own(served: &Served, token: &str, now: i64) -> Option<Map<String, Value>> {
-    let jwt = jwt::peek(token).ok()?;
-    if jwt.header.get("typ").and_then(Value::as_str) != Some("at+jwt") {
-        return None;
-    }
-    let kid = jwt.header.get("kid").and_then(Value::as_str)?;
+    let kid = jwt::peek(token).ok()?.header.kid?;
     let ts = jiff::Timestamp::from_second(now).ok()?;
-    let key = served.keys.public_jwk(kid, ts)?;
-    let verified = jwt::verify(token, std::slice::from_ref(key)).ok()?;
-    let aud = served.config.audiences.clone();
-    let expect = jwt::Expectations { issuer: &served.config.issuer, audiences: &aud, now, leeway_secs: 0 };
-    jwt::check_claims(&verified.claims, &expect).ok()?;
-    Some(verified.claims)
+    let key = served.keys.public_jwk(&kid, ts)?;
+    let rules = jwt::Rules {
+        algorithms: jwt::OWN_ALGS,
+        typ: Some("at+jwt"),
+        issuer: &served.config.issuer,
+        audiences: Some(&served.config.audiences),
+        clock: Some(jwt::Clock { now, leeway_secs: 0 }),
+    };
+    jwt::verify(token, std::slice::from_ref(key), &rules).ok().map(|v| v.claims)
 }

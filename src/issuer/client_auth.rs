@@ -15,11 +15,13 @@ use super::rate_limit::{Limit, RateLimiter, source_key};
 use super::{Incoming, Issuer, Served, unix_now};
 use crate::api::AuthMethod;
 use crate::config::ClientConfig;
-use crate::keys::jwt::{self, JwtError};
+use crate::keys::jwt::{self, Alg, JwtError};
 
 pub const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
-/// Algorithms accepted for client assertions (never `none`, never HMAC).
-pub const ASSERTION_ALGS: [&str; 4] = ["RS256", "PS256", "ES256", "EdDSA"];
+/// Algorithms accepted for private_key_jwt client assertions (never `none`, never HMAC).
+pub const ASSERTION_ALGS: [Alg; 4] = [Alg::RS256, Alg::PS256, Alg::ES256, Alg::EdDSA];
+/// Algorithms the Kubernetes API server signs ServiceAccount tokens with.
+const SERVICE_ACCOUNT_ALGS: [Alg; 2] = [Alg::RS256, Alg::ES256];
 /// Longest lifetime of a private_key_jwt assertion we accept (bounds the replay cache).
 const MAX_ASSERTION_LIFETIME: i64 = 3600;
 const LEEWAY: i64 = 30;
@@ -243,23 +245,31 @@ async fn verify_private_key_jwt(
     client: &ClientConfig,
     assertion: &str,
 ) -> Result<(), OAuthError> {
+    let now = unix_now();
+    let audiences = assertion_audiences(served);
+    let rules = jwt::Rules {
+        algorithms: &ASSERTION_ALGS,
+        typ: None,
+        issuer: &client.client_id,
+        audiences: Some(&audiences),
+        clock: Some(jwt::Clock { now, leeway_secs: LEEWAY }),
+    };
     let verified = if let Some(jwks) = &client.jwks {
         let keys: Vec<_> = jwks.keys.iter().map(|k| k.0.clone()).collect();
-        jwt::verify(assertion, &keys).map_err(assertion_error)?
+        jwt::verify(assertion, &keys, &rules).map_err(assertion_error)?
     } else if let Some(uri) = &client.jwks_uri {
         // The client's own keys: iss of the lookup is irrelevant, the URI is registered.
-        issuer.trust.verify(assertion, super::trust::KeySource::Url(uri)).await.map_err(|e| match e {
+        let source = super::trust::KeySource::Client { url: uri, reach: served.config.outbound.client_reach() };
+        issuer.trust.verify(assertion, source, &rules, super::trust::TOKEN_PATH_WAIT).await.map_err(|e| match e {
             super::trust::TrustError::Jwt(j) => assertion_error(j),
-            super::trust::TrustError::Fetch { .. } => OAuthError::invalid_client("client keys could not be fetched"),
+            super::trust::TrustError::Fetch(_) => {
+                OAuthError::invalid_client("client keys are not available (yet); try again later")
+            }
         })?
     } else {
         return Err(failed());
     };
-    let now = unix_now();
     let c = &verified.claims;
-    let audiences = assertion_audiences(served);
-    let expect = jwt::Expectations { issuer: &client.client_id, audiences: &audiences, now, leeway_secs: LEEWAY };
-    jwt::check_claims(c, &expect).map_err(assertion_error)?;
     if c.get("sub").and_then(Value::as_str) != Some(client.client_id.as_str()) {
         return Err(OAuthError::invalid_client("assertion sub must be the client_id"));
     }
@@ -289,15 +299,24 @@ async fn verify_service_account(
     if peeked.claims.get("iss").and_then(Value::as_str) != Some(k8s_issuer) {
         return Err(OAuthError::invalid_client("assertion issuer is not the cluster's ServiceAccount issuer"));
     }
-    let verified = issuer.trust.verify(assertion, issuer.kubernetes_keys(k8s_issuer)).await.map_err(|e| match e {
-        super::trust::TrustError::Jwt(j) => assertion_error(j),
-        super::trust::TrustError::Fetch { .. } => {
-            OAuthError::temporarily_unavailable("ServiceAccount issuer keys could not be fetched")
-        }
-    })?;
     let audiences = assertion_audiences(served);
-    let expect = jwt::Expectations { issuer: k8s_issuer, audiences: &audiences, now: unix_now(), leeway_secs: LEEWAY };
-    jwt::check_claims(&verified.claims, &expect).map_err(assertion_error)?;
+    let rules = jwt::Rules {
+        algorithms: &SERVICE_ACCOUNT_ALGS,
+        typ: None,
+        issuer: k8s_issuer,
+        audiences: Some(&audiences),
+        clock: Some(jwt::Clock { now: unix_now(), leeway_secs: LEEWAY }),
+    };
+    let verified = issuer
+        .trust
+        .verify(assertion, issuer.kubernetes_keys(k8s_issuer), &rules, super::trust::TOKEN_PATH_WAIT)
+        .await
+        .map_err(|e| match e {
+            super::trust::TrustError::Jwt(j) => assertion_error(j),
+            super::trust::TrustError::Fetch(_) => {
+                OAuthError::temporarily_unavailable("ServiceAccount issuer keys could not be fetched")
+            }
+        })?;
     if verified.claims.get("sub").and_then(Value::as_str) != Some(sa.subject().as_str()) {
         return Err(OAuthError::invalid_client("ServiceAccount is not the one bound to this client"));
     }

@@ -142,6 +142,8 @@ pub struct Issuer {
 
 impl Issuer {
     pub fn new(options: IssuerOptions, store: Arc<dyn TokenStore>) -> Arc<Self> {
+        // One outbound client for every fetch (keys, discovery, upstream providers).
+        let http = crate::outbound::Fetcher::default();
         Arc::new(Self {
             servers: ArcSwap::from_pointee(Vec::new()),
             store,
@@ -149,8 +151,8 @@ impl Issuer {
             auth_failures: client_auth::AuthFailures::default(),
             sign_in_limits: browser::login::SignInLimits::default(),
             user_code_limits: browser::device::UserCodeLimits::default(),
-            trust: trust::JwksFetcher::new(options.kube_client.clone()),
-            upstreams: browser::upstream::UpstreamClient::default(),
+            trust: trust::JwksFetcher::new(http.clone(), options.kube_client.clone()),
+            upstreams: browser::upstream::UpstreamClient::new(http),
             options,
         })
     }
@@ -192,8 +194,9 @@ impl Issuer {
                 self.trust.warm(trust::KeySource::Issuer { issuer, jwks_uri: t.jwks_uri.as_deref() });
             }
         }
-        for uri in config.clients.iter().filter_map(|c| c.jwks_uri.as_deref()) {
-            self.trust.warm(trust::KeySource::Url(uri));
+        let reach = config.outbound.client_reach();
+        for url in config.clients.iter().filter_map(|c| c.jwks_uri.as_deref()) {
+            self.trust.warm(trust::KeySource::Client { url, reach });
         }
     }
 

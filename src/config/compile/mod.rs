@@ -111,7 +111,7 @@ pub struct Rejection {
     pub kind: &'static str,
     pub namespace: String,
     pub name: String,
-    /// `Conflict`, `InvalidExpression`, `Reserved`.
+    /// `Conflict`, `InvalidExpression`, `Reserved`, `JwksUriNotAllowed`.
     pub reason: String,
     pub message: String,
 }
@@ -131,7 +131,15 @@ pub fn compile(input: &CompileInput) -> Compiled {
 
     let scopes = compile_scopes(&input.scopes, &mut rejected);
     let claims = compile_claims(&input.claims, &mut rejected);
-    let clients = compile_clients(&input.clients, &mut rejected);
+    let outbound = spec
+        .outbound
+        .as_ref()
+        .map(|o| crate::outbound::OutboundConfig {
+            allowed_url_prefixes: o.allowed_url_prefixes.clone(),
+            allow_internal_addresses: o.allow_internal_addresses,
+        })
+        .unwrap_or_default();
+    let clients = compile_clients(&input.clients, &outbound, &mut rejected);
     let policies = compile_policies(&input.policies, &clients, &mut rejected);
 
     let rotation = &spec.signing.rotation;
@@ -181,6 +189,7 @@ pub fn compile(input: &CompileInput) -> Compiled {
         rate_limit: spec.rate_limit.clone(),
         storage: spec.storage.clone(),
         trusted_issuers,
+        outbound,
         scopes,
         claims,
         policies,
@@ -346,7 +355,14 @@ fn compile_claims(claims: &[AuthClaim], rejected: &mut Vec<Rejection>) -> Vec<Cl
     out
 }
 
-fn compile_clients(clients: &[ClientInput], rejected: &mut Vec<Rejection>) -> Vec<ClientConfig> {
+/// A client's `jwksUri` is outside the server's `spec.outbound` (or not a URL at all).
+pub const JWKS_URI_NOT_ALLOWED: &str = "JwksUriNotAllowed";
+
+fn compile_clients(
+    clients: &[ClientInput],
+    outbound: &crate::outbound::OutboundConfig,
+    rejected: &mut Vec<Rejection>,
+) -> Vec<ClientConfig> {
     let mut sorted: Vec<&ClientInput> = clients.iter().collect();
     sorted.sort_by_key(|c| age_key(&c.client.metadata));
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
@@ -367,6 +383,18 @@ fn compile_clients(clients: &[ClientInput], rejected: &mut Vec<Rejection>) -> Ve
         }
         seen.insert(client_id.clone(), format!("{namespace}/{name}"));
         let auth = &c.spec.authentication;
+        // `serve` has no admission: the outbound allow-list holds here.
+        let jwks_uri = match auth.jwks_uri.as_deref().filter(|s| !s.is_empty()) {
+            None => None,
+            Some(raw) => match crate::outbound::policy::check_tenant_url(raw, outbound) {
+                Ok(url) => Some(url),
+                Err(why) => {
+                    let message = format!("authentication.jwksUri is not allowed: {why}");
+                    rejected.push(reject("AuthClient", &c.metadata, JWKS_URI_NOT_ALLOWED, message));
+                    continue;
+                }
+            },
+        };
         let service_account = match (auth.method, &auth.service_account_name) {
             (AuthMethod::ServiceAccount, Some(sa)) => {
                 Some(ServiceAccountRef { namespace: namespace.clone(), name: sa.clone() })
@@ -384,7 +412,7 @@ fn compile_clients(clients: &[ClientInput], rejected: &mut Vec<Rejection>) -> Ve
             auth_method: auth.method,
             secret_hashes: if auth.method.uses_secret() { input.secret_hashes.clone() } else { Vec::new() },
             jwks: auth.jwks.clone(),
-            jwks_uri: auth.jwks_uri.clone().filter(|s| !s.is_empty()),
+            jwks_uri,
             service_account,
             metadata: c.spec.metadata.clone(),
             labels: c.metadata.labels.clone().unwrap_or_default(),

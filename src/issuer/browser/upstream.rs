@@ -1,9 +1,7 @@
 //! Federation: sign-in at an upstream OpenID Connect provider (authorization code + PKCE +
 //! nonce), its ID token verified with its published keys, its claims mapped to our user.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
@@ -17,11 +15,14 @@ use crate::issuer::form::Form;
 use crate::issuer::trust::KeySource;
 use crate::issuer::{Issuer, Served, unix_now};
 use crate::keys::jwt;
+use crate::outbound::fetch::REQUEST_TIMEOUT;
+use crate::outbound::{DocumentCache, Fetch, FetchError, Fetcher, Need, Reach};
 use crate::policy::UserInfo;
 use crate::store::CodeKind;
 
+/// Algorithms accepted for upstream ID tokens (OpenID Connect's default RS256 among them).
+const ID_TOKEN_ALGS: [jwt::Alg; 4] = [jwt::Alg::RS256, jwt::Alg::PS256, jwt::Alg::ES256, jwt::Alg::EdDSA];
 const DISCOVERY_TTL: Duration = Duration::from_secs(300);
-const MAX_RESPONSE: usize = 256 * 1024;
 
 #[derive(Deserialize, Clone, Debug)]
 struct Metadata {
@@ -34,20 +35,16 @@ struct Metadata {
     userinfo_endpoint: Option<String>,
 }
 
-/// HTTP to upstream providers, with their discovery documents cached.
+/// HTTP to upstream providers (through the issuer's one [`Fetcher`]), with their discovery
+/// documents cached.
 pub struct UpstreamClient {
-    http: reqwest::Client,
-    discovered: Mutex<HashMap<String, (Metadata, Instant)>>,
+    http: Fetcher,
+    discovered: DocumentCache<Metadata>,
 }
 
-impl Default for UpstreamClient {
-    fn default() -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
-        Self { http, discovered: Mutex::default() }
+impl UpstreamClient {
+    pub fn new(http: Fetcher) -> Self {
+        Self { http, discovered: DocumentCache::new(DISCOVERY_TTL) }
     }
 }
 
@@ -57,38 +54,25 @@ fn unavailable(what: &str, upstream: &str) -> OAuthError {
     ))
 }
 
-async fn read_json(resp: reqwest::Response) -> Option<Value> {
-    let bytes = resp.bytes().await.ok()?;
-    if bytes.len() > MAX_RESPONSE {
-        return None;
-    }
-    serde_json::from_slice(&bytes).ok()
-}
-
 impl UpstreamClient {
     async fn metadata(&self, u: &UpstreamConfig) -> Result<Metadata, OAuthError> {
-        if let Some((m, at)) = self.discovered.lock().ok().and_then(|d| d.get(&u.issuer).cloned())
-            && at.elapsed() < DISCOVERY_TTL
-        {
-            return Ok(m);
-        }
         let url = format!("{}/.well-known/openid-configuration", u.issuer);
-        let resp = self.http.get(&url).send().await.map_err(|_| unavailable("discovery", &u.name))?;
-        if !resp.status().is_success() {
-            return Err(unavailable("discovery", &u.name));
-        }
-        let m: Metadata = read_json(resp)
-            .await
-            .and_then(|v| serde_json::from_value(v).ok())
-            .ok_or_else(|| unavailable("discovery document", &u.name))?;
-        if m.issuer.trim_end_matches('/') != u.issuer {
-            tracing::warn!(upstream = %u.name, "upstream discovery names another issuer; refusing it");
-            return Err(unavailable("discovery names another issuer", &u.name));
-        }
-        if let Ok(mut d) = self.discovered.lock() {
-            d.insert(u.issuer.clone(), (m.clone(), Instant::now()));
-        }
-        Ok(m)
+        let (http, issuer, fetch_url) = (self.http.clone(), u.issuer.clone(), url.clone());
+        let fetch = move || -> Fetch<Metadata> {
+            Box::pin(async move {
+                let doc = http.get_json(&fetch_url, Reach::Any).await?;
+                let m: Metadata =
+                    serde_json::from_value(doc).map_err(|e| FetchError::new(&fetch_url, format!("discovery: {e}")))?;
+                if m.issuer.trim_end_matches('/') != issuer {
+                    return Err(FetchError::new(&fetch_url, "discovery names another issuer"));
+                }
+                Ok(m)
+            })
+        };
+        self.discovered.get(&url, Reach::Any, Need::Cached, REQUEST_TIMEOUT, fetch).await.map_err(|e| {
+            tracing::warn!(upstream = %u.name, error = %e, "upstream discovery failed");
+            unavailable("discovery", &u.name)
+        })
     }
 }
 
@@ -217,44 +201,43 @@ async fn signed_in_user(issuer: &Issuer, served: &Served, sent: &Sent, form: &Fo
     }
     let m = issuer.upstreams.metadata(u).await?;
     let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    let resp = issuer
+    let token_request = issuer
         .upstreams
         .http
-        .post(&m.token_endpoint)
+        .request(reqwest::Method::POST, &m.token_endpoint, Reach::Any)
+        .map_err(|_| unavailable("token endpoint", &u.name))?
         .basic_auth(enc(&u.client_id), Some(enc(&u.client_secret)))
         .form(&[
             ("grant_type", "authorization_code"),
             ("code", code),
             ("redirect_uri", &callback_uri(served)),
             ("code_verifier", &sent.verifier),
-        ])
-        .send()
-        .await
-        .map_err(|_| unavailable("token endpoint", &u.name))?;
-    let status = resp.status();
-    let body = read_json(resp).await.unwrap_or(Value::Null);
-    if !status.is_success() {
+        ]);
+    let (status, body) = issuer.upstreams.http.json(&m.token_endpoint, token_request).await.map_err(|e| {
+        tracing::warn!(upstream = %u.name, error = %e, "upstream token endpoint failed");
+        unavailable("token endpoint", &u.name)
+    })?;
+    if !(200..300).contains(&status) {
         let err = body.get("error").and_then(Value::as_str).unwrap_or("an error");
-        tracing::warn!(upstream = %u.name, status = %status, error = err, "upstream refused the code");
+        tracing::warn!(upstream = %u.name, status, error = err, "upstream refused the code");
         return Err(OAuthError::access_denied(format!("the sign-in provider {} refused the code ({err})", u.name)));
     }
     let id_token = body
         .get("id_token")
         .and_then(Value::as_str)
         .ok_or_else(|| unavailable("no ID token in the token response", &u.name))?;
-    let verified = issuer
-        .trust
-        .verify(id_token, KeySource::Issuer { issuer: &u.issuer, jwks_uri: m.jwks_uri.as_deref() })
-        .await
-        .map_err(|e| {
-            tracing::warn!(upstream = %u.name, error = %e, "upstream ID token does not verify");
-            OAuthError::access_denied("the sign-in provider's ID token does not verify")
-        })?;
     let audiences = [u.client_id.clone()];
-    let expect = jwt::Expectations { issuer: &u.issuer, audiences: &audiences, now: unix_now(), leeway_secs: 60 };
-    jwt::check_claims(&verified.claims, &expect).map_err(|e| {
-        tracing::warn!(upstream = %u.name, error = %e, "upstream ID token claims rejected");
-        OAuthError::access_denied("the sign-in provider's ID token is not for us or has expired")
+    let rules = jwt::Rules {
+        algorithms: &ID_TOKEN_ALGS,
+        typ: None,
+        issuer: &u.issuer,
+        audiences: Some(&audiences),
+        clock: Some(jwt::Clock { now: unix_now(), leeway_secs: 60 }),
+    };
+    let source = KeySource::Issuer { issuer: &u.issuer, jwks_uri: m.jwks_uri.as_deref() };
+    let verified = issuer.trust.verify(id_token, source, &rules, REQUEST_TIMEOUT).await.map_err(|e| {
+        tracing::warn!(upstream = %u.name, error = %e, "upstream ID token does not verify");
+        OAuthError::access_denied("the sign-in provider's ID token does not verify, is not for us or has expired")
     })?;
     if verified.claims.get("nonce").and_then(Value::as_str) != Some(sent.nonce.as_str()) {
         return Err(OAuthError::access_denied("the sign-in provider's ID token has the wrong nonce"));
@@ -264,9 +247,9 @@ async fn signed_in_user(issuer: &Issuer, served: &Served, sent: &Sent, form: &Fo
     let wanted = [&u.claim_mapping.email, &u.claim_mapping.name, &u.claim_mapping.groups];
     if wanted.iter().any(|c| !claims.contains_key(c.as_str()))
         && let (Some(endpoint), Some(at)) = (&m.userinfo_endpoint, body.get("access_token").and_then(Value::as_str))
-        && let Ok(resp) = issuer.upstreams.http.get(endpoint).bearer_auth(at).send().await
-        && resp.status().is_success()
-        && let Some(Value::Object(info)) = read_json(resp).await
+        && let Ok(request) = issuer.upstreams.http.request(reqwest::Method::GET, endpoint, Reach::Any)
+        && let Ok((200..=299, Value::Object(info))) =
+            issuer.upstreams.http.json(endpoint, request.bearer_auth(at)).await
         && info.get("sub") == claims.get("sub")
     {
         for (k, v) in info {

@@ -11,7 +11,7 @@ use crate::issuer::form::Form;
 use crate::issuer::token::TokenResponse;
 use crate::issuer::trust::{KeySource, TrustError};
 use crate::issuer::{Issuer, Served, unix_now};
-use crate::keys::jwt::{self, JwtError};
+use crate::keys::jwt::{self, Alg, JwtError};
 
 const JWT_TYPES: [&str; 3] = [
     "urn:ietf:params:oauth:token-type:jwt",
@@ -19,6 +19,8 @@ const JWT_TYPES: [&str; 3] = [
     "urn:ietf:params:oauth:token-type:access_token",
 ];
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// Algorithms accepted for subject tokens of trusted issuers.
+const SUBJECT_ALGS: [Alg; 4] = [Alg::RS256, Alg::PS256, Alg::ES256, Alg::EdDSA];
 
 fn subject_error(e: JwtError) -> OAuthError {
     OAuthError::invalid_grant(format!("subject_token is not acceptable: {e}"))
@@ -67,14 +69,21 @@ pub async fn token_exchange(
     } else {
         KeySource::Issuer { issuer: iss, jwks_uri: trusted.jwks_uri.as_deref() }
     };
-    let verified = issuer.trust.verify(token, source).await.map_err(|e| match e {
-        TrustError::Jwt(j) => subject_error(j),
-        TrustError::Fetch { .. } => {
-            OAuthError::temporarily_unavailable("keys of the subject_token issuer could not be fetched")
-        }
-    })?;
-    let expect = jwt::Expectations { issuer: iss, audiences: &trusted.audiences, now: unix_now(), leeway_secs: 30 };
-    jwt::check_claims(&verified.claims, &expect).map_err(subject_error)?;
+    let rules = jwt::Rules {
+        algorithms: &SUBJECT_ALGS,
+        typ: None,
+        issuer: iss,
+        audiences: Some(&trusted.audiences),
+        clock: Some(jwt::Clock { now: unix_now(), leeway_secs: 30 }),
+    };
+    let verified = issuer.trust.verify(token, source, &rules, crate::issuer::trust::TOKEN_PATH_WAIT).await.map_err(
+        |e| match e {
+            TrustError::Jwt(j) => subject_error(j),
+            TrustError::Fetch(_) => OAuthError::temporarily_unavailable(
+                "keys of the subject_token issuer are not available (yet); try again",
+            ),
+        },
+    )?;
     let sub = verified
         .claims
         .get("sub")
