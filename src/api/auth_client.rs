@@ -51,8 +51,12 @@ pub struct AuthClientSpec {
     pub post_logout_redirect_uris: Vec<String>,
     #[serde(default)]
     pub authentication: ClientAuthentication,
-    /// Attributes visible to CEL as `client.metadata`.
+    /// Attributes visible to CEL as `client.metadata`: at most 64 entries, each key at most
+    /// 256 bytes and each value at most 1024 (CEL expressions' cost is estimated for these;
+    /// `tessera serve` refuses a client beyond them too).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new("self.all(k, size(k) <= 256 && size(self[k]) <= 1024)").message("each metadata key must be at most 256 characters and each value at most 1024"))]
     pub metadata: BTreeMap<String, String>,
 }
 

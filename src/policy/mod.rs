@@ -2,9 +2,10 @@
 //! long, and the custom claims of the token. Pure: CEL programs are compiled once per config.
 
 mod cel_env;
+pub mod expression;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -13,7 +14,7 @@ use crate::api::{GrantType, RESERVED_CLAIMS, RESERVED_SCOPES, TokenKind};
 use crate::config::{ClientConfig, RuleConfig, ServerConfig};
 
 use cel_env::FixedVariables;
-pub use cel_env::{CelVariables, UserInfo};
+pub use cel_env::{CelVariables, UserInfo, limits};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: CEL does not compile: {message}")]
@@ -54,6 +55,9 @@ pub enum Denial {
     /// Some rule would have matched but for the scopes.
     InvalidScope,
     AccessDenied,
+    /// A variable (`request`, `user`, `subject`, `client`) is beyond its [`limits`]: the
+    /// expressions were admitted for values within them.
+    TooLarge(&'static str),
 }
 
 /// Why one rule did or did not match.
@@ -92,6 +96,11 @@ impl PolicyDecision {
                 "one or more requested scopes are not allowed for this client by any policy".to_owned()
             }
             Err(Denial::AccessDenied) => "no access policy allows this client and grant".to_owned(),
+            Err(Denial::TooLarge(variable)) => format!(
+                "the request's {variable} is larger than this server's policies admit (at most {} scopes, {} groups)",
+                limits::SCOPES,
+                limits::GROUPS
+            ),
         }
     }
 }
@@ -108,13 +117,14 @@ struct CompiledClaim {
 ///
 /// CEL has no clock, no randomness and (here) no functions of our own, so a program's outcome
 /// depends only on the variables it reads. One that reads only `client` and `server` (fixed by
-/// the config) is worked out for each of the config's clients when the config is loaded; one
+/// the config) is worked out once per client, on the client's first request (not when the
+/// config loads: a config with many clients starts serving at once); one
 /// that also reads `request` (grant type, scopes, audience) is remembered per client and
 /// request, up to [`MEMO_ENTRIES`] of them. Most claims and conditions are of these two kinds,
 /// and CEL's interpreter is a good part of a token's cost.
 struct Compiled<T> {
     program: cel::Program,
-    per_client: Option<HashMap<String, T>>,
+    per_client: Option<HashMap<String, OnceLock<T>>>,
     per_request: Option<RwLock<HashMap<String, T>>>,
 }
 
@@ -123,31 +133,20 @@ struct Compiled<T> {
 const MEMO_ENTRIES: usize = 1024;
 
 impl<T: Clone> Compiled<T> {
-    fn new(
-        fixed: &HashMap<String, Arc<FixedVariables>>,
-        program: cel::Program,
-        outcome: impl Fn(&cel::Program, &CelVariables) -> T,
-    ) -> Self {
+    fn new(fixed: &HashMap<String, Arc<FixedVariables>>, program: cel::Program) -> Self {
         let reads = |allowed: &[&str]| program.references().variables().iter().all(|v| allowed.contains(v));
         let only_fixed = reads(&["client", "server"]);
         let request_shaped = !only_fixed && reads(&["client", "server", "request"]);
-        let per_client = only_fixed.then(|| {
-            fixed
-                .iter()
-                .map(|(id, f)| {
-                    let vars = CelVariables::with_fixed(f.clone(), GrantType::ClientCredentials, &[], &[], None, None);
-                    (id.clone(), outcome(&program, &vars))
-                })
-                .collect()
-        });
+        let per_client = only_fixed.then(|| fixed.keys().map(|id| (id.clone(), OnceLock::new())).collect());
         let per_request = request_shaped.then(RwLock::default);
         Self { program, per_client, per_request }
     }
 
     /// The outcome for the request `vars` describes.
     fn outcome(&self, vars: &CelVariables, outcome: impl Fn(&cel::Program, &CelVariables) -> T) -> T {
-        if let Some(known) = self.per_client.as_ref().and_then(|m| m.get(vars.client_id())) {
-            return known.clone();
+        if let Some(once) = self.per_client.as_ref().and_then(|m| m.get(vars.client_id())) {
+            // Reads only `client` and `server`: the same for every request of this client.
+            return once.get_or_init(|| outcome(&self.program, vars)).clone();
         }
         let Some(memo) = &self.per_request else { return outcome(&self.program, vars) };
         let key = vars.request_key();
@@ -200,7 +199,7 @@ impl std::fmt::Debug for PolicyEngine {
 }
 
 fn compile_cel(what: impl FnOnce() -> String, source: &str) -> Result<cel::Program, PolicyError> {
-    cel::Program::compile(source).map_err(|e| PolicyError { what: what(), message: e.to_string() })
+    expression::compile(source).map_err(|e| PolicyError { what: what(), message: e.to_string() })
 }
 
 impl PolicyEngine {
@@ -212,11 +211,9 @@ impl PolicyEngine {
             let mut rules = Vec::with_capacity(p.rules.len());
             for r in &p.rules {
                 rules.push(match &r.condition {
-                    Some(c) => Some(Compiled::new(
-                        &fixed,
-                        compile_cel(|| format!("policy {} rule {}", p.name, r.name), c)?,
-                        condition_failure,
-                    )),
+                    Some(c) => {
+                        Some(Compiled::new(&fixed, compile_cel(|| format!("policy {} rule {}", p.name, r.name), c)?))
+                    }
                     None => None,
                 });
             }
@@ -229,7 +226,7 @@ impl PolicyEngine {
                 token: c.token,
                 always_include: c.always_include,
                 scopes: c.scopes.clone(),
-                program: Compiled::new(&fixed, compile_cel(|| format!("claim {}", c.name), &c.value)?, claim_value),
+                program: Compiled::new(&fixed, compile_cel(|| format!("claim {}", c.name), &c.value)?),
             });
         }
         Ok(Self { conditions, claims, fixed })
@@ -256,6 +253,14 @@ impl PolicyEngine {
             None => Arc::new(FixedVariables::new(config, req.client)),
         };
         let vars = CelVariables::with_fixed(fixed, req.grant_type, &requested, &req.audience, req.user, req.subject);
+        if let Some(variable) = vars.oversized() {
+            let decision = PolicyDecision {
+                outcome: Err(Denial::TooLarge(variable)),
+                trace: Vec::new(),
+                requested_scopes: requested,
+            };
+            return (decision, vars);
+        }
         let decision = self.decide_in(config, req, requested, &vars);
         (decision, vars)
     }

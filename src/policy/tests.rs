@@ -167,7 +167,48 @@ fn programs_that_read_a_person_or_a_subject_are_never_remembered() {
     ] {
         let program = compile_cel(|| source.to_owned(), source).unwrap();
         let fixed = PolicyEngine::new(&config()).unwrap().fixed;
-        let compiled = Compiled::new(&fixed, program, claim_value);
+        let compiled: Compiled<Result<Value, String>> = Compiled::new(&fixed, program);
         assert!(compiled.per_client.is_none() && compiled.per_request.is_none(), "{source}");
+    }
+}
+
+#[test]
+fn requests_with_variables_beyond_the_limits_expressions_were_admitted_for_are_refused() {
+    let c = config();
+    let e = PolicyEngine::new(&c).unwrap();
+    let many: Vec<String> = (0..=limits::SCOPES).map(|n| format!("s{n}")).collect();
+    let mut r = request(&c, "team.api", None);
+    r.scopes = Some(many);
+    let d = e.decide(&c, &r);
+    assert_eq!(d.outcome, Err(Denial::TooLarge("request")));
+    assert!(d.denial_description().contains("at most 64 scopes"), "{}", d.denial_description());
+
+    let user = UserInfo {
+        sub: "alice".into(),
+        groups: (0..=limits::GROUPS).map(|n| format!("g{n}")).collect(),
+        ..UserInfo::default()
+    };
+    let mut r = request(&c, "team.api", Some(&["payments:read"]));
+    r.user = Some(&user);
+    assert_eq!(e.decide(&c, &r).outcome, Err(Denial::TooLarge("user")));
+    let subject: Map<String, Value> = [("blob".to_owned(), json!("x".repeat(20_000)))].into_iter().collect();
+    let mut r = request(&c, "team.api", Some(&["payments:read"]));
+    r.subject = Some(&subject);
+    assert_eq!(e.decide(&c, &r).outcome, Err(Denial::TooLarge("subject")));
+    // Within the limits, decided as before.
+    assert!(e.decide(&c, &request(&c, "team.api", Some(&["payments:read"]))).outcome.is_ok());
+}
+
+#[test]
+fn the_shapes_expressions_are_estimated_for_name_every_field_of_the_variables() {
+    let c = config();
+    let user = UserInfo { sub: "alice".into(), ..UserInfo::default() };
+    let vars = CelVariables::new(&c, &c.clients[0], GrantType::AuthorizationCode, &[], &[], Some(&user), None);
+    for (i, name) in ["client", "user", "request", "server"].into_iter().enumerate() {
+        let json = vars.json(i);
+        let Some(cel_env::Shape::Object(fields)) = cel_env::variable_shape(name) else { panic!("{name}") };
+        for key in json.as_object().unwrap().keys() {
+            assert!(fields.iter().any(|(f, _)| f == key), "{name}.{key} has no bound in cel_env::variable_shape");
+        }
     }
 }

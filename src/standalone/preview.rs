@@ -179,6 +179,7 @@ pub fn preview(m: &Manifests, req: &PreviewRequest) -> Result<String, Standalone
             let code = match d {
                 Denial::InvalidScope => "invalid_scope",
                 Denial::AccessDenied => "access_denied",
+                Denial::TooLarge(_) => "invalid_request",
             };
             let _ = writeln!(out, "\nDENIED: {code}: {}", decision.denial_description());
         }

@@ -276,8 +276,30 @@ fn reject(kind: &'static str, meta: &kube::api::ObjectMeta, reason: &str, messag
     }
 }
 
+/// Why `source` is not admitted as an expression (the same bounds as the policy engine's).
 fn cel_error(source: &str) -> Option<String> {
-    cel::Program::compile(source).err().map(|e| e.to_string())
+    crate::policy::expression::compile(source).err().map(|e| e.to_string())
+}
+
+/// Why a client's `metadata` is beyond what CEL expressions are admitted for, if it is.
+fn metadata_error(metadata: &BTreeMap<String, String>) -> Option<String> {
+    use crate::policy::limits::{METADATA_ENTRIES, METADATA_KEY_BYTES, METADATA_VALUE_BYTES};
+    if metadata.len() as u64 > METADATA_ENTRIES {
+        return Some(format!("metadata has {} entries; at most {METADATA_ENTRIES}", metadata.len()));
+    }
+    metadata.iter().find_map(|(k, v)| {
+        if k.len() as u64 > METADATA_KEY_BYTES {
+            Some(format!("metadata key {:?}… is {} bytes long; at most {METADATA_KEY_BYTES}", trunc(k), k.len()))
+        } else if v.len() as u64 > METADATA_VALUE_BYTES {
+            Some(format!("metadata value of {:?} is {} bytes long; at most {METADATA_VALUE_BYTES}", trunc(k), v.len()))
+        } else {
+            None
+        }
+    })
+}
+
+fn trunc(s: &str) -> &str {
+    s.char_indices().nth(32).map_or(s, |(i, _)| &s[..i])
 }
 
 fn compile_scopes(scopes: &[AuthScope], rejected: &mut Vec<Rejection>) -> Vec<ScopeConfig> {
@@ -326,12 +348,7 @@ fn compile_claims(claims: &[AuthClaim], rejected: &mut Vec<Rejection>) -> Vec<Cl
             continue;
         }
         if let Some(err) = cel_error(&c.spec.value) {
-            rejected.push(reject(
-                "AuthClaim",
-                &c.metadata,
-                "InvalidExpression",
-                format!("value does not compile: {err}"),
-            ));
+            rejected.push(reject("AuthClaim", &c.metadata, "InvalidExpression", format!("value {err}")));
             continue;
         }
         if !seen.insert((name.clone(), c.spec.token as u8)) {
@@ -379,6 +396,10 @@ fn compile_clients(
                 "Conflict",
                 format!("clientId {client_id:?} is already used by AuthClient {owner}"),
             ));
+            continue;
+        }
+        if let Some(err) = metadata_error(&c.spec.metadata) {
+            rejected.push(reject("AuthClient", &c.metadata, "InvalidMetadata", err));
             continue;
         }
         seen.insert(client_id.clone(), format!("{namespace}/{name}"));
@@ -439,7 +460,7 @@ fn compile_policies(
                     "AccessPolicy",
                     &p.metadata,
                     "InvalidExpression",
-                    format!("rule {:?}: condition does not compile: {err}", r.name),
+                    format!("rule {:?}: condition {err}", r.name),
                 ));
                 continue 'policies;
             }

@@ -83,6 +83,58 @@ fn claim_that_does_not_compile_is_rejected_with_the_cel_error() {
 }
 
 #[test]
+fn claims_and_conditions_too_deep_or_too_costly_are_rejected_as_invalid_expressions() {
+    let mut i = input();
+    let deep = format!("user == null ? {}1{} : 0", "(".repeat(55), ")".repeat(55));
+    let costly = "user.groups.map(g, user.groups.map(h, g + h))";
+    i.claims = [("deep", deep.as_str()), ("costly", costly), ("fine", "client.namespace")]
+        .iter()
+        .map(|(name, value)| {
+            yaml(&format!(
+                "apiVersion: tessera.dev/v1alpha1\nkind: AuthClaim\nmetadata: {{ name: {name}, namespace: identity }}\nspec: {{ serverRef: {{ name: payments }}, name: {name}, value: '{value}' }}\n"
+            ))
+        })
+        .collect();
+    i.policies = vec![yaml(&format!(
+        "apiVersion: tessera.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{ name: deep, namespace: identity }}\nspec:\n  serverRef: {{ name: payments }}\n  priority: 0\n  clients: {{ all: true }}\n  rules: [ {{ name: r, grantTypes: [client_credentials], scopes: ['*'], condition: '{}' }} ]\n",
+        format!("{}true{}", "[".repeat(90), "]".repeat(90))
+    ))];
+    let c = compile(&i);
+    assert_eq!(c.config.claims.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["fine"]);
+    assert!(c.config.policies.is_empty());
+    let reason =
+        |name: &str| c.rejected.iter().find(|r| r.name == name).map(|r| (r.reason.as_str(), r.message.clone()));
+    let (why, message) = reason("deep").unwrap();
+    assert_eq!(why, "InvalidExpression");
+    assert!(message.starts_with("value nests 223 deep"), "{message}");
+    let (_, message) = reason("costly").unwrap();
+    assert!(message.contains("estimated cost"), "{message}");
+    let policy = c.rejected.iter().find(|r| r.kind == "AccessPolicy").unwrap();
+    assert_eq!(policy.reason, "InvalidExpression");
+    assert!(policy.message.contains("nests 450 deep"), "{}", policy.message);
+}
+
+#[test]
+fn a_client_with_more_metadata_than_expressions_are_admitted_for_is_rejected() {
+    let mut i = input();
+    let mut big = client("big", "team.big", "2026-01-01T00:00:00Z", "");
+    big.client.spec.metadata = (0..65).map(|n| (format!("k{n}"), "v".to_owned())).collect();
+    let mut long = client("long", "team.long", "2026-01-01T00:00:00Z", "");
+    long.client.spec.metadata = [("tenant".to_owned(), "x".repeat(1025))].into();
+    i.clients = vec![big, long, client("ok", "team.ok", "2026-01-01T00:00:00Z", "")];
+    let c = compile(&i);
+    assert_eq!(c.config.clients.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["ok"]);
+    let messages: Vec<(&str, &str)> = c.rejected.iter().map(|r| (r.reason.as_str(), r.message.as_str())).collect();
+    assert_eq!(
+        messages,
+        [
+            ("InvalidMetadata", "metadata has 65 entries; at most 64"),
+            ("InvalidMetadata", "metadata value of \"tenant\" is 1025 bytes long; at most 1024")
+        ]
+    );
+}
+
+#[test]
 fn policy_with_bad_condition_is_rejected_and_selectors_resolve_to_client_ids() {
     let mut i = input();
     i.clients = vec![

@@ -321,6 +321,7 @@ pub async fn proceed(
             let e = match d {
                 Denial::InvalidScope => OAuthError::invalid_scope(description),
                 Denial::AccessDenied => OAuthError::access_denied(description),
+                Denial::TooLarge(_) => OAuthError::invalid_request(description),
             };
             return finish_denied(issuer, served, request_id, pending, &e).await;
         }

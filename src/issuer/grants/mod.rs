@@ -73,6 +73,7 @@ fn denial(decision: &crate::policy::PolicyDecision, d: Denial) -> OAuthError {
     match d {
         Denial::InvalidScope => OAuthError::invalid_scope(decision.denial_description()),
         Denial::AccessDenied => OAuthError::access_denied(decision.denial_description()),
+        Denial::TooLarge(_) => OAuthError::invalid_request(decision.denial_description()),
     }
 }
 
