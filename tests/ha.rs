@@ -499,7 +499,7 @@ async fn a_code_issued_by_one_replica_is_redeemed_on_another_and_refreshed_on_a_
         assert_eq!(c.introspect(replica, &access).await.json["active"], true, "replica {replica}");
     }
     let info = c.userinfo(1, &access).await;
-    assert_eq!((info.status, info.json["sub"].as_str()), (200, Some("alice")), "{}", info.error());
+    assert_eq!((info.status, info.json["sub"].as_str()), (200, Some("static|alice")), "{}", info.error());
     // Rotation on 1, then the new token rotates on 2.
     let rotated = c.refresh(1, &refresh).await;
     assert_ne!(rotated.refresh_token(), refresh);

@@ -68,7 +68,7 @@ fn start() -> Server {
 }
 
 fn client_secret(state: &Path) -> String {
-    let path = state.join("payments/clients").join(format!("{CLIENT_ID}.json"));
+    let path = state.join("identity/payments/clients").join(format!("{CLIENT_ID}.json"));
     let creds: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     creds["client_secret"].as_str().unwrap().to_owned()
 }

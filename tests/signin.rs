@@ -284,7 +284,7 @@ fn browser_upstream_code_flow() {
     let id = &result["id_token"];
     assert_eq!(id["iss"], issuer.as_str());
     assert_eq!(id["aud"], "example-spa");
-    assert_eq!(id["sub"], "ada", "sub maps from the upstream's sub");
+    assert_eq!(id["sub"], "corp|ada", "sub is the upstream's sub, namespaced by the upstream");
     assert_eq!(id["email"], "ada@example.org");
     assert_eq!(id["name"], "Ada Lovelace");
     assert_eq!(id["groups"], serde_json::json!(["engines", "analysts"]));
@@ -292,12 +292,12 @@ fn browser_upstream_code_flow() {
     assert_eq!(result["id_token_typ"], "JWT");
     assert_eq!(result["id_token_alg"], "ES256");
     assert_eq!(result["has"], serde_json::json!({ "auth_time": true, "at_hash": true, "nonce": true }));
-    assert_eq!(result["userinfo"]["sub"], "ada");
+    assert_eq!(result["userinfo"]["sub"], "corp|ada");
     assert_eq!(result["userinfo"]["email"], "ada@example.org");
     assert!(!result["rotated_refresh_reuse_error"].is_null(), "a rotated refresh token must be refused");
     assert!(!result["family_revoked_error"].is_null(), "reuse of a rotated refresh token revokes its family");
     assert_eq!(result["silent_pages"], serde_json::json!(["callback"]), "prompt=none with Tessera's session");
-    assert_eq!(result["silent_sub"], "ada");
+    assert_eq!(result["silent_sub"], "corp|ada");
     assert_eq!(
         result["after_logout"],
         serde_json::json!({ "error": "login_required", "state": "after-logout", "iss": issuer }),

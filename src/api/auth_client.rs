@@ -28,10 +28,15 @@ use super::{GrantType, cel_https_or_loopback};
 #[serde(rename_all = "camelCase")]
 pub struct AuthClientSpec {
     pub server_ref: ServerRef,
-    /// Unique per server; default `<namespace>.<name>`.
+    /// Unique per server; default `<namespace>.<name>`. Letters, digits, '.', '_', '~' and '-'
+    /// (never ':', '|', '#' or '@', so no person, ServiceAccount or federated `sub` can equal
+    /// it). An id with a '.' belongs to the namespace before its first '.': a client outside
+    /// the server's namespace must use `<its namespace>.<anything>`; ids without a '.' belong
+    /// to the server's namespace. Otherwise the client is not accepted (`ClientIdNotOwned`).
+    /// client_credentials tokens carry the client id as `sub`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
-    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9._:~-]*$')").message("clientId must start with a letter or digit and contain only letters, digits, '.', '_', ':', '~' or '-'"))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9][A-Za-z0-9._~-]*$')").message("clientId must start with a letter or digit and contain only letters, digits, '.', '_', '~' or '-'"))]
     pub client_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 256))]

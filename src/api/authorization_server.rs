@@ -139,9 +139,12 @@ fn default_session() -> Duration {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct UpstreamProvider {
-    /// Identifies the upstream in URLs and in `amr`/`idp`; lowercase letters, digits and '-'.
+    /// Identifies the upstream in URLs, in `idp` and in the `sub` of its people
+    /// (`<name>|<the upstream's sub>`); lowercase letters, digits and '-'; `static` is taken by
+    /// static users.
     #[schemars(length(min = 1, max = 63))]
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("upstream name must be lowercase letters, digits and '-'"))]
+    #[x_kube(validation = Rule::new("self != 'static'").message("upstream name static is reserved: static users' subjects are static|<username>"))]
     pub name: String,
     /// Shown on the login page ("Sign in with ...").
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -179,7 +182,9 @@ fn default_client_secret_key() -> String {
     "client_secret".into()
 }
 
-/// Upstream claim names for each user attribute.
+/// Upstream claim names for each user attribute. The person's `sub` is `<upstream name>|<the
+/// claim named by sub>`; when that claim is the email address, sign-in needs
+/// `email_verified: true` from the upstream.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimMapping {
@@ -223,7 +228,8 @@ impl Default for ClaimMapping {
 }
 
 /// Static users: a Secret key holding a YAML list of
-/// `{username, passwordHash (bcrypt or argon2id PHC), sub?, name?, email?, groups?}`.
+/// `{username, passwordHash (bcrypt or argon2id PHC), sub?, name?, email?, groups?}`; their
+/// tokens carry `sub` `static|<sub, default the username>`.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StaticUsers {
@@ -432,12 +438,15 @@ pub struct TlsSpec {
 #[x_kube(validation = Rule::new("(has(self.kubernetes) && self.kubernetes) != has(self.issuer)").message("a trusted issuer sets either kubernetes: true or issuer, not both and not neither"))]
 #[x_kube(validation = Rule::new("!has(self.jwksUri) || self.jwksUri == '' || has(self.issuer)").message("jwksUri needs issuer").field_path(".jwksUri"))]
 pub struct TrustedIssuer {
-    /// This cluster's ServiceAccount issuer (discovery and JWKS of the API server).
+    /// This cluster's ServiceAccount issuer (discovery and JWKS of the API server); exchanged
+    /// subjects keep its `system:serviceaccount:<namespace>:<name>` form.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<bool>,
+    /// Token-exchanged subjects of this issuer get `sub` `<issuer>#<their sub>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 512))]
     #[x_kube(validation = Rule::new(cel_https_or_loopback("self")).message("trusted issuer must be an https URL (http only on localhost)"))]
+    #[x_kube(validation = Rule::new("!self.contains('#')").message("trusted issuer must have no fragment: exchanged subjects are <issuer>#<sub>"))]
     pub issuer: Option<String>,
     /// Audiences accepted from this issuer; default: this server's issuer URI.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -6,6 +6,7 @@
 
 mod compile;
 pub mod selector;
+pub mod subjects;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,8 +18,8 @@ use crate::api::{
 };
 
 pub use compile::{
-    CLOCK_SKEW_SECS, ClientInput, CompileInput, Compiled, IDENTITY_SECRET_NOT_FOUND, INVALID_STATIC_USERS,
-    IdentityError, IdentitySecrets, Rejection, compile, identity_secret_names, jwks_max_age_secs,
+    CLOCK_SKEW_SECS, ClientInput, CompileInput, Compiled, IDENTITY_SECRET_NOT_FOUND, INVALID_SPEC,
+    INVALID_STATIC_USERS, IdentitySecrets, Rejection, ServerError, compile, identity_secret_names, jwks_max_age_secs,
 };
 pub use selector::matches as selector_matches;
 
@@ -107,7 +108,7 @@ pub struct StaticUser {
     pub username: String,
     /// bcrypt (`$2b$...`) or argon2 PHC string (`$argon2id$...`).
     pub password_hash: String,
-    /// Default: the username.
+    /// Default: the username. Tokens carry it as `static|<sub>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,8 +147,9 @@ impl StaticUser {
         Ok(users)
     }
 
-    pub fn subject(&self) -> &str {
-        self.sub.as_deref().unwrap_or(&self.username)
+    /// The user's `sub`: `static|<sub>`, `sub` defaulting to the username (see [`subjects`]).
+    pub fn subject(&self) -> String {
+        subjects::static_user_subject(self.sub.as_deref().unwrap_or(&self.username))
     }
 }
 

@@ -432,7 +432,7 @@ async fn code_flow_with_pkce_gives_id_token_userinfo_and_rotating_refresh_tokens
     let id = id_token_claims(&h, t["id_token"].as_str().unwrap());
     assert_eq!(id["iss"], ISSUER);
     assert_eq!(id["aud"], SPA);
-    assert_eq!(id["sub"], "alice-1");
+    assert_eq!(id["sub"], "static|alice-1");
     assert_eq!(id["nonce"], "n-1");
     assert_eq!(id["amr"], json!(["pwd"]));
     assert_eq!(id["email"], "alice@example.com");
@@ -444,8 +444,8 @@ async fn code_flow_with_pkce_gives_id_token_userinfo_and_rotating_refresh_tokens
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, at.as_bytes());
     assert_eq!(id["at_hash"], URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]));
     let access = jwt::peek(at).unwrap().claims;
-    assert_eq!(access["uid"], "alice-1");
-    assert_eq!(access["sub"], "alice-1");
+    assert_eq!(access["uid"], "static|alice-1");
+    assert_eq!(access["sub"], "static|alice-1");
     assert_eq!(access["user_email"], "alice@example.com");
 
     // userinfo
@@ -453,7 +453,7 @@ async fn code_flow_with_pkce_gives_id_token_userinfo_and_rotating_refresh_tokens
     let info = b.send(&h.app, req.body(Body::empty()).unwrap()).await;
     assert_eq!(info.status, StatusCode::OK, "{}", info.body);
     let info = info.json();
-    assert_eq!(info["sub"], "alice-1");
+    assert_eq!(info["sub"], "static|alice-1");
     assert_eq!(info["email"], "alice@example.com");
     assert_eq!(info["dept"], "sales");
     let bad = b
@@ -473,7 +473,7 @@ async fn code_flow_with_pkce_gives_id_token_userinfo_and_rotating_refresh_tokens
     assert_eq!(s, StatusCode::OK, "{t2}");
     let r2 = t2["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(r1, r2);
-    assert_eq!(id_token_claims(&h, t2["id_token"].as_str().unwrap())["sub"], "alice-1");
+    assert_eq!(id_token_claims(&h, t2["id_token"].as_str().unwrap())["sub"], "static|alice-1");
     let (s, e) = token(&h, &[("grant_type", "refresh_token"), ("client_id", SPA), ("refresh_token", &r1)], None).await;
     assert_eq!((s, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")));
     let (s, _) = token(&h, &[("grant_type", "refresh_token"), ("client_id", SPA), ("refresh_token", &r2)], None).await;
@@ -540,7 +540,7 @@ async fn consent_is_asked_for_required_scopes_and_remembered() {
     let (s, t) = redeem_spa(&h, &code).await;
     assert_eq!(s, StatusCode::OK, "{t}");
     let id = id_token_claims(&h, t["id_token"].as_str().unwrap());
-    assert_eq!(id["sub"], "u-123");
+    assert_eq!(id["sub"], "corp|u-123", "namespaced by the upstream");
     assert_eq!(id["amr"], json!(["pwd", "mfa"]));
     assert_eq!(id["groups"], json!(["admins"]));
     assert_eq!(t["scope"], "openid orders:admin");
@@ -850,7 +850,7 @@ async fn device_flow_polls_then_gets_tokens_after_approval() {
     assert!(done.body.contains("Device connected"), "{}", done.body);
     let (s, t) = poll().await;
     assert_eq!(s, StatusCode::OK, "{t}");
-    assert_eq!(id_token_claims(&h, t["id_token"].as_str().unwrap())["sub"], "alice-1");
+    assert_eq!(id_token_claims(&h, t["id_token"].as_str().unwrap())["sub"], "static|alice-1");
     assert!(t["refresh_token"].is_string());
     assert_eq!(poll().await.1["error"], "expired_token", "a device code is redeemed once");
     // the user code is spent

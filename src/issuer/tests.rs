@@ -511,14 +511,15 @@ fn exchange_body(token: &str) -> String {
 }
 
 #[tokio::test]
-async fn token_exchange_with_a_trusted_issuer_keeps_the_subject() {
+async fn token_exchange_with_a_trusted_issuer_carries_the_issuer_in_the_subject() {
     let h = harness().await;
     let subject =
         h.ci.sign(json!({ "iss": h.ci.url, "sub": "repo:acme/payments", "aud": "api://payments", "exp": now() + 300 }));
     let r = send(&h.app, form(TOKEN, &exchange_body(&subject))).await;
     assert_eq!(r.json["issued_token_type"], "urn:ietf:params:oauth:token-type:access_token");
     let c = access_token_claims(&h, &r).await;
-    assert_eq!(c["sub"], "repo:acme/payments");
+    // `<issuer>#<sub>`: no trusted issuer can hand out a client's or a ServiceAccount's `sub`.
+    assert_eq!(c["sub"], format!("{}#repo:acme/payments", h.ci.url));
     assert_eq!(c["cid"], "team.post");
     assert_eq!(c["subject_namespace"], "repo:acme/payments");
 }
@@ -530,6 +531,9 @@ async fn token_exchange_with_a_kubernetes_service_account_token() {
     let r = send(&h.app, form(TOKEN, &exchange_body(&subject))).await;
     let c = access_token_claims(&h, &r).await;
     assert_eq!(c["sub"], "system:serviceaccount:team:worker");
+    // The Kubernetes issuer's tokens keep their `sub` only in the ServiceAccount form.
+    let odd = h.kube.sign(sa_claims("team.basic", ISSUER, now() + 300, &h.kube));
+    assert_eq!(send(&h.app, form(TOKEN, &exchange_body(&odd))).await.error(), "invalid_grant");
 }
 
 #[tokio::test]

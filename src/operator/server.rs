@@ -39,7 +39,10 @@ use crate::{
         AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer, AuthorizationServerStatus, Endpoints,
         KeyState, KeyStatus, NamespaceFrom, ROTATE_ANNOTATION, ROTATE_REVOKE_ANNOTATION, SigningStatus, conditions,
     },
-    config::{ClientInput, CompileInput, IdentitySecrets, identity_secret_names},
+    config::{
+        ClientInput, CompileInput, IdentitySecrets, identity_secret_names,
+        subjects::{client_id_refusal, namespace_admits, namespace_or_default},
+    },
     keys::{self, KeySet, RotationRequest},
 };
 
@@ -166,21 +169,17 @@ async fn namespace_refusal(
     client: &AuthClient,
     ctx: &Context,
 ) -> Result<Option<String>, Error> {
-    let server_ns = server.namespace().unwrap_or_default();
-    let client_ns = client.namespace().unwrap_or_default();
+    let server_ns = namespace_or_default(server.metadata.namespace.as_deref());
+    let client_ns = namespace_or_default(client.metadata.namespace.as_deref());
     let cn = &server.spec.client_namespaces;
-    let allowed = match cn.from {
-        NamespaceFrom::All => true,
-        NamespaceFrom::Same => client_ns == server_ns,
-        NamespaceFrom::Selector => {
-            client_ns == server_ns || {
-                let namespace = Api::<Namespace>::all(ctx.client.clone()).get_opt(&client_ns).await?;
-                let labels = namespace.map(|n| n.labels().clone()).unwrap_or_default();
-                cn.selector.as_ref().is_some_and(|s| crate::config::selector::matches(s, &labels))
-            }
-        }
+    // Only a selector over other namespaces needs their labels.
+    let labels = if cn.from == NamespaceFrom::Selector && client_ns != server_ns {
+        let namespace = Api::<Namespace>::all(ctx.client.clone()).get_opt(client_ns).await?;
+        Some(namespace.map(|n| n.labels().clone()).unwrap_or_default())
+    } else {
+        None
     };
-    Ok((!allowed).then(|| {
+    Ok((!namespace_admits(server, client_ns, labels.as_ref())).then(|| {
         format!(
             "namespace {client_ns} may not hold clients of AuthorizationServer {server_ns}/{}: its spec.clientNamespaces (from: {:?}) does not allow it",
             server.name_any(),
@@ -208,6 +207,13 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
             acceptance.insert(key, Acceptance::rejected("NamespaceNotAllowed", why));
             continue;
         }
+        // Checked again by compile; here so that a squatter never gets a credentials Secret.
+        let client_ns = namespace_or_default(client.metadata.namespace.as_deref());
+        let server_ns = namespace_or_default(server.metadata.namespace.as_deref());
+        if let Some((reason, why)) = client_id_refusal(&client.client_id(), client_ns, server_ns) {
+            acceptance.insert(key, Acceptance::rejected(reason, why));
+            continue;
+        }
         let secret_hashes = if client.spec.authentication.method.uses_secret() {
             let secrets = client_secrets::ensure(ctx, server, client).await?;
             if let Some(t) = secrets.changes_at {
@@ -228,7 +234,7 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
         identity_secrets: read_identity_secrets(server, ctx).await?,
     };
     let compiled = crate::config::compile(&input);
-    if let Some(e) = &compiled.identity_error {
+    if let Some(e) = &compiled.server_error {
         tracing::warn!(reason = e.reason, "{}; the issuer keeps its last good config", e.message);
     }
     for r in &compiled.rejected {
@@ -241,8 +247,8 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
     let keys_outcome = ensure_keys(server, &compiled.config.signing, ctx, now, true).await?;
 
     // build + apply: the config first (what the issuer serves), then its workload
-    // A config without the sign-in it asks for is never served: the last good one stays.
-    if compiled.identity_error.is_none() {
+    // A config that breaks a rule or lacks the sign-in it asks for is never served: the last good one stays.
+    if compiled.server_error.is_none() {
         apply_object(ctx, &ns, children::config_secret(server, config_json), no_memo).await?;
     }
     let crash_point = |name| {
@@ -285,10 +291,10 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
     let set = |list: &mut Vec<conditions::Condition>, t: &str, ok: bool, reason: &str, msg: String| {
         conditions::set(list, conditions::new(t, ok, reason, msg, generation, now));
     };
-    let config_ready = compiled.identity_error.is_none();
-    match &compiled.identity_error {
+    let config_ready = compiled.server_error.is_none();
+    match &compiled.server_error {
         None => set(&mut conds, conditions::CONFIG_READY, true, "Compiled", config_message),
-        Some(e) => set(&mut conds, conditions::CONFIG_READY, false, e.reason, format!("spec.identity: {}", e.message)),
+        Some(e) => set(&mut conds, conditions::CONFIG_READY, false, e.reason, e.message.clone()),
     }
     set(
         &mut conds,
@@ -301,8 +307,8 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
     let ready = config_ready && workload.ready && keys_outcome.ready;
     let (ready_reason, ready_message) = if ready {
         ("Ready".to_owned(), format!("issuer {} is serving", server.spec.issuer))
-    } else if let Some(e) = &compiled.identity_error {
-        (e.reason.to_owned(), format!("spec.identity: {}", e.message))
+    } else if let Some(e) = &compiled.server_error {
+        (e.reason.to_owned(), e.message.clone())
     } else if !keys_outcome.ready {
         (keys_outcome.reason.clone(), keys_outcome.message.clone())
     } else {

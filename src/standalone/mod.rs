@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::api::StorageType;
-use crate::api::{AuthClient, AuthorizationServer, NamespaceFrom};
+use crate::api::{AuthClient, AuthorizationServer};
+use crate::config::subjects::{client_id_refusal, namespace_admits, namespace_or_default};
 use crate::config::{
     ClientInput, CompileInput, Compiled, IdentitySecrets, compile, hash_secret, identity_secret_names,
 };
@@ -29,7 +30,7 @@ pub enum StandaloneError {
     NoServer,
     #[error("{0}")]
     State(String),
-    #[error("AuthorizationServer {server}: spec.identity: {message}")]
+    #[error("AuthorizationServer {server}: {message}")]
     Identity { server: String, message: String },
     #[error("{server}: {message}")]
     Serve { server: String, message: String },
@@ -49,19 +50,8 @@ pub struct ServeOptions {
 }
 
 fn client_allowed(server: &AuthorizationServer, client: &AuthClient, m: &Manifests) -> bool {
-    let server_ns = server.metadata.namespace.as_deref().unwrap_or("default");
-    let client_ns = client.metadata.namespace.as_deref().unwrap_or("default");
-    match server.spec.client_namespaces.from {
-        NamespaceFrom::Same => client_ns == server_ns,
-        NamespaceFrom::All => true,
-        NamespaceFrom::Selector => {
-            client_ns == server_ns
-                || match (&server.spec.client_namespaces.selector, m.namespaces.get(client_ns)) {
-                    (Some(sel), Some(labels)) => crate::config::selector::matches(sel, labels),
-                    _ => false,
-                }
-        }
-    }
+    let client_ns = namespace_or_default(client.metadata.namespace.as_deref());
+    namespace_admits(server, client_ns, m.namespaces.get(client_ns))
 }
 
 /// The compile input of `server` from the files, with client secrets from Secrets in the
@@ -72,7 +62,7 @@ pub fn compile_input(
     state: Option<&StateDir>,
 ) -> Result<CompileInput, StandaloneError> {
     let name = server.metadata.name.clone().unwrap_or_default();
-    let ns = server.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let ns = namespace_or_default(server.metadata.namespace.as_deref()).to_owned();
     let same = |meta: &kube::api::ObjectMeta, server_ref: &str| {
         meta.namespace.as_deref() == Some(ns.as_str()) && server_ref == name
     };
@@ -82,12 +72,17 @@ pub fn compile_input(
             continue;
         }
         let mut secret_hashes = Vec::new();
-        if c.spec.authentication.method.uses_secret() {
+        let client_ns = namespace_or_default(c.metadata.namespace.as_deref());
+        // A client id its namespace may not claim gets no secret; compile says why.
+        let owned = client_id_refusal(&c.client_id(), client_ns, &ns).is_none();
+        if owned && c.spec.authentication.method.uses_secret() {
             let key = (c.metadata.namespace.clone().unwrap_or_default(), c.secret_name());
             let secret = match (m.client_secrets.get(&key), state) {
                 (Some(s), _) => Some(s.0.clone()),
                 (None, Some(state)) => Some(
-                    state.client_secret(&name, &c.client_id(), &server.spec.issuer).map_err(StandaloneError::State)?,
+                    state
+                        .client_secret(&ns, &name, &c.client_id(), &server.spec.issuer)
+                        .map_err(StandaloneError::State)?,
                 ),
                 (None, None) => None,
             };
@@ -111,7 +106,7 @@ pub fn compile_input(
     })
 }
 
-/// Compiles every server in the files; sign-in that cannot be compiled is in `identity_error`.
+/// Compiles every server in the files; a spec that cannot be served is in `server_error`.
 pub fn compile_all(m: &Manifests, state: Option<&StateDir>) -> Result<Vec<Compiled>, StandaloneError> {
     if m.servers.is_empty() {
         return Err(StandaloneError::NoServer);
@@ -119,14 +114,14 @@ pub fn compile_all(m: &Manifests, state: Option<&StateDir>) -> Result<Vec<Compil
     m.servers.iter().map(|s| Ok(compile(&compile_input(s, m, state)?))).collect()
 }
 
-/// Compiles every server for serving: a Secret that sign-in needs and the files lack is an
-/// error, never worked around with a half-built sign-in.
+/// Compiles every server for serving: a spec that breaks a CRD rule, or a Secret that sign-in
+/// needs and the files lack, is an error, never worked around with a half-built server.
 pub fn compile_for_serving(m: &Manifests, state: Option<&StateDir>) -> Result<Vec<Compiled>, StandaloneError> {
     let compiled = compile_all(m, state)?;
-    if let Some(c) = compiled.iter().find(|c| c.identity_error.is_some()) {
+    if let Some(c) = compiled.iter().find(|c| c.server_error.is_some()) {
         return Err(StandaloneError::Identity {
             server: format!("{}/{}", c.config.namespace, c.config.name),
-            message: c.identity_error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
+            message: c.server_error.as_ref().map(|e| e.message.clone()).unwrap_or_default(),
         });
     }
     Ok(compiled)
@@ -136,6 +131,17 @@ pub fn compile_for_serving(m: &Manifests, state: Option<&StateDir>) -> Result<Ve
 pub async fn serve(options: ServeOptions) -> Result<(), StandaloneError> {
     let manifests = load(&options.files)?;
     let state = StateDir::new(options.state_dir.clone());
+    let servers: Vec<(String, String)> = manifests
+        .servers
+        .iter()
+        .map(|s| {
+            let ns = namespace_or_default(s.metadata.namespace.as_deref()).to_owned();
+            (ns, s.metadata.name.clone().unwrap_or_default())
+        })
+        .collect();
+    for note in state.migrate_unnamespaced(&servers) {
+        tracing::warn!(state = %options.state_dir.display(), "{note}");
+    }
     let compiled = compile_for_serving(&manifests, Some(&state))?;
     let store = token_store(&compiled, options.redis_url.as_deref())?;
     let issuer = Issuer::new(options.issuer.clone(), store);
@@ -152,7 +158,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), StandaloneError> {
         issuer.replace(served);
         tracing::info!(server = %server, issuer = %config.issuer, "serving");
         for client in config.clients.iter().filter(|c| c.auth_method.uses_secret()) {
-            if let Some(path) = state.client_file(&server, &client.client_id).filter(|p| p.exists()) {
+            if let Some(path) = state.client_file(&config.namespace, &server, &client.client_id).filter(|p| p.exists())
+            {
                 tracing::info!(client = %client.client_id, credentials = %path.display(), "client credentials");
             }
         }

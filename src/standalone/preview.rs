@@ -146,7 +146,15 @@ pub fn preview(m: &Manifests, req: &PreviewRequest) -> Result<String, Standalone
             let (custom, errors) = engine.claims(TokenKind::AccessToken, &vars, &g.scopes, true);
             let sub = match (req.subject.as_ref().and_then(|s| s.get("sub")), &req.user) {
                 (_, Some(u)) => u.sub.clone(),
-                (Some(Value::String(s)), _) if grant == GrantType::TokenExchange => s.clone(),
+                // As the token endpoint would: a ServiceAccount keeps its form, others carry their issuer.
+                (Some(Value::String(s)), _) if grant == GrantType::TokenExchange => {
+                    match req.subject.as_ref().and_then(|c| c.get("iss")).and_then(Value::as_str) {
+                        Some(iss) if !s.starts_with(crate::config::subjects::SERVICE_ACCOUNT_PREFIX) => {
+                            crate::config::subjects::exchanged_subject(iss, s)
+                        }
+                        _ => s.clone(),
+                    }
+                }
                 _ => client.client_id.clone(),
             };
             let now = jiff::Timestamp::now().as_second();

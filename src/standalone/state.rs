@@ -1,5 +1,5 @@
-//! The state directory of `serve` (default `.tessera/`): keys and generated client secrets,
-//! files readable by the owner only.
+//! The state directory of `serve` (default `.tessera/`): keys and generated client secrets of
+//! each server under `<namespace>/<server>/`, files readable by the owner only.
 
 use std::fs;
 use std::io::Write;
@@ -56,21 +56,80 @@ impl StateDir {
         Self { root }
     }
 
-    pub fn client_file(&self, server: &str, client_id: &str) -> Option<PathBuf> {
+    /// Where the state of server `<namespace>/<server>` lives: `<root>/<namespace>/<server>/`,
+    /// so servers of one name in two namespaces never share keys or client secrets.
+    fn server_dir(&self, namespace: &str, server: &str) -> PathBuf {
+        self.root.join(namespace).join(server)
+    }
+
+    pub fn client_file(&self, namespace: &str, server: &str, client_id: &str) -> Option<PathBuf> {
         if client_id.contains('/') || client_id.starts_with('.') {
             return None;
         }
-        Some(self.root.join(server).join("clients").join(format!("{client_id}.json")))
+        Some(self.server_dir(namespace, server).join("clients").join(format!("{client_id}.json")))
     }
 
-    fn keys_file(&self, server: &str) -> PathBuf {
-        self.root.join(server).join("keys.json")
+    fn keys_file(&self, namespace: &str, server: &str) -> PathBuf {
+        self.server_dir(namespace, server).join("keys.json")
+    }
+
+    /// Moves the state of earlier versions, `<root>/<server>/`, to `<root>/<namespace>/<server>/`
+    /// when exactly one of `servers` (namespace, name) has that name and its new directory does
+    /// not exist yet; otherwise it stays where it is. Returns what was moved, and what was not.
+    pub fn migrate_unnamespaced(&self, servers: &[(String, String)]) -> Vec<String> {
+        let mut moves = Vec::new();
+        let mut notes = Vec::new();
+        for (namespace, name) in servers {
+            let old = self.root.join(name);
+            if !old.join("keys.json").is_file() || self.keys_file(namespace, name).exists() {
+                continue;
+            }
+            if servers.iter().filter(|(_, n)| n == name).count() > 1 {
+                notes.push(format!(
+                    "{} holds the state of a server named {name}, and several namespaces have one: left in place",
+                    old.display()
+                ));
+                continue;
+            }
+            moves.push((old, namespace.clone(), name.clone()));
+        }
+        // Every old directory leaves first, so a namespace named like an old server cannot swallow it.
+        let mut parked = Vec::new();
+        for (old, namespace, name) in moves {
+            let park = self.root.join(format!(".migrating-{name}"));
+            match fs::rename(&old, &park) {
+                Ok(()) => parked.push((old, park, namespace, name)),
+                Err(e) => notes.push(format!("{}: {e}: left in place", old.display())),
+            }
+        }
+        for (old, park, namespace, name) in parked {
+            let new = self.server_dir(&namespace, &name);
+            let moved = fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(self.root.join(&namespace))
+                .and_then(|()| fs::rename(&park, &new));
+            notes.push(match moved {
+                Ok(()) => format!("moved {} to {}", old.display(), new.display()),
+                Err(e) => {
+                    format!("{} could not move to {}: {e}; it is at {}", old.display(), new.display(), park.display())
+                }
+            });
+        }
+        notes
     }
 
     /// The client's secret: read from its credentials file, or generated (256 bits) and stored once.
-    pub fn client_secret(&self, server: &str, client_id: &str, issuer: &str) -> Result<String, String> {
-        let path =
-            self.client_file(server, client_id).ok_or_else(|| format!("client id {client_id:?} cannot name a file"))?;
+    pub fn client_secret(
+        &self,
+        namespace: &str,
+        server: &str,
+        client_id: &str,
+        issuer: &str,
+    ) -> Result<String, String> {
+        let path = self
+            .client_file(namespace, server, client_id)
+            .ok_or_else(|| format!("client id {client_id:?} cannot name a file"))?;
         if path.exists() {
             let text = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let creds: ClientCredentials =
@@ -96,7 +155,7 @@ impl StateDir {
         config: &ServerConfig,
         now: jiff::Timestamp,
     ) -> Result<(KeySet, Option<jiff::Timestamp>), String> {
-        let path = self.keys_file(&config.name);
+        let path = self.keys_file(&config.namespace, &config.name);
         let keys = if path.exists() {
             let text = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             KeySet::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))?
@@ -110,7 +169,7 @@ impl StateDir {
         let keys = p.apply(&keys, &config.signing, now).map_err(|e| e.to_string())?;
         write_private(&path, keys.to_json().map_err(|e| e.to_string())?.as_bytes())?;
         if let Some(reason) = p.reason {
-            tracing::info!(server = %config.name, reason, "signing key generated");
+            tracing::info!(namespace = %config.namespace, server = %config.name, reason, "signing key generated");
         }
         Ok((keys.clone(), plan(&config.signing, &keys, now).next_due))
     }

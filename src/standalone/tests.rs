@@ -52,7 +52,7 @@ fn identity_secrets_are_read_from_secret_manifests_in_any_encoding() {
 fn missing_identity_secret_is_a_startup_error_naming_it() {
     let mut m = examples();
     m.secrets.clear();
-    assert!(compile_all(&m, None).unwrap()[0].identity_error.is_some(), "preview still compiles");
+    assert!(compile_all(&m, None).unwrap()[0].server_error.is_some(), "preview still compiles");
     let err = compile_for_serving(&m, None).unwrap_err().to_string();
     assert_eq!(
         err,
@@ -64,11 +64,11 @@ fn missing_identity_secret_is_a_startup_error_naming_it() {
 fn generated_secret_is_stored_once_owner_only() {
     let dir = tempfile::tempdir().unwrap();
     let state = StateDir::new(dir.path().into());
-    let a = state.client_secret("payments", "team.a", "http://127.0.0.1:8080/oauth2/payments").unwrap();
-    let b = state.client_secret("payments", "team.a", "http://127.0.0.1:8080/oauth2/payments").unwrap();
+    let a = state.client_secret("identity", "payments", "team.a", "http://127.0.0.1:8080/oauth2/payments").unwrap();
+    let b = state.client_secret("identity", "payments", "team.a", "http://127.0.0.1:8080/oauth2/payments").unwrap();
     assert_eq!(a, b);
     assert!(a.len() >= 43);
-    let path = state.client_file("payments", "team.a").unwrap();
+    let path = state.client_file("identity", "payments", "team.a").unwrap();
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     let creds: ClientCredentials = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
     assert_eq!(creds.token_endpoint, "http://127.0.0.1:8080/oauth2/payments/v1/token");
@@ -88,7 +88,7 @@ fn secret_from_a_secret_manifest_wins_over_generation() {
     let compiled = compile_all(&m, Some(&state)).unwrap();
     let api = compiled[0].config.client("team-orders.orders-api").unwrap();
     assert_eq!(api.secret_hashes, vec![crate::config::hash_secret("from-file")]);
-    assert!(!state.client_file("payments", "team-orders.orders-api").unwrap().exists());
+    assert!(!state.client_file("identity", "payments", "team-orders.orders-api").unwrap().exists());
 }
 
 #[test]
@@ -103,4 +103,52 @@ fn keys_are_created_on_first_run_and_kept() {
     assert!(due.is_some());
     let (again, _) = state.rotate_keys(&config, now).unwrap();
     assert_eq!(first, again);
+}
+
+#[test]
+fn servers_of_one_name_in_two_namespaces_keep_their_own_keys_and_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::new(dir.path().into());
+    let mut m = examples();
+    let mut twin = m.servers[0].clone();
+    twin.metadata.namespace = Some("other".into());
+    m.servers.push(twin);
+    let compiled = compile_all(&m, Some(&state)).unwrap();
+    let (a, b) = (&compiled[0].config, &compiled[1].config);
+    assert_eq!((a.name.as_str(), b.name.as_str()), ("payments", "payments"));
+    assert_ne!(a.namespace, b.namespace);
+    let now = jiff::Timestamp::now();
+    let (keys_a, _) = state.rotate_keys(a, now).unwrap();
+    let (keys_b, _) = state.rotate_keys(b, now).unwrap();
+    assert_ne!(keys_a, keys_b, "each server has its own signing keys");
+    let issuer = "http://127.0.0.1:8080/oauth2/payments";
+    let secret_a = state.client_secret("identity", "payments", "x.y", issuer).unwrap();
+    let secret_b = state.client_secret("other", "payments", "x.y", issuer).unwrap();
+    assert_ne!(secret_a, secret_b, "and its own client secrets");
+    assert!(dir.path().join("identity/payments/keys.json").is_file());
+    assert!(dir.path().join("other/payments/keys.json").is_file());
+}
+
+#[test]
+fn state_of_earlier_versions_moves_under_its_namespace_when_the_name_is_unambiguous() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = StateDir::new(dir.path().into());
+    let m = examples();
+    let config = compile_all(&m, None).unwrap().remove(0).config;
+    // An earlier version's layout: .tessera/<server>/{keys.json,clients/}.
+    let (keys, _) = state.rotate_keys(&config, jiff::Timestamp::now()).unwrap();
+    std::fs::rename(dir.path().join("identity/payments"), dir.path().join("payments")).unwrap();
+    let one = [("identity".to_owned(), "payments".to_owned())];
+    let notes = state.migrate_unnamespaced(&one);
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(!dir.path().join("payments").exists());
+    let (again, _) = state.rotate_keys(&config, jiff::Timestamp::now()).unwrap();
+    assert_eq!(keys, again, "the keys moved, none were generated");
+
+    // Two servers of that name: nobody can tell whose it was, so it stays.
+    std::fs::rename(dir.path().join("identity/payments"), dir.path().join("payments")).unwrap();
+    let two = [one[0].clone(), ("other".to_owned(), "payments".to_owned())];
+    let notes = state.migrate_unnamespaced(&two);
+    assert!(notes[0].contains("left in place"), "{notes:?}");
+    assert!(dir.path().join("payments/keys.json").is_file());
 }

@@ -6,6 +6,11 @@ use crate::api::{
     AccessPolicy, AuthClaim, AuthClient, AuthMethod, AuthScope, AuthorizationServer, RESERVED_CLAIMS, RESERVED_SCOPES,
 };
 
+mod rules;
+
+pub use rules::INVALID_SPEC;
+
+use super::subjects::{client_id_refusal, namespace_or_default};
 use super::{
     ClaimConfig, ClientConfig, IdentityConfig, PolicyClients, PolicyConfig, RuleConfig, ScopeConfig, ServerConfig,
     ServiceAccountRef, SigningConfig, StaticUser, TrustedIssuerConfig, UpstreamConfig, selector,
@@ -60,10 +65,11 @@ pub fn identity_secret_names(server: &AuthorizationServer) -> BTreeSet<String> {
         .collect()
 }
 
-/// Why `spec.identity` could not be compiled; the message names Secrets and keys, never values.
+/// Why the server's spec could not be compiled (a CRD rule it breaks, or `spec.identity`'s
+/// Secrets); the message starts with the field and names Secrets and keys, never values.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IdentityError {
-    /// [`IDENTITY_SECRET_NOT_FOUND`] or [`INVALID_STATIC_USERS`].
+pub struct ServerError {
+    /// [`INVALID_SPEC`], [`IDENTITY_SECRET_NOT_FOUND`] or [`INVALID_STATIC_USERS`].
     pub reason: &'static str,
     pub message: String,
 }
@@ -73,7 +79,7 @@ pub const IDENTITY_SECRET_NOT_FOUND: &str = "IdentitySecretNotFound";
 /// The static users key does not hold a valid list of users.
 pub const INVALID_STATIC_USERS: &str = "InvalidStaticUsers";
 
-impl std::fmt::Display for IdentityError {
+impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
     }
@@ -100,9 +106,9 @@ pub struct Compiled {
     pub config: ServerConfig,
     /// Objects left out of `config`, each with the reason to put on its status.
     pub rejected: Vec<Rejection>,
-    /// `spec.identity` could not be compiled: `config.identity` is then `None` and `config`
-    /// must not be served in place of a config that had it.
-    pub identity_error: Option<IdentityError>,
+    /// The server's spec breaks a CRD rule, or `spec.identity` could not be compiled
+    /// (`config.identity` is then `None`): `config` must not be served.
+    pub server_error: Option<ServerError>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,7 +117,8 @@ pub struct Rejection {
     pub kind: &'static str,
     pub namespace: String,
     pub name: String,
-    /// `Conflict`, `InvalidExpression`, `Reserved`, `JwksUriNotAllowed`.
+    /// `Conflict`, `InvalidExpression`, `Reserved`, `InvalidSpec`, `InvalidClientId`, `ClientIdNotOwned`,
+    /// `JwksUriNotAllowed`.
     pub reason: String,
     pub message: String,
 }
@@ -129,6 +136,8 @@ pub fn compile(input: &CompileInput) -> Compiled {
     let spec = &server.spec;
     let issuer = spec.issuer.trim_end_matches('/').to_owned();
 
+    let server_ns = namespace_or_default(server.metadata.namespace.as_deref());
+
     let scopes = compile_scopes(&input.scopes, &mut rejected);
     let claims = compile_claims(&input.claims, &mut rejected);
     let outbound = spec
@@ -139,7 +148,7 @@ pub fn compile(input: &CompileInput) -> Compiled {
             allow_internal_addresses: o.allow_internal_addresses,
         })
         .unwrap_or_default();
-    let clients = compile_clients(&input.clients, &outbound, &mut rejected);
+    let clients = compile_clients(&input.clients, server_ns, &outbound, &mut rejected);
     let policies = compile_policies(&input.policies, &clients, &mut rejected);
 
     let rotation = &spec.signing.rotation;
@@ -176,6 +185,12 @@ pub fn compile(input: &CompileInput) -> Compiled {
         Ok(identity) => (identity, None),
         Err(e) => (None, Some(e)),
     };
+    let violations = rules::server(spec);
+    let server_error = if violations.is_empty() {
+        identity_error
+    } else {
+        Some(ServerError { reason: INVALID_SPEC, message: violations.join("; ") })
+    };
 
     let config = ServerConfig {
         name: server.metadata.name.clone().unwrap_or_default(),
@@ -196,7 +211,7 @@ pub fn compile(input: &CompileInput) -> Compiled {
         clients,
         identity,
     };
-    Compiled { config, rejected, identity_error }
+    Compiled { config, rejected, server_error }
 }
 
 const DEFAULT_UPSTREAM_SCOPES: [&str; 3] = ["openid", "email", "profile"];
@@ -205,12 +220,15 @@ const DEFAULT_UPSTREAM_SCOPES: [&str; 3] = ["openid", "email", "profile"];
 fn compile_identity(
     server: &AuthorizationServer,
     secrets: &IdentitySecrets,
-) -> Result<Option<IdentityConfig>, IdentityError> {
+) -> Result<Option<IdentityConfig>, ServerError> {
     let Some(spec) = &server.spec.identity else { return Ok(None) };
-    let ns = server.metadata.namespace.as_deref().unwrap_or("default");
-    let not_found = |message: String| IdentityError { reason: IDENTITY_SECRET_NOT_FOUND, message };
+    let ns = namespace_or_default(server.metadata.namespace.as_deref());
+    let not_found = |message: String| ServerError {
+        reason: IDENTITY_SECRET_NOT_FOUND,
+        message: format!("spec.identity: {message}"),
+    };
     // The value of `key` in Secret `name`, or why there is none; `what` says who refers to it.
-    let value = |name: &str, key: &str, what: &str| -> Result<String, IdentityError> {
+    let value = |name: &str, key: &str, what: &str| -> Result<String, ServerError> {
         let data =
             secrets.secrets.get(name).ok_or_else(|| not_found(format!("Secret {ns}/{name} ({what}) was not found")))?;
         let bytes = data.get(key).ok_or_else(|| not_found(format!("Secret {ns}/{name} ({what}) has no key {key}")))?;
@@ -245,9 +263,9 @@ fn compile_identity(
         None => Vec::new(),
         Some(s) => {
             let yaml = value(&s.secret_name, &s.key, "static users")?;
-            StaticUser::parse_list(&yaml).map_err(|e| IdentityError {
+            StaticUser::parse_list(&yaml).map_err(|e| ServerError {
                 reason: INVALID_STATIC_USERS,
-                message: format!("key {} of Secret {ns}/{}: {e}", s.key, s.secret_name),
+                message: format!("spec.identity: key {} of Secret {ns}/{}: {e}", s.key, s.secret_name),
             })?
         }
     };
@@ -274,6 +292,11 @@ fn reject(kind: &'static str, meta: &kube::api::ObjectMeta, reason: &str, messag
         reason: reason.to_owned(),
         message,
     }
+}
+
+/// The rejection of an object that breaks CRD rules, if it breaks any.
+fn invalid(kind: &'static str, meta: &kube::api::ObjectMeta, violations: Vec<String>) -> Option<Rejection> {
+    (!violations.is_empty()).then(|| reject(kind, meta, INVALID_SPEC, violations.join("; ")))
 }
 
 /// Why `source` is not admitted as an expression (the same bounds as the policy engine's).
@@ -308,6 +331,10 @@ fn compile_scopes(scopes: &[AuthScope], rejected: &mut Vec<Rejection>) -> Vec<Sc
     let mut seen: BTreeMap<String, String> = BTreeMap::new();
     let mut out = Vec::new();
     for s in sorted {
+        if let Some(r) = invalid("AuthScope", &s.metadata, rules::scope(s)) {
+            rejected.push(r);
+            continue;
+        }
         let name = s.scope_name();
         if RESERVED_SCOPES.contains(&name.as_str()) || name == "*" {
             rejected.push(reject("AuthScope", &s.metadata, "Reserved", format!("scope {name:?} is built in")));
@@ -342,6 +369,10 @@ fn compile_claims(claims: &[AuthClaim], rejected: &mut Vec<Rejection>) -> Vec<Cl
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for c in sorted {
+        if let Some(r) = invalid("AuthClaim", &c.metadata, rules::claim(&c.spec)) {
+            rejected.push(r);
+            continue;
+        }
         let name = &c.spec.name;
         if RESERVED_CLAIMS.contains(&name.as_str()) {
             rejected.push(reject("AuthClaim", &c.metadata, "Reserved", format!("claim {name:?} is set by the issuer")));
@@ -377,6 +408,7 @@ pub const JWKS_URI_NOT_ALLOWED: &str = "JwksUriNotAllowed";
 
 fn compile_clients(
     clients: &[ClientInput],
+    server_ns: &str,
     outbound: &crate::outbound::OutboundConfig,
     rejected: &mut Vec<Rejection>,
 ) -> Vec<ClientConfig> {
@@ -386,9 +418,18 @@ fn compile_clients(
     let mut out = Vec::new();
     for input in sorted {
         let c = &input.client;
+        if let Some(r) = invalid("AuthClient", &c.metadata, rules::client(&c.spec)) {
+            rejected.push(r);
+            continue;
+        }
         let client_id = c.client_id();
-        let namespace = c.metadata.namespace.clone().unwrap_or_default();
+        let namespace = namespace_or_default(c.metadata.namespace.as_deref()).to_owned();
         let name = c.metadata.name.clone().unwrap_or_default();
+        // Before the age check: a squatter must never win by being older.
+        if let Some((reason, message)) = client_id_refusal(&client_id, &namespace, server_ns) {
+            rejected.push(reject("AuthClient", &c.metadata, reason, message));
+            continue;
+        }
         if let Some(owner) = seen.get(&client_id) {
             rejected.push(reject(
                 "AuthClient",
@@ -450,6 +491,10 @@ fn compile_policies(
 ) -> Vec<PolicyConfig> {
     let mut out = Vec::new();
     'policies: for p in policies {
+        if let Some(r) = invalid("AccessPolicy", &p.metadata, rules::policy(&p.spec)) {
+            rejected.push(r);
+            continue;
+        }
         let spec = &p.spec;
         let mut rules = Vec::with_capacity(spec.rules.len());
         for r in &spec.rules {

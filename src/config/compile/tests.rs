@@ -1,4 +1,5 @@
 use super::*;
+use std::collections::BTreeSet;
 
 fn yaml<T: serde::de::DeserializeOwned>(s: &str) -> T {
     serde_norway::from_str(s).unwrap()
@@ -62,7 +63,8 @@ fn older_scope_wins_and_newer_is_a_conflict() {
 #[test]
 fn duplicate_client_id_rejects_the_newer_client() {
     let mut i = input();
-    i.clients = vec![client("b", "dup", "2026-02-01T00:00:00Z", ""), client("a", "dup", "2026-01-01T00:00:00Z", "")];
+    i.clients =
+        vec![client("b", "team.dup", "2026-02-01T00:00:00Z", ""), client("a", "team.dup", "2026-01-01T00:00:00Z", "")];
     let c = compile(&i);
     assert_eq!(c.config.clients.len(), 1);
     assert_eq!(c.config.clients[0].name, "a");
@@ -221,7 +223,7 @@ fn identity_is_compiled_with_secrets_read_and_defaults_applied() {
     let i = identity_input();
     assert_eq!(identity_secret_names(&i.server).into_iter().collect::<Vec<_>>(), ["corp-oidc", "people"]);
     let c = compile(&i);
-    assert_eq!(c.identity_error, None);
+    assert_eq!(c.server_error, None);
     let identity = c.config.identity.unwrap();
     assert_eq!(identity.session_lifetime_secs, 7200);
     let corp = &identity.upstreams[0];
@@ -234,14 +236,14 @@ fn identity_is_compiled_with_secrets_read_and_defaults_applied() {
     assert_eq!((partner.display_name.as_str(), partner.client_secret.as_str()), ("Partner SSO", "p-secret"));
     assert_eq!(partner.scopes, ["openid"]);
     assert_eq!(identity.users.len(), 1);
-    assert_eq!(identity.users[0].subject(), "alice");
+    assert_eq!(identity.users[0].subject(), "static|alice");
     assert_eq!(identity.users[0].password_hash, ALICE_HASH);
 }
 
 #[test]
 fn server_without_identity_compiles_to_none() {
     let c = compile(&input());
-    assert_eq!((c.config.identity, c.identity_error), (None, None));
+    assert_eq!((c.config.identity, c.server_error), (None, None));
 }
 
 #[test]
@@ -250,20 +252,23 @@ fn missing_upstream_secret_or_key_is_a_precise_error_and_no_identity() {
     i.identity_secrets.secrets.remove("corp-oidc");
     let c = compile(&i);
     assert_eq!(c.config.identity, None);
-    let e = c.identity_error.unwrap();
+    let e = c.server_error.unwrap();
     assert_eq!(e.reason, IDENTITY_SECRET_NOT_FOUND);
-    assert_eq!(e.message, "Secret identity/corp-oidc (client secret of upstream corp) was not found");
+    assert_eq!(e.message, "spec.identity: Secret identity/corp-oidc (client secret of upstream corp) was not found");
 
     let mut i = identity_input();
     i.identity_secrets.secrets.get_mut("corp-oidc").unwrap().remove("partner");
-    let e = compile(&i).identity_error.unwrap();
+    let e = compile(&i).server_error.unwrap();
     assert_eq!(e.reason, IDENTITY_SECRET_NOT_FOUND);
-    assert_eq!(e.message, "Secret identity/corp-oidc (client secret of upstream partner) has no key partner");
+    assert_eq!(
+        e.message,
+        "spec.identity: Secret identity/corp-oidc (client secret of upstream partner) has no key partner"
+    );
 
     let mut i = identity_input();
     i.identity_secrets.secrets.remove("people");
-    let e = compile(&i).identity_error.unwrap();
-    assert_eq!(e.message, "Secret identity/people (static users) was not found");
+    let e = compile(&i).server_error.unwrap();
+    assert_eq!(e.message, "spec.identity: Secret identity/people (static users) was not found");
 }
 
 #[test]
@@ -273,14 +278,14 @@ fn invalid_static_users_are_reported_without_quoting_the_secret() {
     people.insert("users.yaml".into(), b"- username: alice\n  passwordHash: hunter2-plain\n".to_vec());
     let c = compile(&i);
     assert_eq!(c.config.identity, None);
-    let e = c.identity_error.unwrap();
+    let e = c.server_error.unwrap();
     assert_eq!(e.reason, INVALID_STATIC_USERS);
-    assert!(e.message.starts_with("key users.yaml of Secret identity/people: "), "{}", e.message);
+    assert!(e.message.starts_with("spec.identity: key users.yaml of Secret identity/people: "), "{}", e.message);
     assert!(!e.message.contains("hunter2"), "{}", e.message);
 
     let people = i.identity_secrets.secrets.get_mut("people").unwrap();
     people.insert("users.yaml".into(), b"{ not: [a list".to_vec());
-    let e = compile(&i).identity_error.unwrap();
+    let e = compile(&i).server_error.unwrap();
     assert_eq!(e.reason, INVALID_STATIC_USERS);
     assert!(!e.message.contains("not: [a list"), "{}", e.message);
 }
@@ -292,5 +297,240 @@ fn debug_of_identity_never_shows_secrets_or_hashes() {
     let shown = format!("{:?} {:?} {:?}", c.config, i.identity_secrets, i);
     for secret in ["corp-secret", "p-secret", ALICE_HASH, "argon2"] {
         assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+}
+
+// --- every CRD rule also holds without admission (item 13 of issue 17) ---
+
+/// Every `x-kubernetes-validations` rule of the generated CRDs: (kind, schema path, message).
+fn crd_rules() -> BTreeSet<(String, String, String)> {
+    fn walk(kind: &str, path: &str, schema: &serde_json::Value, out: &mut BTreeSet<(String, String, String)>) {
+        for rule in schema.get("x-kubernetes-validations").and_then(|v| v.as_array()).into_iter().flatten() {
+            let message = rule["message"].as_str().unwrap_or_default().to_owned();
+            out.insert((kind.to_owned(), path.to_owned(), message));
+        }
+        for (name, property) in schema.get("properties").and_then(|p| p.as_object()).into_iter().flatten() {
+            let path = if path.is_empty() { name.clone() } else { format!("{path}.{name}") };
+            walk(kind, &path, property, out);
+        }
+        if let Some(items) = schema.get("items") {
+            walk(kind, &format!("{path}[]"), items, out);
+        }
+    }
+    let mut out = BTreeSet::new();
+    for crd in crate::api::crds() {
+        let kind = crd.spec.names.kind.clone();
+        let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+        walk(&kind, "", &schema["openAPIV3Schema"], &mut out);
+    }
+    out
+}
+
+fn d(s: &str) -> Option<crate::api::Duration> {
+    Some(s.parse().unwrap())
+}
+
+/// A server with every optional part, and one scope, claim, policy and client, all valid.
+fn full_input() -> CompileInput {
+    let mut i = identity_input();
+    i.server.spec.trusted_origins = vec!["https://app.example.com".into(), "http://localhost:8400".into()];
+    i.server.spec.rate_limit = Some(crate::api::RateLimit { per_client: 5, burst: 10 });
+    i.server.spec.trusted_issuers.push(yaml(
+        "{ issuer: 'https://ci.example.com', audiences: [api://payments], jwksUri: 'https://ci.example.com/jwks' }",
+    ));
+    i.scopes = vec![scope("read", "payments:read", "2026-01-01T00:00:00Z")];
+    i.claims = vec![yaml(
+        "apiVersion: tessera.dev/v1alpha1\nkind: AuthClaim\nmetadata: { name: tenant, namespace: identity }\nspec: { serverRef: { name: payments }, name: tenant, value: 'client.metadata.tenant', scopes: [payments:read] }\n",
+    )];
+    i.policies = vec![yaml(
+        "apiVersion: tessera.dev/v1alpha1\nkind: AccessPolicy\nmetadata: { name: p, namespace: identity }\nspec:\n  serverRef: { name: payments }\n  clients: { ids: [team.api] }\n  rules: [ { name: r, grantTypes: [client_credentials], scopes: ['*'], users: { groups: [g], subjects: ['static|alice'] }, accessTokenLifetime: 1h, refreshTokenLifetime: 2h, refreshTokenIdleTimeout: 1h, idTokenLifetime: 1h } ]\n",
+    )];
+    i.clients = vec![ClientInput {
+        client: yaml(
+            "apiVersion: tessera.dev/v1alpha1\nkind: AuthClient\nmetadata: { name: api, namespace: team }\nspec:\n  serverRef: { name: payments, namespace: identity }\n  clientId: team.api\n  grantTypes: [client_credentials, authorization_code]\n  redirectUris: ['https://app.example.com/cb']\n  postLogoutRedirectUris: ['http://127.0.0.1:8400/']\n  authentication: { method: ClientSecretBasic, secretName: api-oauth }\n",
+        ),
+        secret_hashes: vec![],
+    }];
+    i
+}
+
+type Breaks = fn(&mut CompileInput);
+
+/// For each CRD rule (kind, schema path, a piece of its message): an edit of [`full_input`]
+/// that breaks it and nothing else.
+const BROKEN_RULES: &[(&str, &str, &str, Breaks)] = &[
+    ("AuthorizationServer", "spec", "Memory keeps", |i| i.server.spec.workload.replicas = 2),
+    ("AuthorizationServer", "spec.issuer", "absolute https", |i| {
+        i.server.spec.issuer = "http://auth.example.com".into()
+    }),
+    ("AuthorizationServer", "spec.issuer", "no query", |i| i.server.spec.issuer = "https://auth.example.com/".into()),
+    ("AuthorizationServer", "spec.audiences", "1 to 512", |i| i.server.spec.audiences = vec!["".into()]),
+    ("AuthorizationServer", "spec.audiences", "not repeat", |i| i.server.spec.audiences = vec!["a".into(), "a".into()]),
+    ("AuthorizationServer", "spec.trustedOrigins", "trusted origin", |i| {
+        i.server.spec.trusted_origins = vec!["https://app.example.com/path".into()]
+    }),
+    ("AuthorizationServer", "spec.identity", "at least one", |i| {
+        let identity = i.server.spec.identity.as_mut().unwrap();
+        (identity.upstreams, identity.static_users) = (vec![], None);
+    }),
+    ("AuthorizationServer", "spec.identity.sessionLifetime", "sessionLifetime", |i| {
+        i.server.spec.identity.as_mut().unwrap().session_lifetime = "30s".parse().unwrap()
+    }),
+    ("AuthorizationServer", "spec.identity.upstreams", "unique", |i| {
+        let upstreams = &mut i.server.spec.identity.as_mut().unwrap().upstreams;
+        upstreams[1].name = upstreams[0].name.clone();
+    }),
+    ("AuthorizationServer", "spec.identity.upstreams[].name", "lowercase", |i| {
+        i.server.spec.identity.as_mut().unwrap().upstreams[0].name = "Corp".into()
+    }),
+    ("AuthorizationServer", "spec.identity.upstreams[].name", "static is reserved", |i| {
+        i.server.spec.identity.as_mut().unwrap().upstreams[0].name = "static".into()
+    }),
+    ("AuthorizationServer", "spec.identity.upstreams[].issuer", "upstream issuer", |i| {
+        i.server.spec.identity.as_mut().unwrap().upstreams[0].issuer = "http://sso.example.com".into()
+    }),
+    ("AuthorizationServer", "spec.signing.rotation.period", "period", |i| {
+        i.server.spec.signing.rotation.period = "1s".parse().unwrap()
+    }),
+    ("AuthorizationServer", "spec.signing.rotation.prePublish", "prePublish", |i| {
+        i.server.spec.signing.rotation.pre_publish = "2161h".parse().unwrap()
+    }),
+    ("AuthorizationServer", "spec.signing.rotation.retainRetired", "retainRetired", |i| {
+        i.server.spec.signing.rotation.retain_retired = "2161h".parse().unwrap()
+    }),
+    ("AuthorizationServer", "spec.clientNamespaces", "Selector needs", |i| {
+        i.server.spec.client_namespaces.from = crate::api::NamespaceFrom::Selector
+    }),
+    ("AuthorizationServer", "spec.rateLimit", "burst", |i| i.server.spec.rate_limit.as_mut().unwrap().burst = 1),
+    ("AuthorizationServer", "spec.storage", "Redis needs", |i| {
+        i.server.spec.storage.type_ = crate::api::StorageType::Redis
+    }),
+    ("AuthorizationServer", "spec.trustedIssuers[]", "either kubernetes", |i| {
+        i.server.spec.trusted_issuers[1].kubernetes = Some(true)
+    }),
+    ("AuthorizationServer", "spec.trustedIssuers[]", "jwksUri needs issuer", |i| {
+        i.server.spec.trusted_issuers[0].jwks_uri = Some("https://ci.example.com/jwks".into())
+    }),
+    ("AuthorizationServer", "spec.trustedIssuers[].issuer", "https URL", |i| {
+        i.server.spec.trusted_issuers[1].issuer = Some("http://ci.example.com".into())
+    }),
+    ("AuthorizationServer", "spec.trustedIssuers[].issuer", "no fragment", |i| {
+        i.server.spec.trusted_issuers[1].issuer = Some("https://ci.example.com#x".into())
+    }),
+    ("AuthorizationServer", "spec.trustedIssuers[].audiences", "1 to 512", |i| {
+        i.server.spec.trusted_issuers[1].audiences = vec!["".into()]
+    }),
+    ("AuthorizationServer", "spec.trustedIssuers[].jwksUri", "https URL", |i| {
+        i.server.spec.trusted_issuers[1].jwks_uri = Some("ftp://ci.example.com/jwks".into())
+    }),
+    ("AuthScope", "", "metadata.name is used", |i| {
+        i.scopes[0].spec.name = None;
+        i.scopes[0].metadata.name = Some("groups".into());
+    }),
+    ("AuthScope", "spec.name", "scope-token", |i| i.scopes[0].spec.name = Some("payments read".into())),
+    ("AuthScope", "spec.name", "is reserved", |i| i.scopes[0].spec.name = Some("okta.users.read".into())),
+    ("AuthClaim", "spec", "alwaysInclude", |i| i.claims[0].spec.always_include = Some(false)),
+    ("AuthClaim", "spec.name", "start with a letter", |i| i.claims[0].spec.name = "1tenant".into()),
+    ("AuthClaim", "spec.name", "reserved", |i| i.claims[0].spec.name = "idp".into()),
+    ("AuthClaim", "spec.value", "CEL expression", |i| i.claims[0].spec.value = "  ".into()),
+    ("AuthClaim", "spec.scopes", "1 to 256", |i| i.claims[0].spec.scopes = vec!["".into()]),
+    ("AccessPolicy", "spec.rules", "unique", |i| {
+        let rule = i.policies[0].spec.rules[0].clone();
+        i.policies[0].spec.rules.push(rule);
+    }),
+    ("AccessPolicy", "spec.clients", "exactly one", |i| i.policies[0].spec.clients.all = Some(true)),
+    ("AccessPolicy", "spec.clients.ids", "1 to 256", |i| i.policies[0].spec.clients.ids = Some(vec!["".into()])),
+    ("AccessPolicy", "spec.rules[]", "refreshTokenLifetime must be 0", |i| {
+        i.policies[0].spec.rules[0].refresh_token_lifetime = d("10m")
+    }),
+    ("AccessPolicy", "spec.rules[].name", "DNS label", |i| i.policies[0].spec.rules[0].name = "R".into()),
+    ("AccessPolicy", "spec.rules[].scopes", "1 to 256", |i| i.policies[0].spec.rules[0].scopes = vec!["".into()]),
+    ("AccessPolicy", "spec.rules[].accessTokenLifetime", "between 5m", |i| {
+        i.policies[0].spec.rules[0].access_token_lifetime = d("1m")
+    }),
+    ("AccessPolicy", "spec.rules[].refreshTokenLifetime", "at most 43800h", |i| {
+        i.policies[0].spec.rules[0].refresh_token_lifetime = d("43801h")
+    }),
+    ("AccessPolicy", "spec.rules[].refreshTokenIdleTimeout", "between 10m", |i| {
+        i.policies[0].spec.rules[0].refresh_token_idle_timeout = d("5m")
+    }),
+    ("AccessPolicy", "spec.rules[].idTokenLifetime", "between 5m", |i| {
+        i.policies[0].spec.rules[0].id_token_lifetime = d("25h")
+    }),
+    ("AccessPolicy", "spec.rules[].users", "either everyone", |i| {
+        i.policies[0].spec.rules[0].users.as_mut().unwrap().everyone = Some(true)
+    }),
+    ("AccessPolicy", "spec.rules[].users.groups", "1 to 256", |i| {
+        i.policies[0].spec.rules[0].users.as_mut().unwrap().groups = Some(vec!["".into()])
+    }),
+    ("AccessPolicy", "spec.rules[].users.subjects", "1 to 256", |i| {
+        i.policies[0].spec.rules[0].users.as_mut().unwrap().subjects = Some(vec!["".into()])
+    }),
+    ("AuthClient", "spec", "authorization_code needs", |i| i.clients[0].client.spec.redirect_uris = vec![]),
+    ("AuthClient", "spec", "public client", |i| {
+        let spec = &mut i.clients[0].client.spec;
+        (spec.authentication.method, spec.authentication.secret_name) = (AuthMethod::None, None);
+    }),
+    ("AuthClient", "spec.clientId", "start with a letter", |i| {
+        i.clients[0].client.spec.client_id = Some("system:serviceaccount:team:api".into())
+    }),
+    ("AuthClient", "spec.grantTypes", "not repeat", |i| {
+        i.clients[0].client.spec.grant_types.push(crate::api::GrantType::ClientCredentials)
+    }),
+    ("AuthClient", "spec.redirectUris", "redirect URI", |i| {
+        i.clients[0].client.spec.redirect_uris = vec!["https://app.example.com/cb#x".into()]
+    }),
+    ("AuthClient", "spec.postLogoutRedirectUris", "post-logout", |i| {
+        i.clients[0].client.spec.post_logout_redirect_uris = vec!["http://app.example.com/".into()]
+    }),
+    ("AuthClient", "spec.authentication", "PrivateKeyJwt needs", |i| {
+        i.clients[0].client.spec.authentication.method = AuthMethod::PrivateKeyJwt
+    }),
+    ("AuthClient", "spec.authentication", "ServiceAccount needs", |i| {
+        i.clients[0].client.spec.authentication.method = AuthMethod::ServiceAccount
+    }),
+    ("AuthClient", "spec.authentication", "apply only", |i| {
+        i.clients[0].client.spec.authentication.jwks_uri = Some("https://app.example.com/jwks".into())
+    }),
+    ("AuthClient", "spec.authentication.secretName", "valid Secret name", |i| {
+        i.clients[0].client.spec.authentication.secret_name = Some("Api_OAuth".into())
+    }),
+    ("AuthClient", "spec.authentication.jwksUri", "https URL", |i| {
+        let auth = &mut i.clients[0].client.spec.authentication;
+        (auth.method, auth.jwks_uri) = (AuthMethod::PrivateKeyJwt, Some("ftp://app.example.com/jwks".into()));
+    }),
+];
+
+/// What compile refused: the server's error, or the rejections of `kind`.
+fn refusals(c: &Compiled, kind: &str) -> Vec<String> {
+    if kind == "AuthorizationServer" {
+        c.server_error.iter().map(|e| format!("{}: {}", e.reason, e.message)).collect()
+    } else {
+        c.rejected.iter().filter(|r| r.kind == kind).map(|r| format!("{}: {}", r.reason, r.message)).collect()
+    }
+}
+
+#[test]
+fn every_rule_the_crds_enforce_also_holds_in_compile() {
+    let base = compile(&full_input());
+    assert_eq!((base.rejected.clone(), base.server_error.clone()), (vec![], None), "the base input is valid");
+    let rules = crd_rules();
+    let covered = |(kind, path, message): &(String, String, String)| {
+        BROKEN_RULES.iter().any(|(k, p, piece, _)| k == kind && p == path && message.contains(piece))
+    };
+    let uncovered: Vec<_> = rules.iter().filter(|r| !covered(r)).collect();
+    assert!(uncovered.is_empty(), "CRD rules without a compile counterpart and a case here: {uncovered:#?}");
+    for (kind, path, piece, breaks) in BROKEN_RULES {
+        let (_, _, message) = rules
+            .iter()
+            .find(|(k, p, m)| k == kind && p == path && m.contains(piece))
+            .unwrap_or_else(|| panic!("no CRD rule {kind} {path} {piece:?}: remove the case"));
+        let mut i = full_input();
+        breaks(&mut i);
+        let refused = refusals(&compile(&i), kind);
+        assert!(
+            refused.len() == 1 && refused[0].contains(message.as_str()),
+            "{kind} {path}: breaking {message:?} was refused as {refused:?}"
+        );
     }
 }

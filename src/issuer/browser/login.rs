@@ -182,10 +182,10 @@ async fn verify_password(checks: &Arc<Semaphore>, password: String, hash: String
 
 pub fn user_info(u: &StaticUser) -> UserInfo {
     let mut attributes = serde_json::Map::new();
-    attributes.insert("idp".into(), "static".into());
+    attributes.insert("idp".into(), crate::config::subjects::STATIC_IDP.into());
     attributes.insert("username".into(), u.username.clone().into());
     UserInfo {
-        sub: u.subject().to_owned(),
+        sub: u.subject(),
         name: u.name.clone(),
         email: u.email.clone(),
         groups: u.groups.clone(),

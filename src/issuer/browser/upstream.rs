@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::{Step, error_page, load_pending, proceed, random, redirect, sha256_b64, start_session, with_query};
 use crate::config::UpstreamConfig;
+use crate::config::subjects::federated_subject;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
 use crate::issuer::trust::KeySource;
@@ -267,14 +268,33 @@ fn strings(v: Option<&Value>) -> Vec<String> {
     }
 }
 
-/// Our user from the upstream's claims, as `claimMapping` says.
+/// Whether `claims` say the email address was verified (`email_verified`: true, or "true" as
+/// some providers send it).
+fn email_verified(claims: &Map<String, Value>) -> bool {
+    match claims.get("email_verified") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s == "true",
+        _ => false,
+    }
+}
+
+/// Our user from the upstream's claims, as `claimMapping` says. `sub` is `<upstream>|<its
+/// sub>`, so two upstreams never produce the same person; a `sub` taken from the email
+/// address needs `email_verified: true`, or anyone who can type an address would be its owner.
 fn map_claims(u: &UpstreamConfig, claims: &Map<String, Value>) -> Result<UserInfo, OAuthError> {
     let m = &u.claim_mapping;
-    let sub = claims
+    let upstream_sub = claims
         .get(&m.sub)
         .and_then(|v| v.as_str().map(str::to_owned).or_else(|| v.as_i64().map(|i| i.to_string())))
         .filter(|s| !s.is_empty())
         .ok_or_else(|| OAuthError::access_denied(format!("the sign-in provider's token has no {} claim", m.sub)))?;
+    if (m.sub == m.email || m.sub == "email") && !email_verified(claims) {
+        return Err(OAuthError::access_denied(format!(
+            "the sign-in provider has not verified the email address that identifies you ({}); verify it there and sign in again",
+            m.sub
+        )));
+    }
+    let sub = federated_subject(&u.name, &upstream_sub);
     let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
     let mut amr = strings(claims.get(&m.amr));
     if amr.is_empty() {
@@ -309,13 +329,54 @@ mod tests {
             scopes: vec!["openid".into()],
             claim_mapping: ClaimMapping { sub: "email".into(), groups: "roles".into(), ..Default::default() },
         };
-        let claims = serde_json::json!({"sub": "123", "email": "a@example.com", "roles": ["x", "y"], "name": "A"});
+        let claims = serde_json::json!({"sub": "123", "email": "a@example.com", "email_verified": true, "roles": ["x", "y"], "name": "A"});
         let user = map_claims(&u, claims.as_object().unwrap()).unwrap();
-        assert_eq!(user.sub, "a@example.com");
+        assert_eq!(user.sub, "corp|a@example.com");
         assert_eq!(user.groups, ["x", "y"]);
         assert_eq!(user.amr, ["fed"]);
         assert_eq!(user.attributes["idp"], "corp");
         let none = serde_json::json!({"sub": "123"});
         assert!(map_claims(&u, none.as_object().unwrap()).is_err());
+    }
+
+    fn upstream(name: &str, sub_claim: &str) -> UpstreamConfig {
+        UpstreamConfig {
+            name: name.into(),
+            display_name: name.into(),
+            issuer: format!("https://{name}.example"),
+            client_id: "c".into(),
+            client_secret: "s".into(),
+            scopes: vec!["openid".into()],
+            claim_mapping: ClaimMapping { sub: sub_claim.into(), ..Default::default() },
+        }
+    }
+
+    #[test]
+    fn two_upstreams_never_produce_the_same_subject() {
+        let claims = serde_json::json!({"sub": "123"});
+        let a = map_claims(&upstream("corp", "sub"), claims.as_object().unwrap()).unwrap();
+        let b = map_claims(&upstream("partner", "sub"), claims.as_object().unwrap()).unwrap();
+        assert_eq!((a.sub.as_str(), b.sub.as_str()), ("corp|123", "partner|123"));
+        assert_eq!(a.attributes["upstreamSub"], "123");
+    }
+
+    #[test]
+    fn a_subject_taken_from_the_email_needs_email_verified() {
+        let u = upstream("corp", "email");
+        for claims in [
+            serde_json::json!({"sub": "1", "email": "boss@example.com"}),
+            serde_json::json!({"sub": "1", "email": "boss@example.com", "email_verified": false}),
+            serde_json::json!({"sub": "1", "email": "boss@example.com", "email_verified": "no"}),
+        ] {
+            let e = map_claims(&u, claims.as_object().unwrap()).unwrap_err();
+            assert!(e.description.contains("not verified"), "{claims}: {}", e.description);
+        }
+        for verified in [serde_json::json!(true), serde_json::json!("true")] {
+            let claims = serde_json::json!({"sub": "1", "email": "boss@example.com", "email_verified": verified});
+            assert_eq!(map_claims(&u, claims.as_object().unwrap()).unwrap().sub, "corp|boss@example.com");
+        }
+        // A `sub` that is not the address needs no verification.
+        let claims = serde_json::json!({"sub": "1", "email": "boss@example.com"});
+        assert_eq!(map_claims(&upstream("corp", "sub"), claims.as_object().unwrap()).unwrap().sub, "corp|1");
     }
 }

@@ -6,6 +6,7 @@ use serde_json::Value;
 use super::{Minting, mint, parse_scope};
 use crate::api::GrantType;
 use crate::config::ClientConfig;
+use crate::config::subjects::{SERVICE_ACCOUNT_PREFIX, exchanged_subject};
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
 use crate::issuer::token::TokenResponse;
@@ -88,11 +89,25 @@ pub async fn token_exchange(
         .claims
         .get("sub")
         .and_then(Value::as_str)
-        .ok_or_else(|| OAuthError::invalid_grant("subject_token has no sub"))?
-        .to_owned();
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| OAuthError::invalid_grant("subject_token has no sub"))?;
+    let sub = exchanged_sub(trusted.kubernetes, iss, sub)?;
     let scopes = parse_scope(form.get("scope"))?;
     let mut resp =
         mint(served, Minting { client, grant: GrantType::TokenExchange, scopes, sub, subject: Some(verified.claims) })?;
     resp.issued_token_type = Some(ACCESS_TOKEN_TYPE);
     Ok(resp)
+}
+
+/// The `sub` of the exchanged token: a ServiceAccount keeps the API server's own form, any
+/// other subject carries its issuer, so no trusted issuer can mint another's (or a client's)
+/// subject (docs/security.md, "Client ids and subjects").
+fn exchanged_sub(kubernetes: bool, iss: &str, sub: &str) -> Result<String, OAuthError> {
+    if !kubernetes {
+        return Ok(exchanged_subject(iss, sub));
+    }
+    if !sub.strip_prefix(SERVICE_ACCOUNT_PREFIX).is_some_and(|rest| rest.split(':').count() == 2) {
+        return Err(OAuthError::invalid_grant("subject_token of the Kubernetes issuer is not a ServiceAccount token"));
+    }
+    Ok(sub.to_owned())
 }
