@@ -46,8 +46,11 @@ fn config() -> ServerConfig {
     .expect("a valid config")
 }
 
+/// An expression grown by `k`.
+type Family = fn(usize) -> String;
+
 /// Expressions grown by `k`: what admission must hold under 1 ms.
-fn families() -> Vec<(&'static str, fn(usize) -> String)> {
+fn families() -> Vec<(&'static str, Family)> {
     vec![
         ("trivial (reference)", |_| "client.id".to_owned()),
         ("two nested comprehensions over literal lists", |k| {

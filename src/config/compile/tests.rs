@@ -97,9 +97,10 @@ fn claims_and_conditions_too_deep_or_too_costly_are_rejected_as_invalid_expressi
             ))
         })
         .collect();
+    let condition = format!("{}true{}", "[".repeat(90), "]".repeat(90));
     i.policies = vec![yaml(&format!(
         "apiVersion: tessera.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{ name: deep, namespace: identity }}\nspec:\n  serverRef: {{ name: payments }}\n  priority: 0\n  clients: {{ all: true }}\n  rules: [ {{ name: r, grantTypes: [client_credentials], scopes: ['*'], condition: '{}' }} ]\n",
-        format!("{}true{}", "[".repeat(90), "]".repeat(90))
+        condition
     ))];
     let c = compile(&i);
     assert_eq!(c.config.claims.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["fine"]);

@@ -106,7 +106,7 @@ fn exchanged_sub(kubernetes: bool, iss: &str, sub: &str) -> Result<String, OAuth
     if !kubernetes {
         return Ok(exchanged_subject(iss, sub));
     }
-    if !sub.strip_prefix(SERVICE_ACCOUNT_PREFIX).is_some_and(|rest| rest.split(':').count() == 2) {
+    if sub.strip_prefix(SERVICE_ACCOUNT_PREFIX).is_none_or(|rest| rest.split(':').count() != 2) {
         return Err(OAuthError::invalid_grant("subject_token of the Kubernetes issuer is not a ServiceAccount token"));
     }
     Ok(sub.to_owned())
