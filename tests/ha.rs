@@ -114,7 +114,7 @@ spec:
 ---
 apiVersion: tessera.dev/v1alpha1
 kind: AuthClient
-metadata: {{ name: basic, namespace: team }}
+metadata: {{ name: basic, namespace: identity }}
 spec:
   serverRef: {{ name: payments, namespace: identity }}
   grantTypes: [client_credentials]
@@ -122,7 +122,7 @@ spec:
 ---
 apiVersion: v1
 kind: Secret
-metadata: {{ name: basic-oauth, namespace: team }}
+metadata: {{ name: basic-oauth, namespace: identity }}
 stringData: {{ client_secret: {SECRET} }}
 ---
 apiVersion: tessera.dev/v1alpha1
@@ -217,7 +217,7 @@ impl Cluster {
         let url = format!("{}{PATH}{endpoint}", self.replicas[replica].base);
         let mut req = self.http.post(url).form(form);
         if basic {
-            req = req.basic_auth("team.basic", Some(SECRET));
+            req = req.basic_auth("identity.basic", Some(SECRET));
         }
         match req.send().await {
             Ok(r) => {

@@ -454,7 +454,7 @@ async fn kubernetes_accepts_id_token() {
     };
     let user = &review["status"]["userInfo"];
     println!("kubectl auth whoami: {user}");
-    assert_eq!(user["username"], "tessera:alice");
+    assert_eq!(user["username"], "tessera:static|alice");
     let groups: Vec<&str> = user["groups"].as_array().unwrap().iter().map(|g| g.as_str().unwrap()).collect();
     for group in ["tessera:payments-admins", "tessera:developers", "system:authenticated"] {
         assert!(groups.contains(&group), "groups {groups:?} lack {group}");

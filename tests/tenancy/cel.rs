@@ -107,7 +107,7 @@ impl Serve {
     async fn token_claims(&self) -> Value {
         let id = "team-orders.orders-api";
         let creds: Value = serde_json::from_slice(
-            &std::fs::read(self.state.path().join("payments/clients").join(format!("{id}.json"))).unwrap(),
+            &std::fs::read(self.state.path().join("identity/payments/clients").join(format!("{id}.json"))).unwrap(),
         )
         .unwrap();
         let url = format!("http://127.0.0.1:{}/oauth2/payments/v1/token", self.port);

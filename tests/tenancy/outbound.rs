@@ -297,7 +297,7 @@ fn a_jwks_uri_outside_the_servers_allow_list_is_refused_at_compile() {
     let mut yaml = server_yaml(8080, &["https://keys.example.com/team-a/".to_owned()], false);
     yaml.push_str(&client_yaml("listed", "https://keys.example.com/team-a/jwks.json"));
     yaml.push_str(&client_yaml("unlisted", "https://keys.example.com/team-b/jwks.json"));
-    yaml.push_str(&client_yaml("metadata", "http://169.254.169.254/latest/meta-data/iam"));
+    yaml.push_str(&client_yaml("metadata", "https://169.254.169.254/latest/meta-data/iam"));
     yaml.push_str(&client_yaml("loopback", "http://127.0.0.1:9999/jwks"));
     let c = compiled(&yaml);
     let ids: Vec<&str> = c.config.clients.iter().map(|c| c.client_id.as_str()).collect();

@@ -136,6 +136,13 @@ pub(super) fn server(spec: &AuthorizationServerSpec) -> Vec<String> {
         "issuer must have no query, no fragment and no trailing slash",
     );
     v.check(each_sized(&spec.audiences, 512), "spec.audiences", "each audience must be 1 to 512 characters");
+    if let Some(outbound) = &spec.outbound {
+        v.check(
+            outbound.allowed_url_prefixes.iter().all(|p| !p.contains(['?', '#']) && https_or_loopback(p)),
+            "spec.outbound.allowedUrlPrefixes",
+            "each allowed URL prefix must be an absolute https URL (http only on localhost) without query or fragment",
+        );
+    }
     v.check(unique(&spec.audiences), "spec.audiences", "audiences must not repeat");
     v.check(
         spec.trusted_origins.iter().all(|o| trusted_origin(o)),
@@ -356,6 +363,11 @@ pub(super) fn policy(spec: &AccessPolicySpec) -> Vec<String> {
 /// The client's CRD rules but `clientId`'s, which [`crate::config::subjects::client_id_refusal`] checks.
 pub(super) fn client(spec: &AuthClientSpec) -> Vec<String> {
     let mut v = Violations::default();
+    v.check(
+        spec.metadata.iter().all(|(k, val)| k.chars().count() <= 256 && val.chars().count() <= 1024),
+        "spec.metadata",
+        "each metadata key must be at most 256 characters and each value at most 1024",
+    );
     let grants = &spec.grant_types;
     v.check(
         !grants.contains(&GrantType::AuthorizationCode) || !spec.redirect_uris.is_empty(),

@@ -132,7 +132,11 @@ fn a_client_with_more_metadata_than_expressions_are_admitted_for_is_rejected() {
         messages,
         [
             ("InvalidMetadata", "metadata has 65 entries; at most 64"),
-            ("InvalidMetadata", "metadata value of \"tenant\" is 1025 bytes long; at most 1024")
+            // The CRD's own rule on value length, which compile mirrors, refuses it first.
+            (
+                "InvalidSpec",
+                "spec.metadata: each metadata key must be at most 256 characters and each value at most 1024"
+            )
         ]
     );
 }
@@ -365,6 +369,15 @@ const BROKEN_RULES: &[(&str, &str, &str, Breaks)] = &[
         i.server.spec.issuer = "http://auth.example.com".into()
     }),
     ("AuthorizationServer", "spec.issuer", "no query", |i| i.server.spec.issuer = "https://auth.example.com/".into()),
+    ("AuthorizationServer", "spec.outbound.allowedUrlPrefixes", "allowed URL prefix", |i| {
+        i.server.spec.outbound = Some(crate::api::OutboundSpec {
+            allowed_url_prefixes: vec!["https://keys.example.com/jwks?tenant=a".into()],
+            allow_internal_addresses: false,
+        })
+    }),
+    ("AuthClient", "spec.metadata", "each metadata key", |i| {
+        i.clients[0].client.spec.metadata.insert("k".repeat(257), "v".into());
+    }),
     ("AuthorizationServer", "spec.audiences", "1 to 512", |i| i.server.spec.audiences = vec!["".into()]),
     ("AuthorizationServer", "spec.audiences", "not repeat", |i| i.server.spec.audiences = vec!["a".into(), "a".into()]),
     ("AuthorizationServer", "spec.trustedOrigins", "trusted origin", |i| {
