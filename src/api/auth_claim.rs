@@ -4,9 +4,13 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ChildStatus, LocalServerRef};
+use super::{ChildStatus, LocalServerRef, RESERVED_CLAIMS};
 
-const RESERVED: &str = "['iss', 'sub', 'aud', 'exp', 'nbf', 'iat', 'jti', 'cid', 'uid', 'scp', 'ver', 'client_id', 'auth_time', 'nonce', 'at_hash', 'c_hash', 'amr', 'azp', 'typ', 'alg', 'kid', 'idp']";
+/// [`RESERVED_CLAIMS`] as a CEL list literal, for the CRD rule.
+fn reserved_list() -> String {
+    let quoted: Vec<String> = RESERVED_CLAIMS.iter().map(|c| format!("'{c}'")).collect();
+    format!("[{}]", quoted.join(", "))
+}
 
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -30,7 +34,7 @@ pub struct AuthClaimSpec {
     /// The claim name in the token.
     #[schemars(length(min = 1, max = 128))]
     #[x_kube(validation = Rule::new("self.matches('^[A-Za-z_][A-Za-z0-9_.:/-]*$')").message("claim name must start with a letter or underscore and contain only letters, digits, '_', '.', ':', '/' or '-'"))]
-    #[x_kube(validation = Rule::new(format!("!(self in {RESERVED})")).message("claim name is reserved (iss sub aud exp nbf iat jti cid uid scp ver client_id auth_time nonce at_hash c_hash amr azp typ are set by the issuer): choose another name"))]
+    #[x_kube(validation = Rule::new(format!("!(self in {})", reserved_list())).message("claim name is reserved (iss sub aud exp nbf iat jti cid uid scp ver client_id auth_time nonce at_hash c_hash amr azp typ are set by the issuer): choose another name"))]
     pub name: String,
     #[serde(default)]
     pub token: TokenKind,

@@ -51,6 +51,9 @@ pub const RESERVED_CLAIMS: &[&str] = &[
     "amr",
     "azp",
     "typ",
+    "alg",
+    "kid",
+    "idp",
 ];
 
 /// The API resource of one of Tessera's kinds by its kind name, for dynamic clients (`None`

@@ -9,38 +9,12 @@ use std::time::Duration as StdDuration;
 
 use crate::api::{
     AccessPolicySpec, AuthClaimSpec, AuthClientSpec, AuthMethod, AuthScope, AuthorizationServerSpec, Duration,
-    GrantType, NamespaceFrom, StorageType, TokenKind,
+    GrantType, NamespaceFrom, RESERVED_CLAIMS, StorageType, TokenKind,
 };
 use crate::config::subjects::STATIC_IDP;
 
 /// `Accepted=False` (or `ConfigReady=False`) reason of an object that breaks a CRD rule.
 pub const INVALID_SPEC: &str = "InvalidSpec";
-
-/// Claim names an AuthClaim may not set (the CRD's list).
-const RESERVED_CLAIM_NAMES: [&str; 22] = [
-    "iss",
-    "sub",
-    "aud",
-    "exp",
-    "nbf",
-    "iat",
-    "jti",
-    "cid",
-    "uid",
-    "scp",
-    "ver",
-    "client_id",
-    "auth_time",
-    "nonce",
-    "at_hash",
-    "c_hash",
-    "amr",
-    "azp",
-    "typ",
-    "alg",
-    "kid",
-    "idp",
-];
 
 /// The violations found, each `path: message`.
 #[derive(Default)]
@@ -289,7 +263,7 @@ pub(super) fn claim(spec: &AuthClaimSpec) -> Vec<String> {
         "claim name must start with a letter or underscore and contain only letters, digits, '_', '.', ':', '/' or '-'",
     );
     v.check(
-        !RESERVED_CLAIM_NAMES.contains(&spec.name.as_str()),
+        !RESERVED_CLAIMS.contains(&spec.name.as_str()),
         "spec.name",
         "claim name is reserved (iss sub aud exp nbf iat jti cid uid scp ver client_id auth_time nonce at_hash c_hash amr azp typ are set by the issuer): choose another name",
     );

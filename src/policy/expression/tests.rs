@@ -299,30 +299,3 @@ fn random_expressions_never_overflow_a_2_mib_stack_and_the_scan_bounds_the_tree(
         }
     });
 }
-
-#[test]
-#[ignore]
-fn probe_stack() {
-    let n: usize = std::env::var("PROBE_N").unwrap().parse().unwrap();
-    let kind = std::env::var("PROBE_KIND").unwrap();
-    let source = match kind.as_str() {
-        "paren" => nested("(", "1", ")", n),
-        "list" => nested("[", "1", "]", n),
-        "plus" => format!("1{}", " + 1".repeat(n)),
-        "dot" => format!("client{}", ".metadata".repeat(n)),
-        "index" => format!("[1]{}", "[0]".repeat(n)),
-        "ternary" => format!("true{}", " ? true : false".repeat(n)),
-        "not" => nested("!(", "true", ")", n),
-        "plusparen" => format!("{}1{}", "(1 + ".repeat(n), ")".repeat(n)),
-        "has" => format!("has(client{}.id)", ".metadata".repeat(n)),
-        "and" => format!("true{}", " && true".repeat(n)),
-        "call" => nested("size(", "'a'", ")", n),
-        "exists" => nested("[1].exists(x, ", "true", ")", n),
-        "map" => nested("{1: ", "1", "}", n),
-        _ => panic!(),
-    };
-    on_small_stack(move || {
-        let p = cel::Program::compile(&source).unwrap();
-        let _ = p.execute(&cel::Context::default());
-    });
-}
