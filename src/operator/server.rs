@@ -199,8 +199,16 @@ async fn read_namespace_labels(
         if out.contains_key(&ns) {
             continue;
         }
-        let namespace = Api::<Namespace>::all(ctx.client.clone()).get_opt(&ns).await?;
-        out.insert(ns, namespace.map(|n| n.labels().clone()).unwrap_or_default());
+        let labels = match Api::<Namespace>::all(ctx.client.clone()).get_opt(&ns).await {
+            Ok(namespace) => namespace.map(|n| n.labels().clone()).unwrap_or_default(),
+            // Not readable (RBAC): no labels, so no namespaceSelector matches it (fails closed).
+            Err(kube::Error::Api(e)) if e.code == 403 => {
+                tracing::warn!(namespace = %ns, "cannot read the namespace's labels; namespaceSelector policies skip its clients");
+                BTreeMap::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        out.insert(ns, labels);
     }
     Ok(out)
 }
