@@ -203,7 +203,14 @@ impl Browser {
     }
 
     /// `/v1/authorize` for `client_id` with PKCE; `extra` adds parameters (prompt, ...).
-    async fn authorize(&mut self, s: &Serve, client_id: &str, redirect: &str, scope: &str, extra: &[(&str, &str)]) -> Reply {
+    async fn authorize(
+        &mut self,
+        s: &Serve,
+        client_id: &str,
+        redirect: &str,
+        scope: &str,
+        extra: &[(&str, &str)],
+    ) -> Reply {
         let challenge =
             URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, VERIFIER.as_bytes()));
         let query: String = form_urlencoded::Serializer::new(String::new())
@@ -349,7 +356,9 @@ async fn clients_of_other_namespaces_get_a_code_only_after_the_person_allows_the
             ns,
             name,
             "",
-            &format!("  grantTypes: [authorization_code, refresh_token]\n  redirectUris: [{redirect}]\n  displayName: Payments"),
+            &format!(
+                "  grantTypes: [authorization_code, refresh_token]\n  redirectUris: [{redirect}]\n  displayName: Payments"
+            ),
         )
     };
     let extra = [
