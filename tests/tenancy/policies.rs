@@ -492,3 +492,69 @@ spec:
     assert!(r.body.contains("You are signed out"), "{}", r.body);
     assert!(!bob.signed_in(&s).await, "a valid id_token_hint did not end the session");
 }
+
+// --- item 4, through the operator: namespace labels come from the Namespace objects ---
+
+#[tokio::test]
+async fn the_operator_selects_clients_of_other_namespaces_by_their_namespaces_labels_only() {
+    use k8s_openapi::api::core::v1::{Namespace, Secret};
+    use kube::Api;
+    use kube::api::{Patch, PatchParams};
+
+    use crate::support::{self, examples::apply_doc, examples::apply_examples, operator::OperatorProcess};
+
+    let kube = support::client().await;
+    let server_ns = support::namespace(&kube, "pol-id").await;
+    let team_ns = support::namespace(&kube, "pol-team").await;
+    let evil_ns = support::namespace(&kube, "pol-evil").await;
+    apply_examples(&kube, &server_ns, &team_ns).await;
+    let namespaces = Api::<Namespace>::all(kube.clone());
+    for (ns, labels) in [
+        (&team_ns, serde_json::json!({ "tessera.dev/tier": "gold" })),
+        (&evil_ns, serde_json::json!({ "tessera.dev/clients": "payments" })),
+    ] {
+        let patch = serde_json::json!({ "metadata": { "labels": labels } });
+        namespaces.patch(ns, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
+    let policy = |name: &str, clients: Value| {
+        serde_json::json!({
+            "apiVersion": "tessera.dev/v1alpha1", "kind": "AccessPolicy",
+            "metadata": { "name": name, "namespace": server_ns },
+            "spec": { "serverRef": { "name": "payments" }, "clients": clients,
+                      "rules": [ { "name": "admin", "grantTypes": ["client_credentials"], "scopes": ["payments:admin"] } ] }
+        })
+    };
+    apply_doc(&kube, &policy("gold-label", serde_json::json!({ "selector": { "matchLabels": { "tier": "gold" } } })))
+        .await;
+    let by_namespace =
+        serde_json::json!({ "all": true, "namespaceSelector": { "matchLabels": { "tessera.dev/tier": "gold" } } });
+    apply_doc(&kube, &policy("gold-namespace", by_namespace)).await;
+    let evil_client = serde_json::json!({
+        "apiVersion": "tessera.dev/v1alpha1", "kind": "AuthClient",
+        "metadata": { "name": "app", "namespace": evil_ns, "labels": { "tier": "gold" } },
+        "spec": { "serverRef": { "name": "payments", "namespace": server_ns }, "grantTypes": ["client_credentials"],
+                  "metadata": { "tenant": "acme" } }
+    });
+    apply_doc(&kube, &evil_client).await;
+
+    let plane = support::control_plane();
+    let log = plane.data_dir.join(format!("operator-{server_ns}.log"));
+    let _operator = OperatorProcess::start(&plane.kubeconfig, &[&server_ns, &team_ns, &evil_ns], &log);
+    let secrets: Api<Secret> = Api::namespaced(kube.clone(), &server_ns);
+    let evil_id = format!("{evil_ns}.app");
+    let config: Value = support::eventually(support::examples::WAIT, "the config with the tenant's client", || async {
+        let secret = secrets.get_opt("payments-config").await.unwrap()?;
+        let config: Value = serde_json::from_slice(&secret.data?.get("config.json")?.0).ok()?;
+        config["clients"].as_array()?.iter().any(|c| c["clientId"] == evil_id.as_str()).then_some(config)
+    })
+    .await;
+    let policy_ids = |name: &str| -> Vec<String> {
+        let p = config["policies"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap();
+        p["clients"]["ids"].as_array().unwrap().iter().map(|i| i.as_str().unwrap().to_owned()).collect()
+    };
+    assert!(policy_ids("gold-label").is_empty(), "the tenant's own label selected it: {:?}", policy_ids("gold-label"));
+    let gold = policy_ids("gold-namespace");
+    assert!(gold.contains(&format!("{team_ns}.orders-api")) && !gold.contains(&evil_id), "{gold:?}");
+    let team = config["clients"].as_array().unwrap().iter().find(|c| c["clientId"] == format!("{team_ns}.orders-api"));
+    assert_eq!(team.unwrap()["namespaceLabels"]["tessera.dev/tenant"], "acme", "the operator read the namespace");
+}
