@@ -143,7 +143,8 @@ pub struct Session {
     /// `static` or the upstream's name.
     pub idp: String,
     pub until: i64,
-    /// Scopes each client was allowed, so consent is asked once per session.
+    /// Scopes each first-party client was allowed, so consent is asked once per session
+    /// (third-party clients: per person, in the store; see `consent_needed`).
     #[serde(default)]
     pub consents: std::collections::BTreeMap<String, Vec<String>>,
 }
