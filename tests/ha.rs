@@ -80,6 +80,8 @@ spec:
   audiences: [api://payments]
   signing: {{ algorithm: ES256 }}
   clientNamespaces: {{ from: All }}
+  # The SPA lives in another namespace: trusted here so sign-ins keep their steps (no consent page).
+  trustedClients: [{SPA}]
   rateLimit: {{ perClient: 100000, burst: 100000 }}
   storage: {{ type: Redis, redis: {{ urlSecretRef: {{ name: payments-redis }} }} }}
   workload: {{ replicas: 3 }}

@@ -272,6 +272,7 @@ async fn converged(client: &kube::Client, ns: &str) -> Option<(Vec<String>, Stri
         policies: policies.list(&Default::default()).await.ok()?.items,
         clients: vec![],
         identity_secrets: Default::default(),
+        namespace_labels: Default::default(),
     };
     let settings = compile(&input).config.signing;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);

@@ -44,6 +44,7 @@ fn one() -> u32 {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.all) && self.all, has(self.ids), has(self.selector)].filter(x, x).size() == 1").message("clients must set exactly one of all: true, ids or selector"))]
+#[x_kube(validation = Rule::new("!(has(self.namespaces) && has(self.namespaceSelector))").message("clients may set namespaces or namespaceSelector, not both"))]
 pub struct ClientMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub all: Option<bool>,
@@ -52,9 +53,19 @@ pub struct ClientMatch {
     #[schemars(length(min = 1, max = 256), inner(length(min = 1, max = 256)))]
     #[x_kube(validation = Rule::new("self.all(i, size(i) > 0 && size(i) <= 256)").message("each client id must be 1 to 256 characters"))]
     pub ids: Option<Vec<String>>,
-    /// Over the labels of AuthClients.
+    /// Over the labels of AuthClients, which the client's owner writes: without `namespaces`
+    /// or `namespaceSelector` it matches only clients in the server's own namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
+    /// Only clients in these namespaces (with `all`, `ids` or `selector`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 63)))]
+    #[x_kube(validation = Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'))").message("each namespace must be a namespace name: lowercase letters, digits and '-'"))]
+    pub namespaces: Option<Vec<String>>,
+    /// Only clients in namespaces whose labels (written by the platform, not the tenant)
+    /// match (with `all`, `ids` or `selector`); a namespace the issuer has not read matches none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
 }
 
 /// Grant types a rule or a client can name. Implicit and password are deliberately absent (RFC 9700).

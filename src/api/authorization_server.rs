@@ -79,6 +79,14 @@ pub struct AuthorizationServerSpec {
     #[schemars(length(max = 16))]
     pub trusted_issuers: Vec<TrustedIssuer>,
 
+    /// Client ids of clients outside this server's namespace that are first-party: people
+    /// signing in to them are not asked for consent for Implicit scopes (clients in the server's
+    /// namespace always are first-party). Set here, by the server's owner, because a tenant
+    /// must not be able to mark its own client trusted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 256)))]
+    pub trusted_clients: Vec<String>,
+
     /// Where this server's issuer may connect for its tenants (an AuthClient's `jwksUri`).
     /// Default: nowhere; clients register their keys inline (`authentication.jwks`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -286,10 +286,19 @@ pub struct ClientConfig {
     pub jwks_uri: Option<String>,
     #[serde(default)]
     pub service_account: Option<ServiceAccountRef>,
+    /// Written by the client's owner (`spec.metadata`): never proof of who the client is.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+    /// The AuthClient's labels, written by the client's owner.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Labels of the client's namespace, written by the platform (empty if not read).
+    #[serde(default)]
+    pub namespace_labels: BTreeMap<String, String>,
+    /// First-party: in the server's namespace, or listed in its `spec.trustedClients`. People
+    /// signing in to other clients are asked for consent (see `docs/security.md`).
+    #[serde(default)]
+    pub trusted: bool,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -300,6 +309,7 @@ impl fmt::Debug for ClientConfig {
             .field("name", &self.name)
             .field("grant_types", &self.grant_types)
             .field("auth_method", &self.auth_method)
+            .field("trusted", &self.trusted)
             .field("secret_hashes", &format_args!("[{} redacted]", self.secret_hashes.len()))
             .field("service_account", &self.service_account)
             .finish_non_exhaustive()

@@ -423,7 +423,7 @@ async fn browse(issuer: &Issuer, served: &Served, endpoint: Endpoint, req: &Inco
         Endpoint::LoginCallback => browser::upstream::callback(issuer, served, h, &form).await,
         Endpoint::Consent if post => browser::consent::submit(issuer, served, h, &form).await,
         Endpoint::Consent => browser::consent::page(issuer, served, h, &form).await,
-        Endpoint::Logout => browser::logout::logout(issuer, served, h, &form).await,
+        Endpoint::Logout => browser::logout::logout(issuer, served, h, &form, post).await,
         Endpoint::Device if post => browser::device::submit(issuer, served, req.source, h, &form).await,
         Endpoint::Device => browser::device::page(served, &form),
         _ => OAuthError::not_found().into_response(),

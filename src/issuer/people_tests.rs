@@ -113,6 +113,7 @@ spec:
   audiences: [api://people]
   signing: {{ algorithm: ES256 }}
   clientNamespaces: {{ from: All }}
+  trustedClients: [{SPA}, {WEB}]
 ---
 apiVersion: tessera.dev/v1alpha1
 kind: AuthScope

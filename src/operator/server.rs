@@ -188,6 +188,31 @@ async fn namespace_refusal(
     }))
 }
 
+/// Labels of the namespaces the clients live in (platform-asserted facts for policies and CEL).
+async fn read_namespace_labels(
+    clients: &[ClientInput],
+    ctx: &Context,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, Error> {
+    let mut out = BTreeMap::new();
+    for c in clients {
+        let ns = namespace_or_default(c.client.metadata.namespace.as_deref()).to_owned();
+        if out.contains_key(&ns) {
+            continue;
+        }
+        let labels = match Api::<Namespace>::all(ctx.client.clone()).get_opt(&ns).await {
+            Ok(namespace) => namespace.map(|n| n.labels().clone()).unwrap_or_default(),
+            // Not readable (RBAC): no labels, so no namespaceSelector matches it (fails closed).
+            Err(kube::Error::Api(e)) if e.code == 403 => {
+                tracing::warn!(namespace = %ns, "cannot read the namespace's labels; namespaceSelector policies skip its clients");
+                BTreeMap::new()
+            }
+            Err(e) => return Err(e.into()),
+        };
+        out.insert(ns, labels);
+    }
+    Ok(out)
+}
+
 async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Error> {
     let ns = server.namespace().unwrap_or_default();
     let name = server.name_any();
@@ -226,6 +251,7 @@ async fn apply(server: &AuthorizationServer, ctx: &Context) -> Result<Action, Er
         client_inputs.push(ClientInput { client: client.clone(), secret_hashes });
     }
     let input = CompileInput {
+        namespace_labels: read_namespace_labels(&client_inputs, ctx).await?,
         server: server.clone(),
         scopes: deps.scopes.clone(),
         claims: deps.claims.clone(),

@@ -60,6 +60,11 @@ pub mod limits {
     pub const METADATA_ENTRIES: u64 = 64;
     pub const METADATA_KEY_BYTES: u64 = 256;
     pub const METADATA_VALUE_BYTES: u64 = 1024;
+    /// `client.namespaceLabels`: entries, and Kubernetes' own bounds on a label's key
+    /// (a 253-byte prefix, `/` and a 63-byte name) and value.
+    pub const NAMESPACE_LABELS: u64 = 64;
+    pub const NAMESPACE_LABEL_KEY_BYTES: u64 = 317;
+    pub const NAMESPACE_LABEL_VALUE_BYTES: u64 = 63;
     /// `client.id`, `client.name`, `client.namespace`, `server.name`, `server.issuer`.
     pub const NAME_BYTES: u64 = 256;
     pub const ISSUER_BYTES: u64 = 2048;
@@ -68,7 +73,7 @@ pub mod limits {
 }
 
 /// The list sizes above, as expressions' cost messages quote them.
-pub const LIST_LIMITS: &str = "request.scopes 64, request.audience 16, user.groups 256, client.metadata 64 entries, user.attributes and subject by their JSON size";
+pub const LIST_LIMITS: &str = "request.scopes 64, request.audience 16, user.groups 256, client.metadata 64 entries, client.namespaceLabels 64 entries, user.attributes and subject by their JSON size";
 
 /// An upper bound on a CEL value, to estimate what evaluating an expression costs.
 #[derive(Clone, Debug, PartialEq)]
@@ -231,6 +236,15 @@ pub fn variable_shape(name: &str) -> Option<Shape> {
                 "metadata",
                 Shape::Map(METADATA_ENTRIES, Arc::new(text(METADATA_KEY_BYTES)), Arc::new(text(METADATA_VALUE_BYTES))),
             ),
+            (
+                "namespaceLabels",
+                Shape::Map(
+                    NAMESPACE_LABELS,
+                    Arc::new(text(NAMESPACE_LABEL_KEY_BYTES)),
+                    Arc::new(text(NAMESPACE_LABEL_VALUE_BYTES)),
+                ),
+            ),
+            ("trusted", Shape::Scalar),
         ])),
         "user" => Shape::Object(Arc::new([
             ("sub", text(USER_FIELD_BYTES)),
@@ -284,8 +298,10 @@ pub struct FixedVariables {
 
 impl FixedVariables {
     pub fn new(server: &ServerConfig, client: &ClientConfig) -> Self {
+        // namespace, namespaceLabels and trusted are the platform's word; metadata is the tenant's.
         let client = json!({
             "id": client.client_id, "name": client.name, "namespace": client.namespace, "metadata": client.metadata,
+            "namespaceLabels": client.namespace_labels, "trusted": client.trusted,
         });
         let server = json!({ "name": server.name, "issuer": server.issuer });
         let oversized = oversized(&[("client", &client), ("server", &server)]);

@@ -212,3 +212,30 @@ fn the_shapes_expressions_are_estimated_for_name_every_field_of_the_variables() 
         }
     }
 }
+
+#[test]
+fn conditions_read_what_the_platform_asserts_about_a_client() {
+    let mut c = config();
+    c.policies[0].rules[0].condition =
+        Some("client.trusted || ('tier' in client.namespaceLabels && client.namespaceLabels['tier'] == 'gold')".into());
+    c.clients[0].namespace_labels = [("tier".to_owned(), "gold".to_owned())].into();
+    c.clients[1].metadata = [("tier".to_owned(), "gold".to_owned())].into();
+    let e = PolicyEngine::new(&c).unwrap();
+    let gold = e.decide(&c, &request(&c, "team.api", Some(&["payments:read"])));
+    assert!(gold.outcome.is_ok(), "the namespace's label counts");
+    let claims_gold = e.decide(&c, &request(&c, "team.admin", Some(&["payments:read"])));
+    assert_eq!(claims_gold.outcome.unwrap().policy, "admins", "the client's own metadata does not");
+    c.clients[1].trusted = true;
+    let e = PolicyEngine::new(&c).unwrap();
+    let trusted = e.decide(&c, &request(&c, "team.admin", Some(&["payments:read"])));
+    assert_eq!(trusted.outcome.unwrap().policy, "machine");
+}
+
+#[test]
+fn the_platforms_client_fields_have_bounded_shapes_for_the_cost_estimate() {
+    let client = super::cel_env::variable_shape("client").unwrap();
+    let labels = client.field("namespaceLabels");
+    assert_eq!(labels.len(), limits::NAMESPACE_LABELS);
+    assert_eq!(labels.elem(), super::cel_env::Shape::Text(limits::NAMESPACE_LABEL_KEY_BYTES));
+    assert_eq!(client.field("trusted"), super::cel_env::Shape::Scalar);
+}

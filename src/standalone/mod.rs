@@ -103,7 +103,21 @@ pub fn compile_input(
         policies: m.policies.iter().filter(|s| same(&s.metadata, &s.spec.server_ref.name)).cloned().collect(),
         clients,
         identity_secrets,
+        namespace_labels: namespace_labels(m),
     })
+}
+
+/// Labels of the Namespaces in the files, each with `kubernetes.io/metadata.name` as the API
+/// server sets it.
+fn namespace_labels(m: &Manifests) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> {
+    m.namespaces
+        .iter()
+        .map(|(name, labels)| {
+            let mut labels = labels.clone();
+            labels.insert("kubernetes.io/metadata.name".to_owned(), name.clone());
+            (name.clone(), labels)
+        })
+        .collect()
 }
 
 /// Compiles every server in the files; a spec that cannot be served is in `server_error`.

@@ -52,6 +52,8 @@ pub enum CodeKind {
     UserInfo,
     /// A person's answer to a device code (approved or denied), by the device code's hash.
     DeviceDecision,
+    /// The scopes a person allowed a third-party client, by the hash of person and client.
+    Consent,
 }
 
 impl CodeKind {
@@ -66,6 +68,7 @@ impl CodeKind {
             Self::Redeemed => "redeemed",
             Self::UserInfo => "userinfo",
             Self::DeviceDecision => "devicedecision",
+            Self::Consent => "consent",
         }
     }
 }

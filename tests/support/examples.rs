@@ -41,9 +41,10 @@ pub fn examples(server_ns: &str, client_ns: &str) -> Vec<Value> {
     out
 }
 
-/// Applies the examples; the client namespace gets the label the server's selector wants.
+/// Applies the examples; the client namespace gets the labels of the examples' team-orders.
 pub async fn apply_examples(client: &Client, server_ns: &str, client_ns: &str) {
-    let patch = json!({ "metadata": { "labels": { "tessera.dev/clients": "payments" } } });
+    let labels = json!({ "tessera.dev/clients": "payments", "tessera.dev/tenant": "acme" });
+    let patch = json!({ "metadata": { "labels": labels } });
     Api::<Namespace>::all(client.clone())
         .patch(client_ns, &PatchParams::default(), &Patch::Merge(&patch))
         .await

@@ -31,6 +31,9 @@ pub struct CompileInput {
     pub clients: Vec<ClientInput>,
     /// The Secrets `spec.identity` references, as read from the server's namespace.
     pub identity_secrets: IdentitySecrets,
+    /// Labels of the clients' namespaces, by namespace, as the platform set them; a namespace
+    /// not here has no labels to select on.
+    pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// Contents of the Secrets that `spec.identity` references (see [`identity_secret_names`]),
@@ -148,8 +151,9 @@ pub fn compile(input: &CompileInput) -> Compiled {
             allow_internal_addresses: o.allow_internal_addresses,
         })
         .unwrap_or_default();
-    let clients = compile_clients(&input.clients, server_ns, &outbound, &mut rejected);
-    let policies = compile_policies(&input.policies, &clients, &mut rejected);
+    let platform = Platform { server_ns, namespace_labels: &input.namespace_labels, trusted: &spec.trusted_clients };
+    let clients = compile_clients(&input.clients, &platform, &outbound, &mut rejected);
+    let policies = compile_policies(&input.policies, &clients, server_ns, &mut rejected);
 
     let rotation = &spec.signing.rotation;
     let jwks_max_age = jwks_max_age_secs(rotation.pre_publish.as_secs());
@@ -405,10 +409,39 @@ fn compile_claims(claims: &[AuthClaim], rejected: &mut Vec<Rejection>) -> Vec<Cl
 
 /// A client's `jwksUri` is outside the server's `spec.outbound` (or not a URL at all).
 pub const JWKS_URI_NOT_ALLOWED: &str = "JwksUriNotAllowed";
+/// The labels of a client's namespace are beyond what CEL expressions are admitted for.
+pub const INVALID_NAMESPACE_LABELS: &str = "InvalidNamespaceLabels";
+
+/// What the platform and the server's owner assert about clients (never the client's owner).
+struct Platform<'a> {
+    server_ns: &'a str,
+    namespace_labels: &'a BTreeMap<String, BTreeMap<String, String>>,
+    trusted: &'a [String],
+}
+
+/// Why the labels of a client's namespace are beyond [`crate::policy::limits`], if they are.
+fn namespace_labels_error(namespace: &str, labels: &BTreeMap<String, String>) -> Option<String> {
+    use crate::policy::limits::{NAMESPACE_LABEL_KEY_BYTES, NAMESPACE_LABEL_VALUE_BYTES, NAMESPACE_LABELS};
+    if labels.len() as u64 > NAMESPACE_LABELS {
+        return Some(format!(
+            "namespace {namespace} has {} labels; CEL's client.namespaceLabels admits at most {NAMESPACE_LABELS}",
+            labels.len()
+        ));
+    }
+    labels
+        .iter()
+        .find(|(k, v)| k.len() as u64 > NAMESPACE_LABEL_KEY_BYTES || v.len() as u64 > NAMESPACE_LABEL_VALUE_BYTES)
+        .map(|(k, _)| {
+            format!(
+                "label {:?} of namespace {namespace} is longer than Kubernetes allows (key {NAMESPACE_LABEL_KEY_BYTES}, value {NAMESPACE_LABEL_VALUE_BYTES} bytes)",
+                trunc(k)
+            )
+        })
+}
 
 fn compile_clients(
     clients: &[ClientInput],
-    server_ns: &str,
+    platform: &Platform<'_>,
     outbound: &crate::outbound::OutboundConfig,
     rejected: &mut Vec<Rejection>,
 ) -> Vec<ClientConfig> {
@@ -426,7 +459,7 @@ fn compile_clients(
         let namespace = namespace_or_default(c.metadata.namespace.as_deref()).to_owned();
         let name = c.metadata.name.clone().unwrap_or_default();
         // Before the age check: a squatter must never win by being older.
-        if let Some((reason, message)) = client_id_refusal(&client_id, &namespace, server_ns) {
+        if let Some((reason, message)) = client_id_refusal(&client_id, &namespace, platform.server_ns) {
             rejected.push(reject("AuthClient", &c.metadata, reason, message));
             continue;
         }
@@ -443,6 +476,12 @@ fn compile_clients(
             rejected.push(reject("AuthClient", &c.metadata, "InvalidMetadata", err));
             continue;
         }
+        let namespace_labels = platform.namespace_labels.get(&namespace).cloned().unwrap_or_default();
+        if let Some(err) = namespace_labels_error(&namespace, &namespace_labels) {
+            rejected.push(reject("AuthClient", &c.metadata, INVALID_NAMESPACE_LABELS, err));
+            continue;
+        }
+        let trusted = namespace == platform.server_ns || platform.trusted.contains(&client_id);
         seen.insert(client_id.clone(), format!("{namespace}/{name}"));
         let auth = &c.spec.authentication;
         // `serve` has no admission: the outbound allow-list holds here.
@@ -478,15 +517,42 @@ fn compile_clients(
             service_account,
             metadata: c.spec.metadata.clone(),
             labels: c.metadata.labels.clone().unwrap_or_default(),
+            namespace_labels,
+            trusted,
         });
     }
     out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
     out
 }
 
+/// Whether a policy's `clients` takes in `c`: its form (all, ids, AuthClient labels) and the
+/// namespace condition, which a label selector without one makes the server's own namespace.
+fn policy_takes(m: &crate::api::ClientMatch, c: &ClientConfig, server_ns: &str) -> bool {
+    let form = if m.all.unwrap_or(false) {
+        true
+    } else if let Some(ids) = &m.ids {
+        ids.contains(&c.client_id)
+    } else if let Some(sel) = &m.selector {
+        selector::matches(sel, &c.labels)
+    } else {
+        false
+    };
+    let namespace = if let Some(namespaces) = &m.namespaces {
+        namespaces.contains(&c.namespace)
+    } else if let Some(sel) = &m.namespace_selector {
+        // Labels not read (no Namespace object) match no selector, not even an empty one.
+        !c.namespace_labels.is_empty() && selector::matches(sel, &c.namespace_labels)
+    } else {
+        // The client's owner writes its labels: alone they only select the platform's own clients.
+        m.selector.is_none() || c.namespace == server_ns
+    };
+    form && namespace
+}
+
 fn compile_policies(
     policies: &[AccessPolicy],
     clients: &[ClientConfig],
+    server_ns: &str,
     rejected: &mut Vec<Rejection>,
 ) -> Vec<PolicyConfig> {
     let mut out = Vec::new();
@@ -523,16 +589,16 @@ fn compile_policies(
             });
         }
         let m = &spec.clients;
-        let policy_clients = if m.all.unwrap_or(false) {
+        let unconditional = m.namespaces.is_none() && m.namespace_selector.is_none();
+        let policy_clients = if m.all.unwrap_or(false) && unconditional {
             PolicyClients::All
-        } else if let Some(ids) = &m.ids {
+        } else if let (Some(ids), true) = (&m.ids, unconditional) {
+            // Ids belong to namespaces already (see `client_id_refusal`); kept as written.
             PolicyClients::Ids(ids.clone())
-        } else if let Some(sel) = &m.selector {
-            PolicyClients::Ids(
-                clients.iter().filter(|c| selector::matches(sel, &c.labels)).map(|c| c.client_id.clone()).collect(),
-            )
         } else {
-            PolicyClients::Ids(Vec::new())
+            PolicyClients::Ids(
+                clients.iter().filter(|c| policy_takes(m, c, server_ns)).map(|c| c.client_id.clone()).collect(),
+            )
         };
         out.push(PolicyConfig {
             name: p.metadata.name.clone().unwrap_or_default(),

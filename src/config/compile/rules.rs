@@ -119,6 +119,11 @@ pub(super) fn server(spec: &AuthorizationServerSpec) -> Vec<String> {
     }
     v.check(unique(&spec.audiences), "spec.audiences", "audiences must not repeat");
     v.check(
+        spec.trusted_clients.len() <= 256 && each_sized(&spec.trusted_clients, 256),
+        "spec.trustedClients",
+        "at most 256 trusted client ids, each 1 to 256 characters",
+    );
+    v.check(
         spec.trusted_origins.iter().all(|o| trusted_origin(o)),
         "spec.trustedOrigins",
         "each trusted origin must be scheme://host[:port] with no path: https, or http on localhost",
@@ -283,6 +288,18 @@ pub(super) fn policy(spec: &AccessPolicySpec) -> Vec<String> {
     );
     if let Some(ids) = &c.ids {
         v.check(each_sized(ids, 256), "spec.clients.ids", "each client id must be 1 to 256 characters");
+    }
+    v.check(
+        c.namespaces.is_none() || c.namespace_selector.is_none(),
+        "spec.clients",
+        "clients may set namespaces or namespaceSelector, not both",
+    );
+    if let Some(namespaces) = &c.namespaces {
+        v.check(
+            namespaces.iter().all(|n| n.len() <= 63 && dns_label(n)),
+            "spec.clients.namespaces",
+            "each namespace must be a namespace name: lowercase letters, digits and '-'",
+        );
     }
     let (min5, day, min10, years5) = (secs(300), secs(24 * 3600), secs(600), secs(43800 * 3600));
     for r in &spec.rules {

@@ -43,6 +43,7 @@ fn input() -> CompileInput {
         policies: vec![],
         clients: vec![],
         identity_secrets: IdentitySecrets::default(),
+        namespace_labels: BTreeMap::new(),
     }
 }
 
@@ -159,6 +160,7 @@ fn policy_with_bad_condition_is_rejected_and_selectors_resolve_to_client_ids() {
             "apiVersion: tessera.dev/v1alpha1\nkind: AccessPolicy\nmetadata: { name: broken, namespace: identity }\nspec:\n  serverRef: { name: payments }\n  priority: 0\n  clients: { all: true }\n  rules: [ { name: r, grantTypes: [client_credentials], scopes: ['*'], condition: '1 +' } ]\n",
         ),
     ];
+    i.policies[0].spec.clients.namespaces = Some(vec!["team".into()]);
     let c = compile(&i);
     let names: Vec<_> = c.config.policies.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["a-first", "z-gold"]);
@@ -454,6 +456,13 @@ const BROKEN_RULES: &[(&str, &str, &str, Breaks)] = &[
     }),
     ("AccessPolicy", "spec.clients", "exactly one", |i| i.policies[0].spec.clients.all = Some(true)),
     ("AccessPolicy", "spec.clients.ids", "1 to 256", |i| i.policies[0].spec.clients.ids = Some(vec!["".into()])),
+    ("AccessPolicy", "spec.clients", "not both", |i| {
+        let clients = &mut i.policies[0].spec.clients;
+        (clients.namespaces, clients.namespace_selector) = (Some(vec!["team".into()]), Some(Default::default()));
+    }),
+    ("AccessPolicy", "spec.clients.namespaces", "namespace name", |i| {
+        i.policies[0].spec.clients.namespaces = Some(vec!["Team".into()])
+    }),
     ("AccessPolicy", "spec.rules[]", "refreshTokenLifetime must be 0", |i| {
         i.policies[0].spec.rules[0].refresh_token_lifetime = d("10m")
     }),
@@ -547,4 +556,79 @@ fn every_rule_the_crds_enforce_also_holds_in_compile() {
             "{kind} {path}: breaking {message:?} was refused as {refused:?}"
         );
     }
+}
+
+// --- what the platform asserts against what a tenant asserts (item 4 of issue 17) ---
+
+fn gold_policy(clients: &str) -> AccessPolicy {
+    yaml(&format!(
+        "apiVersion: tessera.dev/v1alpha1\nkind: AccessPolicy\nmetadata: {{ name: gold, namespace: identity }}\nspec:\n  serverRef: {{ name: payments }}\n  clients: {clients}\n  rules: [ {{ name: r, grantTypes: [client_credentials], scopes: ['*'] }} ]\n"
+    ))
+}
+
+fn in_namespace(mut c: ClientInput, ns: &str, id: &str) -> ClientInput {
+    c.client.metadata.namespace = Some(ns.into());
+    c.client.spec.client_id = Some(id.into());
+    c
+}
+
+#[test]
+fn a_label_selector_alone_selects_only_clients_of_the_servers_namespace() {
+    let mut i = input();
+    i.clients = vec![
+        in_namespace(client("own", "x", "2026-01-01T00:00:00Z", "tier: gold"), "identity", "console"),
+        client("evil", "team.evil", "2026-01-01T00:00:00Z", "tier: gold"),
+    ];
+    i.policies = vec![gold_policy("{ selector: { matchLabels: { tier: gold } } }")];
+    let c = compile(&i);
+    assert_eq!(c.config.policies[0].clients, PolicyClients::Ids(vec!["console".into()]));
+}
+
+#[test]
+fn namespace_selectors_match_the_platforms_namespace_labels_never_the_clients_own() {
+    let mut i = input();
+    i.clients = vec![
+        client("gold", "team.gold", "2026-01-01T00:00:00Z", ""),
+        in_namespace(client("evil", "x", "2026-01-01T00:00:00Z", "tier: gold"), "evil", "evil.app"),
+        in_namespace(client("unread", "x", "2026-01-01T00:00:00Z", ""), "unread", "unread.app"),
+    ];
+    i.namespace_labels = BTreeMap::from([
+        ("team".to_owned(), BTreeMap::from([("tier".to_owned(), "gold".to_owned())])),
+        ("evil".to_owned(), BTreeMap::from([("tier".to_owned(), "free".to_owned())])),
+    ]);
+    i.policies = vec![gold_policy("{ all: true, namespaceSelector: { matchLabels: { tier: gold } } }")];
+    let c = compile(&i);
+    assert_eq!(c.config.policies[0].clients, PolicyClients::Ids(vec!["team.gold".into()]));
+    // An empty selector takes every namespace the issuer has read, and only those.
+    i.policies = vec![gold_policy("{ selector: { matchLabels: { tier: gold } }, namespaceSelector: {} }")];
+    let c = compile(&i);
+    assert_eq!(c.config.policies[0].clients, PolicyClients::Ids(vec!["evil.app".into()]));
+    let gold = c.config.client("team.gold").unwrap();
+    assert_eq!(gold.namespace_labels.get("tier").map(String::as_str), Some("gold"));
+}
+
+#[test]
+fn only_the_servers_namespace_and_its_trusted_clients_are_first_party() {
+    let mut i = input();
+    i.server.spec.trusted_clients = vec!["team.b".into()];
+    i.clients = vec![
+        client("a", "team.a", "2026-01-01T00:00:00Z", ""),
+        client("b", "team.b", "2026-01-01T00:00:00Z", ""),
+        in_namespace(client("own", "x", "2026-01-01T00:00:00Z", ""), "identity", "console"),
+    ];
+    let c = compile(&i);
+    let trusted: Vec<_> = c.config.clients.iter().filter(|c| c.trusted).map(|c| c.client_id.as_str()).collect();
+    assert_eq!(trusted, ["console", "team.b"]);
+}
+
+#[test]
+fn a_namespace_with_more_labels_than_cel_admits_leaves_its_clients_out() {
+    let mut i = input();
+    i.clients = vec![client("a", "team.a", "2026-01-01T00:00:00Z", "")];
+    let labels = (0..65).map(|n| (format!("l{n}"), "v".to_owned())).collect();
+    i.namespace_labels = BTreeMap::from([("team".to_owned(), labels)]);
+    let c = compile(&i);
+    assert!(c.config.clients.is_empty());
+    assert_eq!(c.rejected[0].reason, INVALID_NAMESPACE_LABELS);
+    assert!(c.rejected[0].message.contains("at most 64"), "{}", c.rejected[0].message);
 }

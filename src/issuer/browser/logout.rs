@@ -1,10 +1,11 @@
-//! `/v1/logout`: RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0).
+//! `/v1/logout`: RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0). Without a valid
+//! `id_token_hint` the person is asked first (§2), so a cross-site link cannot sign them out.
 
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use serde_json::Value;
 
-use super::{end_session, error_page, pages, redirect, session_cookie, with_query};
+use super::{end_session, error_page, load_session, pages, redirect, same, session_cookie, sha256_b64, with_query};
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
 use crate::issuer::{Issuer, Served};
@@ -29,7 +30,33 @@ fn hinted_client(served: &Served, hint: &str) -> Option<String> {
     }
 }
 
-pub async fn logout(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form) -> Response {
+/// The token the confirmation form echoes: derived from the session cookie (which a
+/// cross-site page cannot read), so only a page this server showed that browser can post it.
+fn confirmation_token(session_id: &str) -> String {
+    sha256_b64(&format!("logout\n{session_id}"))
+}
+
+/// What the confirmation page and its answer decide, apart from I/O.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LogoutStep {
+    /// End the session (a valid hint, a confirmed form, or no session to end).
+    End,
+    /// Ask the person first.
+    Confirm,
+}
+
+/// Whether to end the session now: with a valid `id_token_hint`; without one only when there
+/// is no session, or a POST echoes the session's confirmation token.
+pub fn logout_step(hinted: bool, session_id: Option<&str>, post: bool, echoed: Option<&str>) -> LogoutStep {
+    match session_id {
+        _ if hinted => LogoutStep::End,
+        None => LogoutStep::End,
+        Some(sid) if post && echoed.is_some_and(|t| same(t, &confirmation_token(sid))) => LogoutStep::End,
+        Some(_) => LogoutStep::Confirm,
+    }
+}
+
+pub async fn logout(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form, post: bool) -> Response {
     let hinted = match form.get("id_token_hint") {
         Some(h) => match hinted_client(served, h) {
             Some(c) => Some(c),
@@ -37,6 +64,7 @@ pub async fn logout(issuer: &Issuer, served: &Served, headers: &HeaderMap, form:
         },
         None => None,
     };
+    let has_hint = hinted.is_some();
     let client_id = match (hinted, form.get("client_id")) {
         (Some(h), Some(c)) if h != c => {
             return error_page(&OAuthError::invalid_request("client_id does not match the id_token_hint"));
@@ -59,6 +87,20 @@ pub async fn logout(issuer: &Issuer, served: &Served, headers: &HeaderMap, form:
         }
         None => None,
     };
+    let session = match load_session(issuer, served, headers).await {
+        Ok(s) => s.map(|(sid, _)| sid),
+        Err(e) => return error_page(&e),
+    };
+    if logout_step(has_hint, session.as_deref(), post, form.get("confirm")) == LogoutStep::Confirm {
+        let sid = session.as_deref().unwrap_or_default();
+        let mut hidden = vec![("confirm", confirmation_token(sid))];
+        for key in ["client_id", "post_logout_redirect_uri", "state"] {
+            if let Some(v) = form.get(key) {
+                hidden.push((key, v.to_owned()));
+            }
+        }
+        return pages::logout_confirm(&served.endpoint("/v1/logout"), &hidden);
+    }
     let clear = match end_session(issuer, served, session_cookie(headers)).await {
         Ok(c) => c,
         Err(e) => return error_page(&e),
@@ -72,4 +114,21 @@ pub async fn logout(issuer: &Issuer, served: &Served, headers: &HeaderMap, form:
     };
     r.headers_mut().append(header::SET_COOKIE, clear);
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_hint_only_a_post_with_the_sessions_token_signs_out() {
+        let token = confirmation_token("sid");
+        assert_eq!(logout_step(true, Some("sid"), false, None), LogoutStep::End, "a valid hint is enough");
+        assert_eq!(logout_step(false, None, false, None), LogoutStep::End, "no session: nothing to ask");
+        assert_eq!(logout_step(false, Some("sid"), false, Some(&token)), LogoutStep::Confirm, "a GET never");
+        assert_eq!(logout_step(false, Some("sid"), true, None), LogoutStep::Confirm);
+        assert_eq!(logout_step(false, Some("sid"), true, Some("guess")), LogoutStep::Confirm);
+        assert_eq!(logout_step(false, Some("other"), true, Some(&token)), LogoutStep::Confirm, "another session's");
+        assert_eq!(logout_step(false, Some("sid"), true, Some(&token)), LogoutStep::End);
+    }
 }

@@ -28,6 +28,10 @@ use crate::store::CodeKind;
 pub const REQUEST_TTL_SECS: i64 = 15 * 60;
 /// Authorization codes are redeemed within a minute.
 pub const CODE_TTL_SECS: i64 = 60;
+/// How long a person's consent to a third-party client is remembered.
+pub const CONSENT_TTL_SECS: i64 = 180 * 24 * 3600;
+/// Asked for by a third-party client, this scope shows the consent page every time.
+const OFFLINE_ACCESS: &str = "offline_access";
 
 const BROWSER_COOKIE: &str = "tessera_browser";
 const SESSION_COOKIE: &str = "tessera_session";
@@ -139,7 +143,8 @@ pub struct Session {
     /// `static` or the upstream's name.
     pub idp: String,
     pub until: i64,
-    /// Scopes each client was allowed, so consent is asked once per session.
+    /// Scopes each first-party client was allowed, so consent is asked once per session
+    /// (third-party clients: per person, in the store; see `consent_needed`).
     #[serde(default)]
     pub consents: std::collections::BTreeMap<String, Vec<String>>,
 }
@@ -326,12 +331,20 @@ pub async fn proceed(
             return finish_denied(issuer, served, request_id, pending, &e).await;
         }
     };
-    let needs_consent: Vec<&crate::config::ScopeConfig> =
-        grant.scopes.iter().filter_map(|s| served.config.scope(s)).filter(|s| s.consent == Consent::Required).collect();
-    let already = session.consents.get(&client.client_id);
-    let missing = needs_consent.iter().any(|s| already.is_none_or(|a| !a.contains(&s.name)));
+    // First-party clients (the server's namespace, or `spec.trustedClients`): consent for
+    // Required scopes, once per session. Third-party ones: for every scope, once per person.
+    let remembered = if client.trusted {
+        session.consents.get(&client.client_id).cloned().unwrap_or_default()
+    } else {
+        match remembered_consent(issuer, served, &session.user.sub, &client.client_id).await {
+            Ok(r) => r,
+            Err(e) => return error_page(&e),
+        }
+    };
     let device = matches!(pending.flow, Flow::Device { .. });
-    if !consented && (missing || pending.prompt_consent || device) {
+    if !consented
+        && consent_needed(&served.config, client.trusted, &grant.scopes, &remembered, pending.prompt_consent || device)
+    {
         if pending.prompt_none {
             let e = OAuthError::new_code("consent_required", "the user has not allowed this application yet");
             return finish_denied(issuer, served, request_id, pending, &e).await;
@@ -359,9 +372,20 @@ pub async fn proceed(
             csrf: &pending.csrf,
             scopes,
             device,
+            third_party: (!client.trusted).then_some(client.client_id.as_str()),
         });
     }
-    if consented {
+    if consented && !client.trusted {
+        let mut allowed = remembered;
+        for s in &grant.scopes {
+            if !allowed.contains(s) {
+                allowed.push(s.clone());
+            }
+        }
+        if let Err(e) = remember_consent(issuer, served, &session.user.sub, &client.client_id, &allowed).await {
+            return error_page(&e);
+        }
+    } else if consented {
         let mut updated = session.clone();
         let granted = updated.consents.entry(client.client_id.clone()).or_default();
         for s in &grant.scopes {
@@ -380,6 +404,55 @@ pub async fn proceed(
             _ => error_redirect(served, &pending.flow, &e),
         },
     }
+}
+
+/// Whether the person must be asked before `scopes` are granted: a first-party client only
+/// for Required scopes not yet allowed; a third-party client for any scope not yet allowed,
+/// and for `offline_access` every time; `ask` (prompt=consent, a device) always.
+pub fn consent_needed(
+    config: &crate::config::ServerConfig,
+    trusted: bool,
+    scopes: &[String],
+    remembered: &[String],
+    ask: bool,
+) -> bool {
+    let required = |s: &String| config.scope(s).is_some_and(|c| c.consent == Consent::Required);
+    ask || scopes.iter().any(|s| {
+        let needs = !trusted || required(s);
+        (needs && !remembered.contains(s)) || (!trusted && s == OFFLINE_ACCESS)
+    })
+}
+
+/// The store key of what person `sub` allowed client `client_id` (neither appears in it).
+fn consent_key(sub: &str, client_id: &str) -> String {
+    sha256_b64(&format!("{sub}\n{client_id}"))
+}
+
+/// The scopes person `sub` allowed third-party client `client_id`, from any replica.
+async fn remembered_consent(
+    issuer: &Issuer,
+    served: &Served,
+    sub: &str,
+    client_id: &str,
+) -> Result<Vec<String>, OAuthError> {
+    let key = consent_key(sub, client_id);
+    let raw = issuer.store.get_code(served.scope(), CodeKind::Consent, &key, unix_now()).await?;
+    Ok(raw.and_then(|r| serde_json::from_slice(&r).ok()).unwrap_or_default())
+}
+
+async fn remember_consent(
+    issuer: &Issuer,
+    served: &Served,
+    sub: &str,
+    client_id: &str,
+    scopes: &[String],
+) -> Result<(), OAuthError> {
+    let (key, now) = (consent_key(sub, client_id), unix_now());
+    let value = serde_json::to_vec(scopes).map_err(|_| OAuthError::server_error("consent"))?;
+    // Replaced whole, with a fresh expiry: the latest answer is the one that counts.
+    issuer.store.take_code(served.scope(), CodeKind::Consent, &key, now).await?;
+    issuer.store.put_code(served.scope(), CodeKind::Consent, &key, &value, now + CONSENT_TTL_SECS).await?;
+    Ok(())
 }
 
 /// What an authorization code or an approved device code carries to the token endpoint.
@@ -455,4 +528,41 @@ async fn finish_denied(
         return pages::message("Device not connected", &e.description);
     }
     error_redirect(served, &pending.flow, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> crate::config::ServerConfig {
+        serde_json::from_value(serde_json::json!({
+            "name": "p", "namespace": "identity", "issuer": "http://127.0.0.1:9/p", "audiences": ["api://p"],
+            "signing": { "algorithm": "ES256", "mode": "Automatic", "periodSecs": 1000, "prePublishSecs": 100, "retainRetiredSecs": 300 },
+            "jwksMaxAgeSecs": 50,
+            "scopes": [ { "name": "read" }, { "name": "admin", "consent": "Required" } ],
+            "claims": [], "policies": [], "clients": []
+        }))
+        .unwrap()
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| (*x).to_owned()).collect()
+    }
+
+    #[test]
+    fn third_party_clients_need_consent_once_per_scope_set_and_offline_access_each_time() {
+        let c = config();
+        // First-party: Implicit scopes never prompt, Required ones once.
+        assert!(!consent_needed(&c, true, &s(&["openid", "read", "offline_access"]), &[], false));
+        assert!(consent_needed(&c, true, &s(&["admin"]), &[], false));
+        assert!(!consent_needed(&c, true, &s(&["admin"]), &s(&["admin"]), false));
+        // Third-party: every scope, until allowed; a new scope asks again.
+        assert!(consent_needed(&c, false, &s(&["openid"]), &[], false));
+        assert!(!consent_needed(&c, false, &s(&["openid", "read"]), &s(&["openid", "read"]), false));
+        assert!(consent_needed(&c, false, &s(&["openid", "read", "admin"]), &s(&["openid", "read"]), false));
+        // offline_access, even when allowed before.
+        let offline = s(&["openid", "offline_access"]);
+        assert!(consent_needed(&c, false, &offline, &offline, false));
+        assert!(consent_needed(&c, true, &s(&["read"]), &s(&["read"]), true), "prompt=consent asks anyway");
+    }
 }

@@ -119,6 +119,8 @@ pub struct Consent<'a> {
     /// (scope, description)
     pub scopes: Vec<(String, String)>,
     pub device: bool,
+    /// The client id of a client the server's owner does not vouch for.
+    pub third_party: Option<&'a str>,
 }
 
 pub fn consent(c: &Consent<'_>) -> Response {
@@ -131,6 +133,13 @@ pub fn consent(c: &Consent<'_>) -> Response {
     } else {
         format!("<p><strong>{}</strong> asks to act for <strong>{}</strong>.</p>", esc(c.client), esc(c.user))
     };
+    if let Some(id) = c.third_party {
+        let _ = write!(
+            body,
+            "<p>This application (<code>{}</code>) is not operated by this sign-in service; its name was chosen by whoever registered it. Only allow it if you trust it.</p>",
+            esc(id)
+        );
+    }
     if !c.scopes.is_empty() {
         body.push_str("<p>It asks for:</p><ul>");
         for (name, description) in &c.scopes {
@@ -167,6 +176,19 @@ pub fn device_entry(action: &str, user_code: &str, error: Option<&str>) -> Respo
     );
     let status = if error.is_some() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
     page(status, "Connect a device", &body)
+}
+
+/// "Sign out?": a form that posts `hidden` back to `action` (RP-Initiated Logout §2).
+pub fn logout_confirm(action: &str, hidden: &[(&str, String)]) -> Response {
+    let mut body = format!(
+        "<p>An application asked to sign you out of this sign-in service.</p><form method=\"post\" action=\"{}\">",
+        esc(action)
+    );
+    for (name, value) in hidden {
+        let _ = write!(body, "<input type=\"hidden\" name=\"{}\" value=\"{}\">", esc(name), esc(value));
+    }
+    body.push_str("<button type=\"submit\">Sign out</button></form>");
+    page(StatusCode::OK, "Sign out?", &body)
 }
 
 pub fn message(title: &str, text: &str) -> Response {
