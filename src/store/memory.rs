@@ -209,7 +209,14 @@ impl Inner {
 
     /// Stores a code; false if a live one exists. A pending sign-in that does not fit under
     /// the ceiling even after shedding is refused; anything else is always stored.
-    fn put_code(&mut self, key: String, kind: CodeKind, value: Vec<u8>, until: i64, now: i64) -> Result<bool, StoreError> {
+    fn put_code(
+        &mut self,
+        key: String,
+        kind: CodeKind,
+        value: Vec<u8>,
+        until: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         self.sweep(now);
         if self.live_code(&key, now).is_some() {
             return Ok(false);
@@ -331,9 +338,7 @@ impl TokenStore for MemoryStore {
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         let k = key(s, kind.as_str(), code);
         let value = value.to_vec();
-        self.with(move |i| {
-            i.live_code(&k, now).is_some() && i.codes.update(&k, |c| c.value = value).is_some()
-        })
+        self.with(move |i| i.live_code(&k, now).is_some() && i.codes.update(&k, |c| c.value = value).is_some())
     }
 
     fn take_code<'a>(
@@ -428,7 +433,9 @@ mod tests {
         for n in 0..200 {
             assert!(s.put_code(scope(), CodeKind::Request, &format!("r{n}"), &[1; 1024], until).await.unwrap());
             if n % 3 == 0 {
-                assert!(s.put_code(scope(), CodeKind::UpstreamState, &format!("u{n}"), &[2; 256], until).await.unwrap());
+                assert!(
+                    s.put_code(scope(), CodeKind::UpstreamState, &format!("u{n}"), &[2; 256], until).await.unwrap()
+                );
             }
             assert!(s.inner.lock().unwrap().bytes() <= 64 * 1024);
         }

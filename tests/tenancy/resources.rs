@@ -185,7 +185,7 @@ fn read_until_closed(c: &mut TcpStream, within: Duration) -> Option<String> {
 
 #[test]
 fn idle_and_dripping_connections_are_closed_and_slow_requests_time_out() {
-    let s = serve(&["--header-read-timeout", "1s", "--request-timeout", "2s"]);
+    let s = serve(&["--header-read-timeout", "1s", "--idle-timeout", "3s", "--request-timeout", "2s"]);
     let connect = || TcpStream::connect(("127.0.0.1", s.port)).unwrap();
     // Idle: never sends anything.
     let mut idle = connect();
@@ -219,10 +219,18 @@ fn idle_and_dripping_connections_are_closed_and_slow_requests_time_out() {
     });
     let answer = read_until_closed(&mut slow, Duration::from_secs(15)).expect("a dripped request was kept for 15 s");
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    // A kept-alive connection that answered is closed when it idles.
+    // A kept-alive connection may idle longer than the header-read timeout between requests…
     let mut kept = connect();
     kept.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let answer = read_until_closed(&mut kept, Duration::from_secs(15)).expect("an idle kept-alive connection stayed open");
+    kept.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 512];
+    let n = kept.read(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+    std::thread::sleep(Duration::from_millis(1500));
+    // …and is closed once it idles past the idle timeout.
+    kept.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let answer =
+        read_until_closed(&mut kept, Duration::from_secs(15)).expect("an idle kept-alive connection stayed open");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
@@ -241,6 +249,7 @@ fn connections_over_the_limit_wait_until_one_is_free() {
         other => panic!("a connection over the limit was served: {other:?}"),
     }
     drop(held);
-    let answer = read_until_closed(&mut fourth, Duration::from_secs(15)).expect("the queued connection was never served");
+    let answer =
+        read_until_closed(&mut fourth, Duration::from_secs(15)).expect("the queued connection was never served");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
