@@ -4,6 +4,7 @@ pub mod api;
 pub mod config;
 pub mod issuer;
 pub mod keys;
+pub mod listener;
 pub mod operator;
 pub mod outbound;
 pub mod plugin;

@@ -51,6 +51,11 @@ struct IssuerArgs {
     redis_url: Option<String>,
     #[command(flatten)]
     trust: TrustArgs,
+    #[command(flatten)]
+    connections: tessera::listener::ConnectionLimits,
+    /// Ceiling of the in-memory token store in MiB; beyond it the oldest pending sign-ins are dropped.
+    #[arg(long, env = "TESSERA_MEMORY_STORE_LIMIT_MIB", default_value_t = tessera::store::DEFAULT_MEMORY_LIMIT_MIB)]
+    memory_store_limit_mib: usize,
 }
 
 #[derive(clap::Args)]
@@ -99,6 +104,11 @@ struct ServeArgs {
     redis_url: Option<String>,
     #[command(flatten)]
     trust: TrustArgs,
+    #[command(flatten)]
+    connections: tessera::listener::ConnectionLimits,
+    /// Ceiling of the in-memory token store in MiB; beyond it the oldest pending sign-ins are dropped.
+    #[arg(long, env = "TESSERA_MEMORY_STORE_LIMIT_MIB", default_value_t = tessera::store::DEFAULT_MEMORY_LIMIT_MIB)]
+    memory_store_limit_mib: usize,
 }
 
 #[derive(clap::Args, Clone)]
@@ -178,6 +188,8 @@ fn main() -> ExitCode {
                 tls_dir: args.tls_dir,
                 redis_url: args.redis_url,
                 issuer: args.trust.options(),
+                connections: args.connections,
+                memory_store_limit: args.memory_store_limit_mib.saturating_mul(1 << 20),
             };
             match runtime().map(|rt| rt.block_on(tessera::standalone::serve(options))) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
@@ -187,14 +199,16 @@ fn main() -> ExitCode {
         }
         Command::Issuer(args) => {
             init_tracing();
-            let run = tessera::issuer::watch::run(
-                &args.namespace,
-                &args.server,
-                args.listen,
-                args.tls_dir,
-                args.redis_url,
-                args.trust.options(),
-            );
+            let target = tessera::issuer::watch::IssuerRun {
+                namespace: args.namespace,
+                server: args.server,
+                listen: args.listen,
+                tls_dir: args.tls_dir,
+                redis_url: args.redis_url,
+                connections: args.connections,
+                memory_store_limit: args.memory_store_limit_mib.saturating_mul(1 << 20),
+            };
+            let run = tessera::issuer::watch::run(target, args.trust.options());
             match runtime().map(|rt| rt.block_on(run)) {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) => fail(e),

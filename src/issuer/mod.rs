@@ -12,7 +12,7 @@ mod grants;
 mod health;
 mod introspect;
 mod jwks;
-mod rate_limit;
+pub(crate) mod rate_limit;
 mod revoke;
 pub mod tls;
 mod token;
@@ -21,7 +21,7 @@ mod userinfo;
 pub mod watch;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -135,6 +135,8 @@ pub struct Issuer {
     auth_failures: client_auth::AuthFailures,
     sign_in_limits: browser::login::SignInLimits,
     user_code_limits: browser::device::UserCodeLimits,
+    /// Sign-ins started per source and server (each is stored until it ends or expires).
+    sign_in_starts: rate_limit::RateLimiter,
     trust: trust::JwksFetcher,
     upstreams: browser::upstream::UpstreamClient,
     options: IssuerOptions,
@@ -151,6 +153,7 @@ impl Issuer {
             auth_failures: client_auth::AuthFailures::default(),
             sign_in_limits: browser::login::SignInLimits::default(),
             user_code_limits: browser::device::UserCodeLimits::default(),
+            sign_in_starts: rate_limit::RateLimiter::default(),
             trust: trust::JwksFetcher::new(http.clone(), options.kube_client.clone()),
             upstreams: browser::upstream::UpstreamClient::new(http),
             options,
@@ -203,12 +206,6 @@ impl Issuer {
     /// The server currently served under `namespace/name`.
     pub fn current(&self, namespace: &str, name: &str) -> Option<Arc<Served>> {
         self.servers.load().iter().find(|s| s.config.namespace == namespace && s.config.name == name).cloned()
-    }
-
-    /// The router as a service that records each connection's peer address (the source of
-    /// the per-address failure limits): what every listener serves.
-    pub fn service(self: &Arc<Self>) -> axum::extract::connect_info::IntoMakeServiceWithConnectInfo<Router, Peer> {
-        self.router().into_make_service_with_connect_info::<Peer>()
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
@@ -320,21 +317,7 @@ impl Endpoint {
     }
 }
 
-/// The peer address of a connection (`ConnectInfo<Peer>`), as every listener records it.
-#[derive(Clone, Copy, Debug)]
-pub struct Peer(pub SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        Self(*stream.remote_addr())
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tls::TlsListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tls::TlsListener>) -> Self {
-        Self(*stream.remote_addr())
-    }
-}
+pub use crate::listener::Peer;
 
 /// What an endpoint handler reads of a request.
 pub(crate) struct Incoming {
@@ -416,10 +399,10 @@ async fn browse(issuer: &Issuer, served: &Served, endpoint: Endpoint, req: &Inco
     let post = req.method == Method::POST;
     let h = &req.headers;
     match endpoint {
-        Endpoint::Authorize => browser::authorize::authorize(issuer, served, h, &form).await,
+        Endpoint::Authorize => browser::authorize::authorize(issuer, served, req.source, h, &form).await,
         Endpoint::Login if post => browser::login::submit(issuer, served, req.source, h, &form).await,
         Endpoint::Login => browser::login::page(issuer, served, h, &form).await,
-        Endpoint::LoginUpstream => browser::upstream::start(issuer, served, h, &form).await,
+        Endpoint::LoginUpstream => browser::upstream::start(issuer, served, req.source, h, &form).await,
         Endpoint::LoginCallback => browser::upstream::callback(issuer, served, h, &form).await,
         Endpoint::Consent if post => browser::consent::submit(issuer, served, h, &form).await,
         Endpoint::Consent => browser::consent::page(issuer, served, h, &form).await,

@@ -10,7 +10,6 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 
-use super::tls::TlsListener;
 use super::{Issuer, IssuerOptions, Served};
 use crate::api::StorageType;
 use crate::config::{CONFIG_SECRET_KEY, ServerConfig, config_secret_name};
@@ -36,20 +35,28 @@ fn data(secret: &Secret, key: &str) -> Option<Vec<u8>> {
     secret.data.as_ref()?.get(key).map(|b| b.0.clone())
 }
 
+/// What `tessera issuer` serves and how.
+pub struct IssuerRun {
+    pub namespace: String,
+    pub server: String,
+    pub listen: SocketAddr,
+    pub tls_dir: Option<PathBuf>,
+    /// Redis URL (with its password): never logged.
+    pub redis_url: Option<String>,
+    pub connections: crate::listener::ConnectionLimits,
+    /// Ceiling of the in-memory token store, in bytes.
+    pub memory_store_limit: usize,
+}
+
 /// Serves `namespace/server` from its Secrets until the process stops.
-pub async fn run(
-    namespace: &str,
-    server: &str,
-    listen: SocketAddr,
-    tls_dir: Option<PathBuf>,
-    redis_url: Option<String>,
-    mut options: IssuerOptions,
-) -> Result<(), WatchError> {
+pub async fn run(run: IssuerRun, mut options: IssuerOptions) -> Result<(), WatchError> {
+    let IssuerRun { namespace, server, listen, tls_dir, redis_url, connections, memory_store_limit } = run;
+    let (namespace, server) = (namespace.as_str(), server.as_str());
     // The operator sets TESSERA_REDIS_URL (from spec.storage.redis.urlSecretRef) only for Redis.
     let has_redis = redis_url.is_some();
     let store: Arc<dyn TokenStore> = match redis_url {
         Some(url) => Arc::new(RedisStore::new(&url).map_err(|e| WatchError::Client(e.to_string()))?),
-        None => Arc::new(MemoryStore::new()),
+        None => Arc::new(MemoryStore::with_limit(memory_store_limit)),
     };
     let client = kube::Client::try_default().await.map_err(|e| WatchError::Client(e.to_string()))?;
     if options.kubernetes_issuer.is_none() {
@@ -59,18 +66,10 @@ pub async fn run(
     let secrets: Api<Secret> = Api::namespaced(client, namespace);
     let issuer = Issuer::new(options, store);
 
-    let router = issuer.service();
-    let listen_error = |message: String| WatchError::Listen { addr: listen, message };
-    let http = match tls_dir {
-        Some(dir) => {
-            let listener = TlsListener::bind(listen, dir).await.map_err(|e| listen_error(e.to_string()))?;
-            tokio::spawn(async move { axum::serve(listener, router).await })
-        }
-        None => {
-            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| listen_error(e.to_string()))?;
-            tokio::spawn(async move { axum::serve(listener, router).await })
-        }
-    };
+    let bound = crate::listener::bind(listen, tls_dir, connections)
+        .await
+        .map_err(|e| WatchError::Listen { addr: e.addr, message: e.message })?;
+    let http = tokio::spawn(bound.serve(issuer.router()));
     tracing::info!(%listen, namespace, server, "issuer listening; waiting for config and keys");
 
     let by_name = |name: String| watcher::Config::default().fields(&format!("metadata.name={name}"));

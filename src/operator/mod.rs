@@ -108,6 +108,8 @@ pub struct OperatorOptions {
     pub leader_election: bool,
     pub lease_namespace: String,
     pub identity: String,
+    /// Timeouts and the connection limit of the metrics and health listener.
+    pub connections: crate::listener::ConnectionLimits,
 }
 
 fn server_of(namespace: Option<String>, server: &str) -> Option<ObjectRef<AuthorizationServer>> {
@@ -119,7 +121,7 @@ pub async fn run(client: Client, opts: OperatorOptions) -> anyhow::Result<()> {
     let namespaces = (!opts.namespaces.is_empty()).then(|| opts.namespaces.clone());
     let ctx = Arc::new(Context::new(client.clone(), BuildContext { image: opts.issuer_image.clone() }, namespaces));
     let leading = Arc::new(std::sync::atomic::AtomicBool::new(!opts.leader_election));
-    let health = status::serve_health(opts.listen, ctx.metrics.clone(), leading.clone());
+    let health = status::serve_health(opts.listen, opts.connections, ctx.metrics.clone(), leading.clone());
     tokio::spawn(health);
 
     if opts.leader_election {
@@ -476,6 +478,8 @@ pub struct OperatorArgs {
     /// Path of a kubeconfig; default: in-cluster, then $KUBECONFIG, then ~/.kube/config.
     #[arg(long)]
     pub kubeconfig: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub connections: crate::listener::ConnectionLimits,
 }
 
 /// A Kubernetes client from `--kubeconfig`, or the usual inference.
@@ -502,6 +506,7 @@ pub async fn main(args: OperatorArgs) -> anyhow::Result<()> {
             leader_election: args.leader_elect,
             lease_namespace: args.lease_namespace,
             identity,
+            connections: args.connections,
         },
     )
     .await

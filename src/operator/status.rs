@@ -231,7 +231,12 @@ pub async fn write_dependent<K: Dependent>(
 
 /// `/metrics`, `/healthz` and `/readyz`. A standby is ready too (it is healthy and can take
 /// over at once); `/readyz` says which role it has, so a PDB never blocks evicting the leader.
-pub async fn serve_health(addr: SocketAddr, metrics: Arc<Metrics>, leading: Arc<AtomicBool>) {
+pub async fn serve_health(
+    addr: SocketAddr,
+    limits: crate::listener::ConnectionLimits,
+    metrics: Arc<Metrics>,
+    leading: Arc<AtomicBool>,
+) {
     let app = Router::new()
         .route("/metrics", get(move || async move { metrics.render() }))
         .route("/healthz", get(|| async { "ok" }))
@@ -239,13 +244,9 @@ pub async fn serve_health(addr: SocketAddr, metrics: Arc<Metrics>, leading: Arc<
             "/readyz",
             get(move || async move { if leading.load(Ordering::SeqCst) { "leader" } else { "standby" } }),
         );
-    match tokio::net::TcpListener::bind(addr).await {
-        Ok(listener) => {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "health server stopped");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, %addr, "cannot bind the health and metrics address"),
+    match crate::listener::bind(addr, None, limits).await {
+        Ok(bound) => bound.serve(app).await,
+        Err(e) => tracing::error!(error = %e, "cannot bind the health and metrics address"),
     }
 }
 

@@ -47,6 +47,10 @@ pub struct ServeOptions {
     /// Redis URL for servers whose storage.type is Redis.
     pub redis_url: Option<String>,
     pub issuer: IssuerOptions,
+    /// Timeouts and the connection limit of the listener.
+    pub connections: crate::listener::ConnectionLimits,
+    /// Ceiling of the in-memory token store, in bytes.
+    pub memory_store_limit: usize,
 }
 
 fn client_allowed(server: &AuthorizationServer, client: &AuthClient, m: &Manifests) -> bool {
@@ -157,7 +161,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), StandaloneError> {
         tracing::warn!(state = %options.state_dir.display(), "{note}");
     }
     let compiled = compile_for_serving(&manifests, Some(&state))?;
-    let store = token_store(&compiled, options.redis_url.as_deref())?;
+    let store = token_store(&compiled, options.redis_url.as_deref(), options.memory_store_limit)?;
     let issuer = Issuer::new(options.issuer.clone(), store);
     for c in compiled {
         for r in &c.rejected {
@@ -179,26 +183,21 @@ pub async fn serve(options: ServeOptions) -> Result<(), StandaloneError> {
         }
         tokio::spawn(rotate_forever(issuer.clone(), state.clone(), config, keys.1));
     }
-    let listen_error = |message: String| StandaloneError::Listen { addr: options.listen, message };
-    match options.tls_dir {
-        Some(dir) => {
-            let listener = crate::issuer::tls::TlsListener::bind(options.listen, dir)
-                .await
-                .map_err(|e| listen_error(e.to_string()))?;
-            tracing::info!(addr = %options.listen, "listening (https)");
-            axum::serve(listener, issuer.service()).await.map_err(|e| listen_error(e.to_string()))
-        }
-        None => {
-            let listener =
-                tokio::net::TcpListener::bind(options.listen).await.map_err(|e| listen_error(e.to_string()))?;
-            tracing::info!(addr = %listener.local_addr().unwrap_or(options.listen), "listening");
-            axum::serve(listener, issuer.service()).await.map_err(|e| listen_error(e.to_string()))
-        }
-    }
+    let bound = crate::listener::bind(options.listen, options.tls_dir.clone(), options.connections)
+        .await
+        .map_err(|e| StandaloneError::Listen { addr: e.addr, message: e.message })?;
+    let scheme = if bound.is_tls() { "https" } else { "http" };
+    tracing::info!(addr = %bound.local_addr().unwrap_or(options.listen), scheme, "listening");
+    bound.serve(issuer.router()).await;
+    Ok(())
 }
 
 /// Redis when a server asks for it (one store serves every server, each under its own keys).
-fn token_store(compiled: &[Compiled], redis_url: Option<&str>) -> Result<Arc<dyn TokenStore>, StandaloneError> {
+fn token_store(
+    compiled: &[Compiled],
+    redis_url: Option<&str>,
+    memory_limit: usize,
+) -> Result<Arc<dyn TokenStore>, StandaloneError> {
     let wants_redis = compiled.iter().any(|c| c.config.storage.type_ == StorageType::Redis);
     match (wants_redis, redis_url) {
         (true, Some(url)) => {
@@ -213,7 +212,7 @@ fn token_store(compiled: &[Compiled], redis_url: Option<&str>) -> Result<Arc<dyn
                     "a Redis URL was given but no server has storage.type Redis: token state stays in memory"
                 );
             }
-            Ok(Arc::new(MemoryStore::new()))
+            Ok(Arc::new(MemoryStore::with_limit(memory_limit)))
         }
     }
 }

@@ -7,7 +7,7 @@ mod redis;
 
 use futures::future::BoxFuture;
 
-pub use memory::MemoryStore;
+pub use memory::{DEFAULT_MEMORY_LIMIT_MIB, MemoryStore};
 pub use redis::RedisStore;
 
 /// Seconds a client is told to wait when token state is unavailable.
@@ -57,6 +57,12 @@ pub enum CodeKind {
 }
 
 impl CodeKind {
+    /// State an unauthenticated browser makes (a sign-in in progress): the only state the
+    /// memory store's ceiling may drop.
+    pub fn is_pending_sign_in(self) -> bool {
+        matches!(self, Self::Request | Self::UpstreamState)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Authorization => "code",

@@ -1,6 +1,9 @@
 //! `/v1/authorize`: authorization code flow only. Client and redirect URI problems are shown
 //! on our page; everything after is redirected to the client with `iss` (RFC 9207).
 
+use std::net::IpAddr;
+use std::time::Instant;
+
 use axum::http::HeaderMap;
 use axum::response::Response;
 
@@ -10,6 +13,7 @@ use crate::config::ClientConfig;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
 use crate::issuer::grants::parse_scope;
+use crate::issuer::rate_limit::{Limit, source_key};
 use crate::issuer::{Issuer, Served, unix_now};
 use crate::store::CodeKind;
 
@@ -62,12 +66,39 @@ fn redirect_uri(client: &ClientConfig, given: Option<&str>) -> Result<String, OA
     }
 }
 
+/// Largest `state` kept for a sign-in (and echoed to the client).
+pub const MAX_STATE: usize = 2048;
+/// Largest `nonce` kept for a sign-in (and put in the ID token).
+pub const MAX_NONCE: usize = 512;
+/// Largest `redirect_uri` read (a registered one is at most this long).
+pub const MAX_REDIRECT_URI: usize = 2048;
+/// Sign-ins a source may start at one server: a burst, then one every 2 s. With the 15-minute
+/// lifetime of a sign-in, one source holds at most 60 + 450 of them.
+pub const SIGN_INS_PER_SOURCE: Limit = Limit::one_every(60, std::time::Duration::from_secs(2));
+
+/// A parameter longer than `max` bytes, refused before anything is stored.
+fn too_long(form: &Form, name: &str, max: usize) -> Option<OAuthError> {
+    form.get(name)
+        .filter(|v| v.len() > max)
+        .map(|_| OAuthError::invalid_request(format!("{name} is longer than {max} bytes")))
+}
+
 pub fn is_pkce_value(s: &str) -> bool {
     (43..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
 }
 
-pub async fn authorize(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form) -> Response {
-    // Errors our page shows: who is asking and where to send the answer.
+pub async fn authorize(
+    issuer: &Issuer,
+    served: &Served,
+    source: Option<IpAddr>,
+    headers: &HeaderMap,
+    form: &Form,
+) -> Response {
+    // Errors our page shows: who is asking and where to send the answer. A state too long to
+    // keep cannot be echoed either, so it is refused on our page too.
+    if let Some(e) = too_long(form, "redirect_uri", MAX_REDIRECT_URI).or_else(|| too_long(form, "state", MAX_STATE)) {
+        return error_page(&e);
+    }
     let Some(client_id) = form.get("client_id") else {
         return error_page(&OAuthError::invalid_request("client_id is required"));
     };
@@ -87,6 +118,15 @@ pub async fn authorize(issuer: &Issuer, served: &Served, headers: &HeaderMap, fo
         nonce,
         code_challenge: None,
     };
+    let key = format!("{}|{}", served.scope().prefix(), source_key(source));
+    if let Err(wait) = issuer.sign_in_starts.check(&key, &SIGN_INS_PER_SOURCE, Instant::now()) {
+        let mut r = super::pages::error(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too many sign-ins were started from this address; try again later",
+        );
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, wait.into());
+        return r;
+    }
     match validate(served, client, form) {
         Ok(v) => {
             if let Flow::Authorize { code_challenge, .. } = &mut flow {
@@ -114,6 +154,9 @@ pub struct Validated {
 fn validate(served: &Served, client: &ClientConfig, form: &Form) -> Result<Validated, OAuthError> {
     if served.config.suspended {
         return Err(OAuthError::temporarily_unavailable("this authorization server is suspended"));
+    }
+    if let Some(e) = too_long(form, "nonce", MAX_NONCE) {
+        return Err(e);
     }
     if form.get("request").is_some() || form.get("request_uri").is_some() {
         return Err(OAuthError::new_code("request_not_supported", "request objects are not supported"));

@@ -93,7 +93,24 @@ fn callback_uri(served: &Served) -> String {
 }
 
 /// `/v1/login/upstream?request=..&upstream=..`: off to the upstream's authorization endpoint.
-pub async fn start(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form) -> Response {
+pub async fn start(
+    issuer: &Issuer,
+    served: &Served,
+    source: Option<std::net::IpAddr>,
+    headers: &HeaderMap,
+    form: &Form,
+) -> Response {
+    // Each start stores an upstream state: counted with the sign-ins of its source.
+    let key = format!("{}|{}", served.scope().prefix(), crate::issuer::rate_limit::source_key(source));
+    let limit = super::authorize::SIGN_INS_PER_SOURCE;
+    if let Err(wait) = issuer.sign_in_starts.check(&key, &limit, std::time::Instant::now()) {
+        let mut r = super::pages::error(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too many sign-ins were started from this address; try again later",
+        );
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, wait.into());
+        return r;
+    }
     match start_inner(issuer, served, headers, form).await {
         Ok(r) => r,
         Err(e) => error_page(&e),
