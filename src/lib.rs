@@ -2,6 +2,8 @@
 
 pub mod api;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod issuer;
 pub mod keys;
 pub mod listener;

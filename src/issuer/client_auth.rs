@@ -125,22 +125,26 @@ fn percent_decode(s: &str) -> Option<String> {
     form_urlencoded::parse(format!("x={escaped}").as_bytes()).next().map(|(_, v)| v.into_owned())
 }
 
+/// The client id, the form-decoded secret and, when decoding changed it, the secret as sent, of
+/// an `Authorization: Basic` header (RFC 6749 §2.3.1). Any other scheme fails.
+pub(crate) fn parse_basic(value: &str) -> Result<(String, String, Option<String>), OAuthError> {
+    let encoded = value.get(..6).filter(|p| p.eq_ignore_ascii_case("basic ")).map(|_| &value[6..]).ok_or_else(failed)?;
+    let raw = STANDARD.decode(encoded.trim()).map_err(|_| failed())?;
+    let raw = String::from_utf8(raw).map_err(|_| failed())?;
+    let (id, secret) = raw.split_once(':').ok_or_else(failed)?;
+    let decoded = percent_decode(secret).ok_or_else(failed)?;
+    let also = (decoded != secret).then(|| secret.to_owned());
+    Ok((percent_decode(id).ok_or_else(failed)?, decoded, also))
+}
+
 /// Finds which client the request claims to be and how it authenticates.
 fn identify<'a>(
     served: &'a Served,
     headers: &HeaderMap,
     form: &Form,
 ) -> Result<(&'a ClientConfig, Presented), OAuthError> {
-    let basic = match headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        Some(v) if v.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("basic ")) => {
-            let raw = STANDARD.decode(v[6..].trim()).map_err(|_| failed())?;
-            let raw = String::from_utf8(raw).map_err(|_| failed())?;
-            let (id, secret) = raw.split_once(':').ok_or_else(failed)?;
-            let decoded = percent_decode(secret).ok_or_else(failed)?;
-            let also = (decoded != secret).then(|| secret.to_owned());
-            Some((percent_decode(id).ok_or_else(failed)?, decoded, also))
-        }
-        Some(_) => return Err(failed()),
+    let basic = match headers.get(header::AUTHORIZATION) {
+        Some(v) => Some(parse_basic(v.to_str().map_err(|_| failed())?)?),
         None => None,
     };
     let assertion = match (form.get("client_assertion_type"), form.get("client_assertion")) {

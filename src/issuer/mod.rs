@@ -3,11 +3,11 @@
 
 mod access_token;
 pub(crate) mod browser;
-mod client_auth;
+pub(crate) mod client_auth;
 mod cors;
 mod discovery;
 pub mod error;
-mod form;
+pub(crate) mod form;
 mod grants;
 mod health;
 mod introspect;
