@@ -128,7 +128,8 @@ fn percent_decode(s: &str) -> Option<String> {
 /// The client id, the form-decoded secret and, when decoding changed it, the secret as sent, of
 /// an `Authorization: Basic` header (RFC 6749 §2.3.1). Any other scheme fails.
 pub(crate) fn parse_basic(value: &str) -> Result<(String, String, Option<String>), OAuthError> {
-    let encoded = value.get(..6).filter(|p| p.eq_ignore_ascii_case("basic ")).map(|_| &value[6..]).ok_or_else(failed)?;
+    let encoded =
+        value.get(..6).filter(|p| p.eq_ignore_ascii_case("basic ")).map(|_| &value[6..]).ok_or_else(failed)?;
     let raw = STANDARD.decode(encoded.trim()).map_err(|_| failed())?;
     let raw = String::from_utf8(raw).map_err(|_| failed())?;
     let (id, secret) = raw.split_once(':').ok_or_else(failed)?;
