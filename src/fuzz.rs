@@ -156,9 +156,12 @@ mod tests {
         out
     }
 
+    /// A target's name (its folder of seeds) and entry point.
+    type Target = (&'static str, fn(&[u8]));
+
     #[test]
     fn every_target_runs_its_seeds() {
-        let targets: [(&str, fn(&[u8])); 7] = [
+        let targets: [Target; 7] = [
             ("form", super::form),
             ("basic_header", super::basic_header),
             ("jwt", super::jwt),
