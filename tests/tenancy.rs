@@ -4,6 +4,10 @@
 
 mod support;
 
+/// `tessera serve` of a test's own files, for the cases that need no control plane.
+#[path = "tenancy/serve.rs"]
+mod serve;
+
 /// CEL expressions: depth and cost bounded before parsing and evaluation.
 #[path = "tenancy/cel.rs"]
 mod cel;

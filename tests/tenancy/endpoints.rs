@@ -5,10 +5,9 @@
 //! addresses (127.0.0.2, …) so that per-source limits are seen as a server sees them.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::IpAddr;
 
+use crate::serve::{Serve, free_port, issuer_at, start};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
@@ -20,24 +19,11 @@ const PASSWORD_HASH: &str = "$2b$04$QDAKOYeNMlgBxNWx/uxC1uCTzzZLGKpkmS774QuRolfG
 const WEB_REDIRECT: &str = "https://web.example.com/cb";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 
-struct Serve {
-    child: Child,
-    issuer: String,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `tessera serve` of one server (`payments`), its clients and static users; `server_extra`
 /// goes into the AuthorizationServer's spec.
 fn serve(server_extra: &str) -> Serve {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let issuer = format!("http://127.0.0.1:{port}/oauth2/payments");
+    let port = free_port();
+    let issuer = issuer_at(port);
     let yaml = format!(
         r#"
 apiVersion: tessera.dev/v1alpha1
@@ -92,29 +78,7 @@ spec:
         ]
         .concat(),
     );
-    let files = tempfile::tempdir().unwrap();
-    std::fs::write(files.path().join("server.yaml"), yaml).unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["serve", "-f"])
-        .arg(files.path())
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--state-dir")
-        .arg(state.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start tessera serve");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("tessera serve exited ({status}) before listening");
-        }
-        assert!(Instant::now() < deadline, "tessera serve did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Serve { child, issuer, _dirs: (files, state) }
+    start(port, &yaml, &[])
 }
 
 fn client(namespace: &str, name: &str, secret: &str, grants: &str, extra: &str) -> String {
@@ -183,10 +147,6 @@ async fn post(http: &reqwest::Client, url: &str, auth: Option<(&str, &str)>, for
 }
 
 impl Serve {
-    fn at(&self, path: &str) -> String {
-        format!("{}{path}", self.issuer)
-    }
-
     async fn machine_token(&self, http: &reqwest::Client, id: &str, secret: &str) -> String {
         let r = post(http, &self.at("/v1/token"), Some((id, secret)), &[("grant_type", "client_credentials")]).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);

@@ -3,10 +3,8 @@
 //! `tessera serve`. Browsers are reqwest clients with a cookie jar of their own.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
+use crate::serve::{Serve, free_port, issuer_at, start};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
@@ -19,24 +17,11 @@ const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const WEB_REDIRECT: &str = "https://web.example.com/cb";
 const APP_REDIRECT: &str = "https://app.example.com/cb";
 
-struct Serve {
-    child: Child,
-    issuer: String,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `tessera serve` of server `identity/payments` (every namespace may hold clients, static
 /// user alice) and `extra` YAML documents; `server_extra` goes into the server's spec.
 fn serve(server_extra: &str, extra: &str) -> Serve {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let issuer = format!("http://127.0.0.1:{port}/oauth2/payments");
+    let port = free_port();
+    let issuer = issuer_at(port);
     let yaml = format!(
         r#"
 apiVersion: tessera.dev/v1alpha1
@@ -64,38 +49,12 @@ metadata: {{ name: read, namespace: identity }}
 spec: {{ serverRef: {{ name: payments }}, name: payments:read }}
 {extra}"#
     );
-    let files = tempfile::tempdir().unwrap();
-    std::fs::write(files.path().join("server.yaml"), yaml).unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["serve", "-f"])
-        .arg(files.path())
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--state-dir")
-        .arg(state.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start tessera serve");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("tessera serve exited ({status}) before listening");
-        }
-        assert!(Instant::now() < deadline, "tessera serve did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Serve { child, issuer, _dirs: (files, state) }
+    start(port, &yaml, &[])
 }
 
 impl Serve {
-    fn at(&self, path: &str) -> String {
-        format!("{}{path}", self.issuer)
-    }
-
     /// A client_credentials token's claims, or the error JSON with its status.
-    async fn machine_token(&self, id: &str, secret: &str, scope: &str) -> Result<Value, (u16, Value)> {
+    async fn client_credentials(&self, id: &str, secret: &str, scope: &str) -> Result<Value, (u16, Value)> {
         let r = reqwest::Client::new()
             .post(self.at("/v1/token"))
             .basic_auth(id, Some(secret))
@@ -334,16 +293,16 @@ spec:
     let s = serve("", &extra);
 
     for scope in ["payments:admin", "payments:gold"] {
-        let got = s.machine_token("aaa-evil.app", "app-secret", scope).await;
+        let got = s.client_credentials("aaa-evil.app", "app-secret", scope).await;
         let (status, body) = got.expect_err("the tenant's own labels selected it");
         assert_eq!((status, body["error"].as_str()), (400, Some("invalid_scope")), "{scope}: {body}");
     }
-    let evil = s.machine_token("aaa-evil.app", "app-secret", "payments:read").await.unwrap();
+    let evil = s.client_credentials("aaa-evil.app", "app-secret", "payments:read").await.unwrap();
     assert!(evil.get("tenant").is_none(), "spec.metadata passed for the tenant: {evil}");
 
-    let gold = s.machine_token("team-gold.app", "app-secret", "payments:gold").await.unwrap();
+    let gold = s.client_credentials("team-gold.app", "app-secret", "payments:gold").await.unwrap();
     assert_eq!(gold["tenant"], "gold-co", "the namespace's label is the tenant: {gold}");
-    let own = s.machine_token("identity.console", "console-secret", "payments:admin").await.unwrap();
+    let own = s.client_credentials("identity.console", "console-secret", "payments:admin").await.unwrap();
     assert_eq!(own["scp"][0], "payments:admin", "labels of the server's own clients still select: {own}");
 }
 

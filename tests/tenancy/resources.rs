@@ -4,33 +4,19 @@
 //! short by flags so that each test takes seconds; no speed is asserted beyond generous bounds.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{IpAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::serve::{Serve, free_port, issuer_at, start};
 use reqwest::StatusCode;
 
 const WEB_REDIRECT: &str = "https://web.example.com/cb";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
-struct Serve {
-    child: Child,
-    port: u16,
-    issuer: String,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// `tessera serve` of one server with a confidential web client and a static user, with `flags`.
 fn serve(flags: &[&str]) -> Serve {
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let issuer = format!("http://127.0.0.1:{port}/oauth2/payments");
+    let port = free_port();
+    let issuer = issuer_at(port);
     let yaml = format!(
         r#"
 apiVersion: tessera.dev/v1alpha1
@@ -74,30 +60,7 @@ metadata: {{ name: web-oauth, namespace: identity }}
 stringData: {{ client_secret: web-secret }}
 "#
     );
-    let files = tempfile::tempdir().unwrap();
-    std::fs::write(files.path().join("server.yaml"), yaml).unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["serve", "-f"])
-        .arg(files.path())
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--state-dir")
-        .arg(state.path())
-        .args(flags)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start tessera serve");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("tessera serve exited ({status}) before listening");
-        }
-        assert!(Instant::now() < deadline, "tessera serve did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Serve { child, port, issuer, _dirs: (files, state) }
+    start(port, &yaml, flags)
 }
 
 fn from(source: &str) -> reqwest::Client {
