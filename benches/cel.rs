@@ -35,13 +35,17 @@ fn config() -> ServerConfig {
     let metadata: Map<String, Value> = (0..limits::METADATA_ENTRIES as usize)
         .map(|i| (text(limits::METADATA_KEY_BYTES, i), json!(text(limits::METADATA_VALUE_BYTES, i))))
         .collect();
+    let namespace_labels: Map<String, Value> = (0..limits::NAMESPACE_LABELS as usize)
+        .map(|i| (text(limits::NAMESPACE_LABEL_KEY_BYTES, i), json!(text(limits::NAMESPACE_LABEL_VALUE_BYTES, i))))
+        .collect();
     serde_json::from_value(json!({
         "name": "payments", "namespace": "identity", "issuer": "http://127.0.0.1:8080/oauth2/payments",
         "audiences": ["api://payments"],
         "signing": { "algorithm": "ES256", "mode": "Automatic", "periodSecs": 1000, "prePublishSecs": 100, "retainRetiredSecs": 300 },
         "jwksMaxAgeSecs": 50, "scopes": [], "claims": [], "policies": [],
         "clients": [{ "clientId": "team.api", "namespace": "team", "name": "api", "grantTypes": ["client_credentials"],
-                      "authMethod": "ClientSecretBasic", "metadata": metadata }]
+                      "authMethod": "ClientSecretBasic", "metadata": metadata,
+                      "namespaceLabels": namespace_labels }]
     }))
     .expect("a valid config")
 }
@@ -69,6 +73,17 @@ fn families() -> Vec<(&'static str, Family)> {
         ("groups concatenated", |k| format!("user.groups.map(g, g{})", " + g".repeat(k))),
         ("metadata keys mapped to values", |k| {
             format!("client.metadata.map(m, client.metadata[m]{})", " + client.metadata[m]".repeat(k))
+        }),
+        ("namespace labels mapped to values", |k| {
+            format!(
+                "client.namespaceLabels.map(l, l + client.namespaceLabels[l]{})",
+                " + client.namespaceLabels[l]".repeat(k)
+            )
+        }),
+        ("groups compared with namespace labels", |k| {
+            let terms: Vec<String> =
+                (0..k).map(|i| format!("g != client.namespaceLabels['{}']", text(317, i))).collect();
+            format!("user.groups.all(g, {})", terms.join(" && "))
         }),
         ("regex matches, one after another", |k| {
             let terms: Vec<String> =
