@@ -11,6 +11,7 @@ pub mod operator;
 pub mod outbound;
 pub mod plugin;
 pub mod policy;
+pub mod shutdown;
 pub mod standalone;
 pub mod store;
 pub mod telemetry;

@@ -1,7 +1,8 @@
 //! Every listener of the process (`serve`, `issuer`, the operator's metrics and health): one
 //! accept loop with a connection limit, optional TLS, and hyper's HTTP/1 server with
 //! header-read, idle and whole-request timeouts, so that idle or dripping clients cannot hold
-//! connections or workers.
+//! connections or workers. On shutdown (`crate::shutdown`) it stops accepting, closes idle
+//! connections and lets the requests it is answering finish, for at most the drain timeout.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -45,9 +46,16 @@ pub struct ConnectionLimits {
     /// Connections served at once; more wait in the kernel's accept queue.
     #[arg(long, env = "TESSERA_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
+    /// On SIGTERM or SIGINT: time the requests being answered have to finish once the listener
+    /// stops accepting (then their connections are closed and the process exits).
+    #[arg(long, env = "TESSERA_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
 }
 
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// Well inside the 30 s a kubelet waits between SIGTERM and SIGKILL by default.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
@@ -56,6 +64,7 @@ impl Default for ConnectionLimits {
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
         }
     }
 }
@@ -94,18 +103,42 @@ impl Bound {
         self.tls.is_some()
     }
 
-    /// Serves `router` until the process stops. Each request carries `ConnectInfo<Peer>`.
+    /// Serves `router` until the process is asked to shut down (`crate::shutdown`), then
+    /// drains (see [`Bound::serve_until`]). Each request carries `ConnectInfo<Peer>`.
     pub async fn serve(self, router: Router) {
-        let limits = self.limits;
+        self.serve_until(router, crate::shutdown::requested()).await;
+    }
+
+    /// Serves `router` until `stop` resolves. Then the listening socket closes at once (new
+    /// connections are refused), idle and kept-alive connections close, and requests being
+    /// answered finish (their connections close after the response) within the drain timeout;
+    /// connections still open after it are closed.
+    pub async fn serve_until(self, router: Router, stop: impl Future<Output = ()>) -> Drained {
+        let Bound { tcp, tls, limits } = self;
         let router = router.layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ));
         let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        let (draining, drain_signal) = tokio::sync::watch::channel(false);
+        let mut connections = tokio::task::JoinSet::new();
+        let mut stop = std::pin::pin!(stop);
         loop {
             // Over the limit, connections wait in the accept queue instead of being served.
-            let Ok(permit) = permits.clone().acquire_owned().await else { return };
-            let (tcp, peer) = match self.tcp.accept().await {
+            let permit = tokio::select! {
+                biased;
+                () = &mut stop => break,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let accepted = tokio::select! {
+                biased;
+                () = &mut stop => break,
+                accepted = tcp.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     // Out of file descriptors and the like: wait instead of spinning.
@@ -114,13 +147,47 @@ impl Bound {
                     continue;
                 }
             };
-            let (router, tls) = (router.clone(), self.tls.clone());
-            tokio::spawn(async move {
-                serve_connection(tcp, peer, tls, router, limits).await;
+            let (router, tls, drain_signal) = (router.clone(), tls.clone(), drain_signal.clone());
+            connections.spawn(async move {
+                serve_connection(stream, peer, tls, router, limits, drain_signal).await;
                 drop(permit);
             });
+            while connections.try_join_next().is_some() {}
         }
+        let addr = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        drop(tcp);
+        draining.send_replace(true);
+        let (open, started) = (connections.len(), Instant::now());
+        let finished =
+            tokio::time::timeout(limits.drain_timeout, async { while connections.join_next().await.is_some() {} })
+                .await;
+        let drained = Drained { open, cut: connections.len(), took: started.elapsed() };
+        connections.abort_all();
+        if finished.is_ok() {
+            tracing::info!(%addr, open, took_ms = drained.took.as_millis() as u64, "listener drained");
+        } else {
+            tracing::warn!(%addr, open, cut = drained.cut, "drain timeout: closed connections still answering");
+        }
+        drained
     }
+}
+
+/// What a listener's drain found and left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drained {
+    /// Connections open when the listener stopped accepting.
+    pub open: usize,
+    /// Those still answering at the drain timeout, closed unanswered.
+    pub cut: usize,
+    pub took: Duration,
+}
+
+/// `true` once the listener drains; its connections then finish what they answer and close.
+type DrainSignal = tokio::sync::watch::Receiver<bool>;
+
+async fn drain_started(signal: &mut DrainSignal) {
+    // The listener dropping its end means it is gone: drain too.
+    let _ = signal.wait_for(|draining| *draining).await;
 }
 
 async fn serve_connection(
@@ -129,14 +196,22 @@ async fn serve_connection(
     tls: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
     limits: ConnectionLimits,
+    mut drain: DrainSignal,
 ) {
     let _ = tcp.set_nodelay(true);
     match tls {
-        None => http1(tcp, peer, router, limits).await,
-        Some(acceptor) => match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp)).await {
-            Ok(Ok(stream)) => http1(stream, peer, router, limits).await,
-            _ => tracing::debug!(%peer, "TLS handshake failed or timed out"),
-        },
+        None => http1(tcp, peer, router, limits, drain).await,
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(tcp));
+            tokio::select! {
+                done = handshake => match done {
+                    Ok(Ok(stream)) => http1(stream, peer, router, limits, drain).await,
+                    _ => tracing::debug!(%peer, "TLS handshake failed or timed out"),
+                },
+                // Nothing was asked on this connection yet.
+                () = drain_started(&mut drain) => {}
+            }
+        }
     }
 }
 
@@ -276,7 +351,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Watched<IO> {
     }
 }
 
-async fn http1<IO>(io: IO, peer: SocketAddr, router: Router, limits: ConnectionLimits)
+async fn http1<IO>(io: IO, peer: SocketAddr, router: Router, limits: ConnectionLimits, mut drain: DrainSignal)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -301,7 +376,16 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(None)
         .serve_connection(TokioIo::new(io), service);
-    if let Err(e) = connection.await {
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = drain_started(&mut drain) => {
+            // hyper closes an idle connection at once, and one being answered after its response.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection closed");
     }
 }
@@ -323,5 +407,98 @@ mod tests {
         assert_eq!(at(Phase::Waiting { since: t, first: false }), Some(t + Duration::from_secs(60)));
         assert_eq!(at(Phase::Receiving { since: t }), Some(t + Duration::from_secs(10)));
         assert_eq!(at(Phase::Answering(1)), None);
+    }
+
+    /// A router whose `/slow` answers once `release` is notified, telling `started` when it begins.
+    fn slow_router(started: Arc<tokio::sync::Notify>, release: Arc<tokio::sync::Notify>) -> Router {
+        let slow = move || {
+            let (started, release) = (started.clone(), release.clone());
+            async move {
+                started.notify_one();
+                release.notified().await;
+                "done"
+            }
+        };
+        Router::new().route("/slow", axum::routing::get(slow)).route("/fast", axum::routing::get(|| async { "fast" }))
+    }
+
+    async fn send(stream: &mut TcpStream, path: &str) {
+        use tokio::io::AsyncWriteExt;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+    }
+
+    /// Reads until the peer closes (or resets) the connection.
+    async fn read_to_close(stream: &mut TcpStream) -> String {
+        use tokio::io::AsyncReadExt;
+        let mut buf = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await.expect("never closed");
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    async fn refused(addr: SocketAddr) -> bool {
+        for _ in 0..100 {
+            if TcpStream::connect(addr).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn on_stop_a_request_being_answered_gets_its_response_and_new_connections_are_refused() {
+        use tokio::io::AsyncReadExt;
+        let bound = bind("127.0.0.1:0".parse().unwrap(), None, ConnectionLimits::default()).await.unwrap();
+        let addr = bound.local_addr().unwrap();
+        let (started, release) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(bound.serve_until(slow_router(started.clone(), release.clone()), async {
+            let _ = stopped.await;
+        }));
+
+        let mut idle = TcpStream::connect(addr).await.unwrap();
+        send(&mut idle, "/fast").await;
+        let mut first = [0u8; 256];
+        let n = idle.read(&mut first).await.unwrap();
+        assert!(String::from_utf8_lossy(&first[..n]).ends_with("fast"), "a kept-alive connection, now idle");
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        send(&mut busy, "/slow").await;
+        started.notified().await;
+
+        stop.send(()).unwrap();
+        assert!(refused(addr).await, "the listener still accepts after the stop");
+        assert_eq!(read_to_close(&mut idle).await, "", "an idle connection is closed at once");
+        assert!(!server.is_finished(), "the drain waits for the request being answered");
+
+        release.notify_one();
+        let answer = read_to_close(&mut busy).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("done"), "{answer}");
+        let drained = tokio::time::timeout(Duration::from_secs(5), server).await.unwrap().unwrap();
+        assert_eq!((drained.open, drained.cut), (2, 0), "{drained:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_still_answered_at_the_drain_timeout_is_cut() {
+        let limits = ConnectionLimits { drain_timeout: Duration::from_millis(300), ..ConnectionLimits::default() };
+        let bound = bind("127.0.0.1:0".parse().unwrap(), None, limits).await.unwrap();
+        let addr = bound.local_addr().unwrap();
+        let (started, never) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(bound.serve_until(slow_router(started.clone(), never), async {
+            let _ = stopped.await;
+        }));
+        let mut busy = TcpStream::connect(addr).await.unwrap();
+        send(&mut busy, "/slow").await;
+        started.notified().await;
+
+        let asked = std::time::Instant::now();
+        stop.send(()).unwrap();
+        let drained = tokio::time::timeout(Duration::from_secs(10), server).await.unwrap().unwrap();
+        assert_eq!((drained.open, drained.cut), (1, 1), "{drained:?}");
+        assert!(asked.elapsed() >= Duration::from_millis(300), "cut before the drain timeout");
+        assert_eq!(read_to_close(&mut busy).await, "", "the cut request gets no answer");
     }
 }

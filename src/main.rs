@@ -1,6 +1,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -158,6 +159,39 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()
 }
 
+/// What a long-running subcommand may still take after its drain timeout (the operator's
+/// Lease release, say) before the process exits regardless.
+const AFTER_DRAIN: Duration = Duration::from_secs(5);
+
+/// Runs a long-running subcommand: the SIGTERM and SIGINT handlers first (as PID 1 nothing
+/// else would stop the process), then `command`, which gets `drain_timeout` (and
+/// `AFTER_DRAIN`) after a signal; a requested shutdown exits 0.
+fn run_until_stopped<E: std::fmt::Display>(
+    drain_timeout: Duration,
+    command: impl Future<Output = Result<(), E>>,
+) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return fail(e),
+    };
+    let outcome = rt.block_on(async {
+        tessera::shutdown::listen_for_signals().map_err(|e| format!("installing signal handlers: {e}"))?;
+        match tessera::shutdown::within_grace(command, drain_timeout + AFTER_DRAIN).await {
+            Some(result) => result.map_err(|e| format!("{e:#}")),
+            None => {
+                tracing::warn!("still stopping past the drain timeout; exiting");
+                Ok(())
+            }
+        }
+    });
+    // A blocking task (a DNS lookup, say) must not hold the exit.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
 fn fail(e: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {e}");
     ExitCode::FAILURE
@@ -173,11 +207,7 @@ fn main() -> ExitCode {
         Command::Operator(args) => {
             tessera::telemetry::init();
             purge_freed_memory_at_once();
-            match runtime().map(|rt| rt.block_on(tessera::operator::main(args))) {
-                Ok(Ok(())) => ExitCode::SUCCESS,
-                Ok(Err(e)) => fail(format!("{e:#}")),
-                Err(e) => fail(e),
-            }
+            run_until_stopped(args.connections.drain_timeout, tessera::operator::main(args))
         }
         Command::Serve(args) => {
             init_tracing();
@@ -191,11 +221,7 @@ fn main() -> ExitCode {
                 connections: args.connections,
                 memory_store_limit: args.memory_store_limit_mib.saturating_mul(1 << 20),
             };
-            match runtime().map(|rt| rt.block_on(tessera::standalone::serve(options))) {
-                Ok(Ok(())) => ExitCode::SUCCESS,
-                Ok(Err(e)) => fail(e),
-                Err(e) => fail(e),
-            }
+            run_until_stopped(options.connections.drain_timeout, tessera::standalone::serve(options))
         }
         Command::Issuer(args) => {
             init_tracing();
@@ -208,12 +234,8 @@ fn main() -> ExitCode {
                 connections: args.connections,
                 memory_store_limit: args.memory_store_limit_mib.saturating_mul(1 << 20),
             };
-            let run = tessera::issuer::watch::run(target, args.trust.options());
-            match runtime().map(|rt| rt.block_on(run)) {
-                Ok(Ok(())) => ExitCode::SUCCESS,
-                Ok(Err(e)) => fail(e),
-                Err(e) => fail(e),
-            }
+            let drain_timeout = target.connections.drain_timeout;
+            run_until_stopped(drain_timeout, tessera::issuer::watch::run(target, args.trust.options()))
         }
         Command::Preview(args) => {
             let subject = match args.subject_token.as_deref().map(read_subject).transpose() {

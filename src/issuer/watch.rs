@@ -48,7 +48,7 @@ pub struct IssuerRun {
     pub memory_store_limit: usize,
 }
 
-/// Serves `namespace/server` from its Secrets until the process stops.
+/// Serves `namespace/server` from its Secrets until the process is asked to shut down.
 pub async fn run(run: IssuerRun, mut options: IssuerOptions) -> Result<(), WatchError> {
     let IssuerRun { namespace, server, listen, tls_dir, redis_url, connections, memory_store_limit } = run;
     let (namespace, server) = (namespace.as_str(), server.as_str());
@@ -81,28 +81,38 @@ pub async fn run(run: IssuerRun, mut options: IssuerOptions) -> Result<(), Watch
         .map_ok(|s| Change::Keys(data(&s, KEYS_SECRET_KEY)));
     let mut changes = futures::stream::select(config_stream.boxed(), keys_stream.boxed());
 
-    let (mut config, mut keys): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
-    while let Some(change) = changes.next().await {
-        match change {
-            Ok(Change::Config(c)) if c != config => config = c,
-            Ok(Change::Keys(k)) if k != keys => keys = k,
-            Ok(_) => continue,
-            Err(e) => {
-                tracing::warn!(error = %e, "watch interrupted; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                continue;
+    let swap_changes = async {
+        let (mut config, mut keys): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+        while let Some(change) = changes.next().await {
+            match change {
+                Ok(Change::Config(c)) if c != config => config = c,
+                Ok(Change::Keys(k)) if k != keys => keys = k,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "watch interrupted; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
+            let (Some(c), Some(k)) = (&config, &keys) else { continue };
+            match load(c, k, has_redis) {
+                Ok(served) => {
+                    tracing::info!(server, issuer = %served.config.issuer, "config and keys swapped in");
+                    issuer.replace(served);
+                }
+                // Keep serving the last good pair.
+                Err(e) => {
+                    tracing::error!(server, error = %e, "new config or keys rejected; still serving the previous ones")
+                }
             }
         }
-        let (Some(c), Some(k)) = (&config, &keys) else { continue };
-        match load(c, k, has_redis) {
-            Ok(served) => {
-                tracing::info!(server, issuer = %served.config.issuer, "config and keys swapped in");
-                issuer.replace(served);
-            }
-            // Keep serving the last good pair.
-            Err(e) => {
-                tracing::error!(server, error = %e, "new config or keys rejected; still serving the previous ones")
-            }
+    };
+    tokio::select! {
+        () = swap_changes => {}
+        // The listener drains on the same request; once it has, the issuer is done.
+        () = crate::shutdown::requested() => {
+            let _ = http.await;
+            return Ok(());
         }
     }
     http.abort();

@@ -124,6 +124,7 @@ pub async fn run(client: Client, opts: OperatorOptions) -> anyhow::Result<()> {
     let health = status::serve_health(opts.listen, opts.connections, ctx.metrics.clone(), leading.clone());
     tokio::spawn(health);
 
+    let drain_timeout = opts.connections.drain_timeout;
     if opts.leader_election {
         let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), "tessera-operator")
             .with_namespace(&opts.lease_namespace)
@@ -144,29 +145,39 @@ pub async fn run(client: Client, opts: OperatorOptions) -> anyhow::Result<()> {
         info!("leading");
         leading.store(true, std::sync::atomic::Ordering::SeqCst);
         tokio::select! {
-            _ = run_controllers(ctx.clone()) => {}
+            _ = until_drained(run_controllers(ctx.clone()), drain_timeout) => {}
             // Losing the lease ends the process: a new leader takes over and we restart clean.
             _ = async { while channel.changed().await.is_ok() && *channel.borrow() {} } => {
                 warn!("lost leadership; exiting");
             }
         }
+        // Closing the channel makes the lease manager release the Lease: a standby takes over
+        // now instead of when the Lease expires.
         drop(channel);
-        let _ = task.await;
+        match tokio::time::timeout(LEASE_RELEASE_TIMEOUT, task).await {
+            Ok(Ok(Ok(_))) => info!("lease released"),
+            Ok(Ok(Err(e))) => warn!(error = %e, "releasing the lease failed; it expires by itself"),
+            Ok(Err(_)) | Err(_) => warn!("releasing the lease did not finish; it expires by itself"),
+        }
         return Ok(());
     }
-    run_controllers(ctx).await;
+    until_drained(run_controllers(ctx), drain_timeout).await;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Time the Lease release may take on shutdown, within what `tessera operator` has after its drain.
+const LEASE_RELEASE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Runs the controllers; after a shutdown request, their reconciles in flight get `drain_timeout`.
+async fn until_drained(controllers: impl std::future::Future<Output = ()>, drain_timeout: Duration) {
+    if crate::shutdown::within_grace(controllers, drain_timeout).await.is_none() {
+        warn!("reconciles still running at the drain timeout; stopping them");
     }
+}
+
+/// SIGTERM or SIGINT (`crate::shutdown`).
+async fn shutdown_signal() {
+    crate::shutdown::requested().await
 }
 
 /// Trims what the operator never reads from a cached object: `managedFields` and kubectl's
@@ -326,6 +337,8 @@ fn as_trigger<K>(
 
 async fn run_controllers(ctx: Arc<Context>) {
     let mut tasks = tokio::task::JoinSet::new();
+    // The shared watches feed the controllers and never end by themselves: they stop with them.
+    let mut watches = tokio::task::JoinSet::new();
     let scopes: Vec<Option<String>> = match &ctx.namespaces {
         None => vec![None],
         Some(list) => list.iter().cloned().map(Some).collect(),
@@ -348,7 +361,7 @@ async fn run_controllers(ctx: Arc<Context>) {
     for ns in &scopes {
         let (store, driver, mut rx) =
             shared_watch(api::<AuthClient>(&client, ns), scopes.len() + 1, without_status(&ctx), forget_status(&ctx));
-        tasks.spawn(driver);
+        watches.spawn(driver);
         client_dependents.push((store.clone(), rx.remove(0)));
         for (i, r) in rx.into_iter().enumerate() {
             client_triggers[i].push(r);
@@ -366,7 +379,7 @@ async fn run_controllers(ctx: Arc<Context>) {
         let (policy_store, policy_driver, mut policy_rx) =
             shared_watch(api::<AccessPolicy>(&client, ns), 2, without_status(&ctx), forget_status(&ctx));
         for d in [servers_driver, scope_driver, claim_driver, policy_driver] {
-            tasks.spawn(d);
+            watches.spawn(d);
         }
         stores.servers.push(servers.clone());
         stores.scopes.push(scope_store.clone());
@@ -436,6 +449,7 @@ async fn run_controllers(ctx: Arc<Context>) {
     }
     tasks.spawn(reports::run(ctx.clone()));
     tasks.join_all().await;
+    watches.abort_all();
 }
 
 /// The operator's caches of the objects that point at servers, one store per watched namespace

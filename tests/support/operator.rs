@@ -44,6 +44,12 @@ impl OperatorProcess {
         None
     }
 
+    /// Sends `signal` (`TERM`, `INT`, ...) to the operator.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().unwrap();
+        assert!(sent.success(), "kill -{signal} {}", self.child.id());
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
