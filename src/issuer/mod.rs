@@ -377,8 +377,10 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
     let query = parts.uri.query().unwrap_or_default().to_owned();
     let incoming = Incoming { source, headers: parts.headers, body, method: parts.method, query };
     let response = match endpoint {
-        Endpoint::OpenIdConfiguration => discovery::openid_configuration(&served),
-        Endpoint::AuthorizationServerMetadata => discovery::authorization_server_metadata(&served),
+        Endpoint::OpenIdConfiguration => discovery::openid_configuration(&served, jiff::Timestamp::now()),
+        Endpoint::AuthorizationServerMetadata => {
+            discovery::authorization_server_metadata(&served, jiff::Timestamp::now())
+        }
         Endpoint::Keys => jwks::keys(&served),
         Endpoint::Token => token::token(&issuer, &served, &incoming).await,
         Endpoint::Introspect => introspect::introspect(&issuer, &served, &incoming).await,
