@@ -184,6 +184,17 @@ impl Issuer {
         });
     }
 
+    /// Stops serving the server `namespace/name` (it left `serve`'s files).
+    pub fn remove(&self, namespace: &str, name: &str) {
+        self.servers.rcu(|current| {
+            current
+                .iter()
+                .filter(|s| !(s.config.namespace == namespace && s.config.name == name))
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+    }
+
     /// Starts fetching every key set this config may verify against, off the token path.
     fn warm_trusted_keys(&self, config: &ServerConfig) {
         let k8s = self.options.kubernetes_issuer.as_deref();
