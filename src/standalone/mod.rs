@@ -247,7 +247,13 @@ async fn reload_forever(
 ) {
     let mut failed_at: Option<u64> = None;
     loop {
-        tokio::time::sleep(interval).await;
+        // Wake at the next key change if it comes before the next look at the files, so a
+        // promoted key's successor is published at once.
+        let until_due = running.next_due.map(|d| {
+            let ms = (d.as_millisecond() - jiff::Timestamp::now().as_millisecond()).max(0) as u64;
+            std::time::Duration::from_millis(ms + 10)
+        });
+        tokio::time::sleep(until_due.map_or(interval, |d| d.min(interval))).await;
         let now = jiff::Timestamp::now();
         let seen = fingerprint(&files, &state, &running.configs);
         let due = running.next_due.is_some_and(|d| d <= now);
@@ -259,6 +265,10 @@ async fn reload_forever(
         } else {
             match load(&files).map_err(StandaloneError::from).and_then(|m| compile_for_serving(&m, Some(&state))) {
                 Ok(compiled) => {
+                    let redis = |c: &crate::config::ServerConfig| c.storage.type_ == StorageType::Redis;
+                    if compiled.iter().any(|c| redis(&c.config)) != running.configs.iter().any(redis) {
+                        tracing::warn!("storage.type changed: token state stays where it is until serve restarts");
+                    }
                     for c in &compiled {
                         for r in &c.rejected {
                             tracing::warn!(kind = r.kind, namespace = %r.namespace, name = %r.name, reason = %r.reason, "{}", r.message);
