@@ -295,7 +295,9 @@ fn a_restart_after_the_next_key_activated_publishes_a_new_next_key_in_the_same_s
 /// requests, long outages), leaves one key that signs and at least one Next key published.
 #[test]
 fn property_every_planner_step_leaves_a_signing_key_and_a_next_key() {
-    let algorithms = [SigningAlgorithm::RS256, SigningAlgorithm::ES256, SigningAlgorithm::EdDSA];
+    // Not RS256: generating RSA keys would make this test take minutes; the planner treats
+    // every algorithm alike.
+    let algorithms = [SigningAlgorithm::ES256, SigningAlgorithm::EdDSA];
     for seed in 0..60 {
         let mut rng = Lcg(seed);
         let mut keys = KeySet::default();
@@ -303,7 +305,7 @@ fn property_every_planner_step_leaves_a_signing_key_and_a_next_key() {
         let mut s = settings();
         for _ in 0..120 {
             if rng.next(8) == 0 {
-                s.algorithm = algorithms[rng.next(3) as usize];
+                s.algorithm = algorithms[rng.next(2) as usize];
             }
             if rng.next(10) == 0 {
                 s.mode = if s.mode == RotationMode::Manual { RotationMode::Automatic } else { RotationMode::Manual };
