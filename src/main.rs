@@ -33,6 +33,23 @@ enum Command {
     Issuer(IssuerArgs),
     /// Show which policy and rule a token request matches, and the token's claims.
     Preview(PreviewArgs),
+    /// Rotate the signing keys in `serve`'s state directory now (a running `serve` picks them up).
+    Rotate(RotateArgs),
+}
+
+#[derive(clap::Args)]
+struct RotateArgs {
+    /// Resource files or directories, as given to `serve`.
+    #[arg(short = 'f', long = "filename", default_value = "examples")]
+    files: Vec<PathBuf>,
+    #[arg(long, default_value = ".tessera", env = "TESSERA_STATE_DIR")]
+    state_dir: PathBuf,
+    /// The AuthorizationServer (`name` or `namespace/name`); default: every one in the files.
+    #[arg(long)]
+    server: Option<String>,
+    /// Emergency: the signing key also leaves the JWKS at once (its tokens stop verifying).
+    #[arg(long)]
+    revoke: bool,
 }
 
 #[derive(clap::Args)]
@@ -110,6 +127,9 @@ struct ServeArgs {
     /// Ceiling of the in-memory token store in MiB; beyond it the oldest pending sign-ins are dropped.
     #[arg(long, env = "TESSERA_MEMORY_STORE_LIMIT_MIB", default_value_t = tessera::store::DEFAULT_MEMORY_LIMIT_MIB)]
     memory_store_limit_mib: usize,
+    /// How often the resource files and key state are checked for changes, in seconds.
+    #[arg(long, env = "TESSERA_RELOAD_INTERVAL", default_value_t = 2.0)]
+    reload_interval: f64,
 }
 
 #[derive(clap::Args, Clone)]
@@ -220,6 +240,10 @@ fn main() -> ExitCode {
                 issuer: args.trust.options(),
                 connections: args.connections,
                 memory_store_limit: args.memory_store_limit_mib.saturating_mul(1 << 20),
+                reload_interval: match std::time::Duration::try_from_secs_f64(args.reload_interval) {
+                    Ok(d) if !d.is_zero() => d,
+                    _ => return fail("--reload-interval must be a positive number of seconds"),
+                },
             };
             run_until_stopped(options.connections.drain_timeout, tessera::standalone::serve(options))
         }
@@ -236,6 +260,23 @@ fn main() -> ExitCode {
             };
             let drain_timeout = target.connections.drain_timeout;
             run_until_stopped(drain_timeout, tessera::issuer::watch::run(target, args.trust.options()))
+        }
+        Command::Rotate(args) => {
+            let options = tessera::standalone::RotateOptions {
+                files: args.files,
+                state_dir: args.state_dir,
+                server: args.server,
+                revoke: args.revoke,
+            };
+            match tessera::standalone::rotate(&options, jiff::Timestamp::now()) {
+                Ok(lines) => {
+                    for line in lines {
+                        println!("{line}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
         }
         Command::Preview(args) => {
             let subject = match args.subject_token.as_deref().map(read_subject).transpose() {

@@ -13,7 +13,25 @@ use crate::api::{AuthMethod, GrantType, RESERVED_SCOPES};
 /// Grants this issuer can serve today.
 const IMPLEMENTED_GRANTS: [GrantType; 5] = GrantType::ALL;
 
-fn metadata(s: &Served) -> Value {
+/// The response types of a server: `code` with sign-in; without it, `none` (OAuth 2.0 Multiple
+/// Response Type Encoding Practices §4): no authorization endpoint ever returns a credential.
+/// RFC 8414 requires the member, and an empty list says nothing.
+fn response_types(s: &Served) -> &'static [&'static str] {
+    if s.config.identity.is_some() { &["code"] } else { &["none"] }
+}
+
+/// The ID-token algorithms: every algorithm a published key uses (during an algorithm change
+/// the old one signs until the new key activates, and its tokens verify while it is published),
+/// and the configured one when no key is published yet.
+fn id_token_algorithms(s: &Served, now: jiff::Timestamp) -> Vec<&'static str> {
+    let mut algorithms = s.keys.published_algorithms(now);
+    if algorithms.is_empty() {
+        algorithms.push(s.config.signing.algorithm);
+    }
+    algorithms.into_iter().map(|a| a.as_str()).collect()
+}
+
+pub(crate) fn metadata(s: &Served, now: jiff::Timestamp) -> Value {
     let c = &s.config;
     let mut scopes: Vec<&str> = RESERVED_SCOPES.to_vec();
     scopes.extend(c.scopes.iter().filter(|s| s.discoverable).map(|s| s.name.as_str()));
@@ -26,7 +44,6 @@ fn metadata(s: &Served) -> Value {
     if c.clients.iter().any(|cl| cl.auth_method == AuthMethod::None) {
         methods.push("none");
     }
-    let alg = c.signing.algorithm.as_str();
     let mut claims = vec!["ver", "jti", "iss", "aud", "iat", "exp", "cid", "uid", "scp", "sub", "client_id"];
     let mut doc = json!({
         "issuer": c.issuer,
@@ -36,9 +53,9 @@ fn metadata(s: &Served) -> Value {
         "revocation_endpoint": s.endpoint("/v1/revoke"),
         "scopes_supported": scopes,
         "grant_types_supported": grants,
-        "response_types_supported": [],
+        "response_types_supported": response_types(s),
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [alg],
+        "id_token_signing_alg_values_supported": id_token_algorithms(s, now),
         "token_endpoint_auth_methods_supported": methods,
         "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "introspection_endpoint_auth_methods_supported": methods,
@@ -51,7 +68,6 @@ fn metadata(s: &Served) -> Value {
             "userinfo_endpoint": s.endpoint("/v1/userinfo"),
             "end_session_endpoint": s.endpoint("/v1/logout"),
             "device_authorization_endpoint": s.endpoint("/v1/device/authorize"),
-            "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
             "code_challenge_methods_supported": ["S256"],
             "prompt_values_supported": ["none", "login", "consent"],
@@ -78,10 +94,10 @@ fn respond(body: Value) -> Response {
     r
 }
 
-pub fn openid_configuration(s: &Served) -> Response {
-    respond(metadata(s))
+pub fn openid_configuration(s: &Served, now: jiff::Timestamp) -> Response {
+    respond(metadata(s, now))
 }
 
-pub fn authorization_server_metadata(s: &Served) -> Response {
-    respond(metadata(s))
+pub fn authorization_server_metadata(s: &Served, now: jiff::Timestamp) -> Response {
+    respond(metadata(s, now))
 }

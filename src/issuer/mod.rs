@@ -184,6 +184,17 @@ impl Issuer {
         });
     }
 
+    /// Stops serving the server `namespace/name` (it left `serve`'s files).
+    pub fn remove(&self, namespace: &str, name: &str) {
+        self.servers.rcu(|current| {
+            current
+                .iter()
+                .filter(|s| !(s.config.namespace == namespace && s.config.name == name))
+                .cloned()
+                .collect::<Vec<_>>()
+        });
+    }
+
     /// Starts fetching every key set this config may verify against, off the token path.
     fn warm_trusted_keys(&self, config: &ServerConfig) {
         let k8s = self.options.kubernetes_issuer.as_deref();
@@ -377,8 +388,10 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
     let query = parts.uri.query().unwrap_or_default().to_owned();
     let incoming = Incoming { source, headers: parts.headers, body, method: parts.method, query };
     let response = match endpoint {
-        Endpoint::OpenIdConfiguration => discovery::openid_configuration(&served),
-        Endpoint::AuthorizationServerMetadata => discovery::authorization_server_metadata(&served),
+        Endpoint::OpenIdConfiguration => discovery::openid_configuration(&served, jiff::Timestamp::now()),
+        Endpoint::AuthorizationServerMetadata => {
+            discovery::authorization_server_metadata(&served, jiff::Timestamp::now())
+        }
         Endpoint::Keys => jwks::keys(&served),
         Endpoint::Token => token::token(&issuer, &served, &incoming).await,
         Endpoint::Introspect => introspect::introspect(&issuer, &served, &incoming).await,

@@ -860,6 +860,36 @@ async fn device_flow_polls_then_gets_tokens_after_approval() {
 }
 
 #[tokio::test]
+async fn logout_has_pages_of_its_own_that_name_the_parameter_at_fault() {
+    let h = harness().await;
+    let mut b = Browser::default();
+    // A bare GET, signed in or not, asks first and signs nobody out.
+    let bare = b.get(&h.app, &format!("{BASE}/v1/logout")).await;
+    assert_eq!(bare.status, StatusCode::OK);
+    assert!(bare.body.contains("<title>Sign out?</title>") && bare.body.contains("method=\"post\""), "{}", bare.body);
+    let code = spa_code(&h, &mut b, "openid").await;
+    let (_, t) = redeem_spa(&h, &code).await;
+    let bare = b.get(&h.app, &format!("{BASE}/v1/logout")).await;
+    assert!(bare.body.contains("<title>Sign out?</title>"), "{}", bare.body);
+    assert!(b.cookies.contains_key("tessera_session"), "a bare GET ended the session");
+    let redirect = "post_logout_redirect_uri=http%3A%2F%2F127.0.0.1%3A8400%2F";
+    for (query, names) in [
+        (redirect.to_owned(), "id_token_hint is missing"),
+        (format!("id_token_hint=not-a-token&{redirect}"), "id_token_hint is not an ID token"),
+        (format!("client_id=nobody&{redirect}"), "client_id names no application"),
+        (format!("client_id={SPA}&{redirect}x"), "post_logout_redirect_uri is not registered"),
+        (format!("id_token_hint={}&client_id=other", t["id_token"].as_str().unwrap()), "client_id does not match"),
+    ] {
+        let r = b.get(&h.app, &format!("{BASE}/v1/logout?{query}")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{query}");
+        assert!(r.body.contains("<title>Sign-out error</title>"), "{query}: {}", r.body);
+        assert!(r.body.contains(names), "{query}: {}", r.body);
+        assert!(r.location.is_none());
+    }
+    assert!(b.cookies.contains_key("tessera_session"), "a refused logout ended the session");
+}
+
+#[tokio::test]
 async fn logout_ends_the_session_and_returns_only_to_registered_uris() {
     let h = harness().await;
     let mut b = Browser::default();

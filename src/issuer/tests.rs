@@ -271,6 +271,50 @@ async fn discovery_is_served_under_the_issuer_path_and_in_rfc8414_form() {
 }
 
 #[tokio::test]
+async fn a_server_without_sign_in_advertises_the_none_response_type_not_an_empty_list() {
+    let h = harness().await;
+    for path in
+        ["/oauth2/payments/.well-known/openid-configuration", "/.well-known/oauth-authorization-server/oauth2/payments"]
+    {
+        let d = send(&h.app, get(path)).await.json;
+        assert_eq!(d["response_types_supported"], json!(["none"]), "{path}");
+        assert!(d.get("authorization_endpoint").is_none(), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn an_algorithm_change_keeps_the_old_algorithm_advertised_while_its_key_is_published() {
+    let h = harness().await;
+    let config = h.issuer.current("identity", "payments").unwrap().config.clone();
+    assert_eq!(config.signing.algorithm, SigningAlgorithm::ES256);
+    let now = jiff::Timestamp::now();
+    let hour = jiff::SignedDuration::from_hours(1);
+    // RS256 signed until now and stays published an hour; the configured ES256 key signs.
+    let mut old = keys::generate(SigningAlgorithm::RS256, now - hour * 48, now - hour * 48).unwrap();
+    old.retires_at = Some(now);
+    old.delete_at = Some(now + hour);
+    let new = keys::generate(SigningAlgorithm::ES256, now - hour * 24, now).unwrap();
+    let algs = |keys: Vec<keys::StoredKey>| {
+        let served = Served::new(config.clone(), &keys::KeySet { keys }).unwrap();
+        discovery::metadata(&served, now)["id_token_signing_alg_values_supported"].clone()
+    };
+    assert_eq!(algs(vec![old.clone(), new.clone()]), json!(["ES256", "RS256"]), "retired RS256 key still published");
+    // Before the switch: RS256 signs, the ES256 Next key is published.
+    let mut signing_old = old.clone();
+    signing_old.retires_at = Some(now + hour);
+    signing_old.delete_at = Some(now + hour * 2);
+    let mut next = new.clone();
+    next.activates_at = now + hour;
+    assert_eq!(algs(vec![signing_old, next]), json!(["RS256", "ES256"]), "old algorithm signs");
+    // Once the old key is deleted, only ES256 is left.
+    old.delete_at = Some(now);
+    assert_eq!(algs(vec![old, new]), json!(["ES256"]));
+    // Through the endpoint: the harness's one ES256 key.
+    let d = send(&h.app, get("/oauth2/payments/.well-known/openid-configuration")).await.json;
+    assert_eq!(d["id_token_signing_alg_values_supported"], json!(["ES256"]));
+}
+
+#[tokio::test]
 async fn jwks_lists_public_members_with_cache_control() {
     let h = harness().await;
     let r = send(&h.app, get("/oauth2/payments/v1/keys")).await;

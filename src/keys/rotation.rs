@@ -179,7 +179,12 @@ pub fn plan_with(settings: &RotationSettings, keys: &KeySet, now: Timestamp, req
     }
 
     // There is always one Next key, published from the moment its predecessor starts signing.
-    if let Some(active) = signing(&set) {
+    // A Next key whose planned activation has already passed (the period was shortened, or
+    // Manual became Automatic, while nobody planned) signs from now, never from the past, so
+    // its predecessor's tokens stay verifiable; the second round publishes its successor in
+    // this same step.
+    for _ in 0..2 {
+        let Some(active) = signing(&set) else { break };
         let active_key = set[active].clone();
         if let Some(n) = next_index(&set)
             && set[n].algorithm != settings.algorithm
@@ -195,16 +200,20 @@ pub fn plan_with(settings: &RotationSettings, keys: &KeySet, now: Timestamp, req
                 extra_due.push(add(now, settings.pre_publish_secs));
             }
         }
-        if let Some(n) = next_index(&set) {
-            let earliest = add(set[n].created_at, settings.pre_publish_secs);
-            set[n].activates_at = if algorithm_changed {
-                earliest
-            } else if settings.mode == RotationMode::Automatic {
-                add(active_key.activates_at, settings.period_secs).max(earliest)
-            } else {
-                manual_hold()
-            };
+        let Some(n) = next_index(&set) else { break };
+        let earliest = add(set[n].created_at, settings.pre_publish_secs);
+        let planned = if algorithm_changed {
+            earliest
+        } else if settings.mode == RotationMode::Automatic {
+            add(active_key.activates_at, settings.period_secs).max(earliest)
+        } else {
+            manual_hold()
+        };
+        set[n].activates_at = planned.max(now);
+        if planned > now {
+            break;
         }
+        reason = reason.or(Some("RotationDue"));
     }
     set.sort_by_key(|k| (k.activates_at, k.created_at));
 

@@ -142,6 +142,19 @@ impl ActiveKeys {
         Ok((token, key.meta.kid.as_str()))
     }
 
+    /// Every algorithm a key published at `now` uses, the signing key's first: what a verifier
+    /// must accept while tokens of each published key may still be in use (an algorithm change
+    /// keeps the old algorithm listed while its key signs or stays published).
+    pub fn published_algorithms(&self, now: Timestamp) -> Vec<SigningAlgorithm> {
+        let mut algorithms: Vec<SigningAlgorithm> = self.signing_algorithm(now).into_iter().collect();
+        for k in self.keys.iter().filter(|k| k.meta.published(now)) {
+            if !algorithms.contains(&k.meta.algorithm) {
+                algorithms.push(k.meta.algorithm);
+            }
+        }
+        algorithms
+    }
+
     /// The JWKS at `now`: public members of every Next, Active and Retired key, unique kids.
     pub fn jwks(&self, now: Timestamp) -> Jwks {
         let mut seen = std::collections::HashSet::new();

@@ -20,7 +20,7 @@ use crate::issuer::{Issuer, IssuerOptions, Served};
 use crate::store::{MemoryStore, RedisStore, TokenStore};
 
 pub use manifests::{Manifests, load};
-pub use state::{ClientCredentials, StateDir};
+pub use state::{ClientCredentials, Rotated, StateDir};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StandaloneError {
@@ -51,6 +51,8 @@ pub struct ServeOptions {
     pub connections: crate::listener::ConnectionLimits,
     /// Ceiling of the in-memory token store, in bytes.
     pub memory_store_limit: usize,
+    /// How often the resource files and key state are checked for changes.
+    pub reload_interval: std::time::Duration,
 }
 
 fn client_allowed(server: &AuthorizationServer, client: &AuthClient, m: &Manifests) -> bool {
@@ -163,26 +165,22 @@ pub async fn serve(options: ServeOptions) -> Result<(), StandaloneError> {
     let compiled = compile_for_serving(&manifests, Some(&state))?;
     let store = token_store(&compiled, options.redis_url.as_deref(), options.memory_store_limit)?;
     let issuer = Issuer::new(options.issuer.clone(), store);
-    for c in compiled {
-        for r in &c.rejected {
-            tracing::warn!(kind = r.kind, namespace = %r.namespace, name = %r.name, reason = %r.reason, "{}", r.message);
-        }
-        let config = c.config;
-        let server = config.name.clone();
-        let now = jiff::Timestamp::now();
-        let keys = state.rotate_keys(&config, now).map_err(StandaloneError::State)?;
-        let served = Served::new(config.clone(), &keys.0)
-            .map_err(|e| StandaloneError::Serve { server: server.clone(), message: e.to_string() })?;
-        issuer.replace(served);
-        tracing::info!(server = %server, issuer = %config.issuer, "serving");
+    let configs = compiled.into_iter().map(|c| c.config).collect::<Vec<_>>();
+    let (served, next_due) = build(&state, &configs, jiff::Timestamp::now())?;
+    for s in served {
+        let config = &s.config;
+        tracing::info!(server = %config.name, issuer = %config.issuer, "serving");
         for client in config.clients.iter().filter(|c| c.auth_method.uses_secret()) {
-            if let Some(path) = state.client_file(&config.namespace, &server, &client.client_id).filter(|p| p.exists())
+            if let Some(path) =
+                state.client_file(&config.namespace, &config.name, &client.client_id).filter(|p| p.exists())
             {
                 tracing::info!(client = %client.client_id, credentials = %path.display(), "client credentials");
             }
         }
-        tokio::spawn(rotate_forever(issuer.clone(), state.clone(), config, keys.1));
+        issuer.replace(s);
     }
+    let running = Running { fingerprint: fingerprint(&options.files, &state, &configs), configs, next_due };
+    tokio::spawn(reload_forever(issuer.clone(), state, options.files.clone(), options.reload_interval, running));
     let bound = crate::listener::bind(options.listen, options.tls_dir.clone(), options.connections)
         .await
         .map_err(|e| StandaloneError::Listen { addr: e.addr, message: e.message })?;
@@ -190,6 +188,185 @@ pub async fn serve(options: ServeOptions) -> Result<(), StandaloneError> {
     tracing::info!(addr = %bound.local_addr().unwrap_or(options.listen), scheme, "listening");
     bound.serve(issuer.router()).await;
     Ok(())
+}
+
+/// The configs `serve` serves, what its files and key state looked like when they were built,
+/// and when the keys change next.
+struct Running {
+    fingerprint: u64,
+    configs: Vec<crate::config::ServerConfig>,
+    next_due: Option<jiff::Timestamp>,
+}
+
+/// Every server of `configs` with its keys rotated for `now`; the earliest next key change.
+fn build(
+    state: &StateDir,
+    configs: &[crate::config::ServerConfig],
+    now: jiff::Timestamp,
+) -> Result<(Vec<Served>, Option<jiff::Timestamp>), StandaloneError> {
+    let mut served = Vec::new();
+    let mut next_due: Option<jiff::Timestamp> = None;
+    for config in configs {
+        let server = format!("{}/{}", config.namespace, config.name);
+        let (keys, due) = state
+            .rotate_keys(config, now)
+            .map_err(|m| StandaloneError::Serve { server: server.clone(), message: m })?;
+        next_due = match (next_due, due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        served.push(
+            Served::new(config.clone(), &keys)
+                .map_err(|e| StandaloneError::Serve { server, message: e.to_string() })?,
+        );
+    }
+    Ok((served, next_due))
+}
+
+/// A hash of the resource files and of the key files of `configs`: what a reload depends on.
+fn fingerprint(files: &[PathBuf], state: &StateDir, configs: &[crate::config::ServerConfig]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut paths = manifests::files(files).unwrap_or_default();
+    paths.extend(configs.iter().map(|c| state.keys_file(&c.namespace, &c.name)));
+    for path in paths {
+        path.hash(&mut h);
+        std::fs::read(&path).ok().hash(&mut h);
+    }
+    h.finish()
+}
+
+/// Re-reads the files when they change (a bad edit keeps the last good config and logs why)
+/// and the key state when it changes or a key is due, swapping the servers in without a restart.
+async fn reload_forever(
+    issuer: Arc<Issuer>,
+    state: StateDir,
+    files: Vec<PathBuf>,
+    interval: std::time::Duration,
+    mut running: Running,
+) {
+    let mut failed_at: Option<u64> = None;
+    loop {
+        // Wake at the next key change if it comes before the next look at the files, so a
+        // promoted key's successor is published at once.
+        let until_due = running.next_due.map(|d| {
+            let ms = (d.as_millisecond() - jiff::Timestamp::now().as_millisecond()).max(0) as u64;
+            std::time::Duration::from_millis(ms + 10)
+        });
+        tokio::time::sleep(until_due.map_or(interval, |d| d.min(interval))).await;
+        let now = jiff::Timestamp::now();
+        let seen = fingerprint(&files, &state, &running.configs);
+        let due = running.next_due.is_some_and(|d| d <= now);
+        if seen == running.fingerprint && !due {
+            continue;
+        }
+        let configs = if seen == running.fingerprint || failed_at == Some(seen) {
+            running.configs.clone()
+        } else {
+            match load(&files).map_err(StandaloneError::from).and_then(|m| compile_for_serving(&m, Some(&state))) {
+                Ok(compiled) => {
+                    let redis = |c: &crate::config::ServerConfig| c.storage.type_ == StorageType::Redis;
+                    if compiled.iter().any(|c| redis(&c.config)) != running.configs.iter().any(redis) {
+                        tracing::warn!("storage.type changed: token state stays where it is until serve restarts");
+                    }
+                    for c in &compiled {
+                        for r in &c.rejected {
+                            tracing::warn!(kind = r.kind, namespace = %r.namespace, name = %r.name, reason = %r.reason, "{}", r.message);
+                        }
+                    }
+                    compiled.into_iter().map(|c| c.config).collect()
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the changed resource files cannot be served; the last good config stays");
+                    failed_at = Some(seen);
+                    running.configs.clone()
+                }
+            }
+        };
+        match build(&state, &configs, now) {
+            Ok((served, next_due)) => {
+                let kept: Vec<(String, String)> =
+                    configs.iter().map(|c| (c.namespace.clone(), c.name.clone())).collect();
+                for gone in running.configs.iter().filter(|c| !kept.contains(&(c.namespace.clone(), c.name.clone()))) {
+                    tracing::info!(namespace = %gone.namespace, server = %gone.name, "no longer in the files: not served");
+                    issuer.remove(&gone.namespace, &gone.name);
+                }
+                for s in served {
+                    issuer.replace(s);
+                }
+                if failed_at != Some(seen) {
+                    failed_at = None;
+                }
+                running = Running { fingerprint: fingerprint(&files, &state, &configs), configs, next_due };
+                tracing::info!("config and keys reloaded");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the changed config or key state cannot be served; the last good one stays");
+                // Look again in a minute, and whenever the files change again.
+                running.fingerprint = seen;
+                running.next_due = Some(now + jiff::SignedDuration::from_secs(60));
+            }
+        }
+    }
+}
+
+/// What `tessera rotate` is asked to do.
+pub struct RotateOptions {
+    pub files: Vec<PathBuf>,
+    pub state_dir: PathBuf,
+    /// `name` or `namespace/name`; every server of the files when `None`.
+    pub server: Option<String>,
+    /// Drop the signing key from the JWKS at once (a compromised key).
+    pub revoke: bool,
+}
+
+/// `tessera rotate`: the Next key of each chosen server signs from `now` and a new Next key is
+/// published (with `revoke`, the old signing key also leaves the JWKS). A running `serve` picks
+/// the new key state up by itself. Returns one line per server.
+pub fn rotate(options: &RotateOptions, now: jiff::Timestamp) -> Result<Vec<String>, StandaloneError> {
+    let m = load(&options.files)?;
+    let state = StateDir::new(options.state_dir.clone());
+    let compiled = compile_for_serving(&m, Some(&state))?;
+    let chosen: Vec<_> = compiled
+        .iter()
+        .map(|c| &c.config)
+        .filter(|c| options.server.as_deref().is_none_or(|s| s == c.name || s == format!("{}/{}", c.namespace, c.name)))
+        .collect();
+    if chosen.is_empty() {
+        return Err(StandaloneError::State(format!(
+            "no AuthorizationServer {} in the given files",
+            options.server.as_deref().unwrap_or_default()
+        )));
+    }
+    let request =
+        if options.revoke { crate::keys::RotationRequest::Revoke } else { crate::keys::RotationRequest::Rotate };
+    let mut report = Vec::new();
+    for config in chosen {
+        let server = format!("{}/{}", config.namespace, config.name);
+        let r = state
+            .rotate_keys_with(config, now, request)
+            .map_err(|message| StandaloneError::Serve { server: server.clone(), message })?;
+        if r.plan.request_pending {
+            let since = r.keys.keys.iter().find(|k| k.activates_at > now).map(|k| k.created_at);
+            return Err(StandaloneError::Serve {
+                server,
+                message: format!(
+                    "the Next key was published at {} and may sign only after prePublish ({}s), so that every verifier has it; \
+                     run again then, or use --revoke if the signing key is compromised",
+                    since.map(|t| t.to_string()).unwrap_or_default(),
+                    config.signing.pre_publish_secs
+                ),
+            });
+        }
+        let active = r.keys.signing_key(now).map(|k| k.kid.clone()).unwrap_or_default();
+        let revoked = if r.plan.revoked.is_empty() {
+            String::new()
+        } else {
+            format!("; revoked {} (no longer in the JWKS)", r.plan.revoked.join(", "))
+        };
+        report.push(format!("{server}: {active} signs{revoked}; {} key(s) published", r.keys.published(now).count()));
+    }
+    Ok(report)
 }
 
 /// Redis when a server asks for it (one store serves every server, each under its own keys).
@@ -213,34 +390,6 @@ fn token_store(
                 );
             }
             Ok(Arc::new(MemoryStore::with_limit(memory_limit)))
-        }
-    }
-}
-
-/// Rotates the keys of one server on the planner's schedule, swapping them in as they change.
-async fn rotate_forever(
-    issuer: Arc<Issuer>,
-    state: StateDir,
-    config: crate::config::ServerConfig,
-    mut next_due: Option<jiff::Timestamp>,
-) {
-    loop {
-        let now = jiff::Timestamp::now();
-        // Wake at the next due time, at least hourly so a changed clock is noticed.
-        let wait = next_due.map_or(3600.0, |d| (d.as_millisecond() - now.as_millisecond()).max(0) as f64 / 1000.0);
-        tokio::time::sleep(std::time::Duration::from_secs_f64(wait.min(3600.0) + 0.01)).await;
-        match state.rotate_keys(&config, jiff::Timestamp::now()) {
-            Ok((keys, due)) => {
-                next_due = due;
-                match Served::new(config.clone(), &keys) {
-                    Ok(served) => issuer.replace(served),
-                    Err(e) => tracing::error!(server = %config.name, error = %e, "rotated keys cannot be served"),
-                }
-            }
-            Err(e) => {
-                tracing::error!(server = %config.name, error = %e, "key rotation failed; retrying in a minute");
-                next_due = Some(jiff::Timestamp::now() + jiff::SignedDuration::from_secs(60));
-            }
         }
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::ServerConfig;
-use crate::keys::{KeySet, generate_client_secret, plan};
+use crate::keys::{KeySet, RotationPlan, RotationRequest, generate_client_secret, plan_with};
 
 #[derive(Clone, Debug)]
 pub struct StateDir {
@@ -69,7 +69,7 @@ impl StateDir {
         Some(self.server_dir(namespace, server).join("clients").join(format!("{client_id}.json")))
     }
 
-    fn keys_file(&self, namespace: &str, server: &str) -> PathBuf {
+    pub fn keys_file(&self, namespace: &str, server: &str) -> PathBuf {
         self.server_dir(namespace, server).join("keys.json")
     }
 
@@ -155,6 +155,16 @@ impl StateDir {
         config: &ServerConfig,
         now: jiff::Timestamp,
     ) -> Result<(KeySet, Option<jiff::Timestamp>), String> {
+        self.rotate_keys_with(config, now, RotationRequest::None).map(|r| (r.keys, r.next_due))
+    }
+
+    /// As [`Self::rotate_keys`], honouring a rotation a person asked for (`tessera rotate`).
+    pub fn rotate_keys_with(
+        &self,
+        config: &ServerConfig,
+        now: jiff::Timestamp,
+        request: RotationRequest,
+    ) -> Result<Rotated, String> {
         let path = self.keys_file(&config.namespace, &config.name);
         let keys = if path.exists() {
             let text = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -162,15 +172,24 @@ impl StateDir {
         } else {
             KeySet::default()
         };
-        let p = plan(&config.signing, &keys, now);
+        let p = plan_with(&config.signing, &keys, now, request);
         if p.is_empty() {
-            return Ok((keys, p.next_due));
+            return Ok(Rotated { keys, next_due: p.next_due, plan: p });
         }
         let keys = p.apply(&keys, &config.signing, now).map_err(|e| e.to_string())?;
         write_private(&path, keys.to_json().map_err(|e| e.to_string())?.as_bytes())?;
         if let Some(reason) = p.reason {
-            tracing::info!(namespace = %config.namespace, server = %config.name, reason, "signing key generated");
+            tracing::info!(namespace = %config.namespace, server = %config.name, reason, "signing keys changed");
         }
-        Ok((keys.clone(), plan(&config.signing, &keys, now).next_due))
+        let next_due = plan_with(&config.signing, &keys, now, RotationRequest::None).next_due;
+        Ok(Rotated { keys, next_due, plan: p })
     }
+}
+
+/// The key set after a planner step, when to plan again, and the plan that made it.
+#[derive(Debug)]
+pub struct Rotated {
+    pub keys: KeySet,
+    pub next_due: Option<jiff::Timestamp>,
+    pub plan: RotationPlan,
 }

@@ -152,3 +152,25 @@ fn state_of_earlier_versions_moves_under_its_namespace_when_the_name_is_unambigu
     assert!(notes[0].contains("left in place"), "{notes:?}");
     assert!(dir.path().join("payments/keys.json").is_file());
 }
+
+#[test]
+fn rotate_promotes_a_next_key_published_long_enough_and_publishes_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = vec![PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples")];
+    let state = StateDir::new(dir.path().into());
+    let config = compile_for_serving(&examples(), Some(&state)).unwrap().remove(0).config;
+    let t0 = jiff::Timestamp::now();
+    let (keys, _) = state.rotate_keys(&config, t0).unwrap();
+    let next = keys.keys.iter().find(|k| k.activates_at > t0).unwrap().kid.clone();
+    let options = RotateOptions { files, state_dir: dir.path().into(), server: Some("payments".into()), revoke: false };
+    let young = rotate(&options, t0).unwrap_err().to_string();
+    assert!(young.contains("prePublish"), "{young}");
+    let later = t0 + jiff::SignedDuration::from_secs(config.signing.pre_publish_secs as i64 + 1);
+    let said = rotate(&options, later).unwrap();
+    assert_eq!(said, [format!("identity/payments: {next} signs; 3 key(s) published")]);
+    let (keys, _) = state.rotate_keys(&config, later).unwrap();
+    assert_eq!(keys.signing_key(later).unwrap().kid, next);
+    assert_eq!(keys.keys.iter().filter(|k| k.activates_at > later).count(), 1, "a new Next key");
+    let other = RotateOptions { server: Some("elsewhere".into()), ..options };
+    assert!(rotate(&other, later).unwrap_err().to_string().contains("no AuthorizationServer elsewhere"));
+}

@@ -1,7 +1,7 @@
 //! `/v1/logout`: RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0). Without a valid
 //! `id_token_hint` the person is asked first (§2), so a cross-site link cannot sign them out.
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use serde_json::Value;
 
@@ -39,57 +39,107 @@ fn confirmation_token(session_id: &str) -> String {
 /// What the confirmation page and its answer decide, apart from I/O.
 #[derive(Debug, PartialEq, Eq)]
 pub enum LogoutStep {
-    /// End the session (a valid hint, a confirmed form, or no session to end).
+    /// End the session (a valid hint, a confirmed form, or a confirmed request with no session).
     End,
     /// Ask the person first.
     Confirm,
 }
 
-/// Whether to end the session now: with a valid `id_token_hint`; without one only when there
-/// is no session, or a POST echoes the session's confirmation token.
+/// Whether to end the session now: with a valid `id_token_hint`; without one a GET always asks
+/// (§2: a link or an image must not sign anyone out), and a POST ends the session only when it
+/// echoes the session's confirmation token (with no session there is nothing to protect).
 pub fn logout_step(hinted: bool, session_id: Option<&str>, post: bool, echoed: Option<&str>) -> LogoutStep {
     match session_id {
         _ if hinted => LogoutStep::End,
+        _ if !post => LogoutStep::Confirm,
         None => LogoutStep::End,
-        Some(sid) if post && echoed.is_some_and(|t| same(t, &confirmation_token(sid))) => LogoutStep::End,
+        Some(sid) if echoed.is_some_and(|t| same(t, &confirmation_token(sid))) => LogoutStep::End,
         Some(_) => LogoutStep::Confirm,
     }
 }
 
-pub async fn logout(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form, post: bool) -> Response {
-    let hinted = match form.get("id_token_hint") {
-        Some(h) => match hinted_client(served, h) {
-            Some(c) => Some(c),
-            None => return error_page(&OAuthError::invalid_request("id_token_hint is not an ID token of this server")),
-        },
+/// Why a logout request is refused, naming the parameter at fault.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LogoutRefusal {
+    /// `id_token_hint` is present but not an ID token this server signed.
+    InvalidHint,
+    /// `client_id` and the `id_token_hint`'s audience differ.
+    ClientMismatch,
+    /// `post_logout_redirect_uri` came with neither `id_token_hint` nor `client_id`.
+    MissingHint,
+    /// `client_id` names no client of this server.
+    UnknownClient,
+    /// `post_logout_redirect_uri` is not one of the client's `postLogoutRedirectUris`.
+    UnregisteredRedirect,
+}
+
+impl LogoutRefusal {
+    pub fn message(&self) -> &'static str {
+        match self {
+            Self::InvalidHint => {
+                "id_token_hint is not an ID token this server signed (or its key is no longer published)"
+            }
+            Self::ClientMismatch => "client_id does not match the application the id_token_hint was issued to",
+            Self::MissingHint => {
+                "id_token_hint is missing: post_logout_redirect_uri is followed only for the application that an \
+                 id_token_hint (or a client_id) names"
+            }
+            Self::UnknownClient => "client_id names no application of this server",
+            Self::UnregisteredRedirect => "post_logout_redirect_uri is not registered for this application",
+        }
+    }
+}
+
+/// The client a logout request speaks for and where to send the browser afterwards, from the
+/// hint's audience (`Err(())` for a hint that did not verify), `client_id` and
+/// `post_logout_redirect_uri`; `registered(client, uri)` is `None` for an unknown client.
+pub fn check_request<'a>(
+    hint: Option<Result<String, ()>>,
+    client_id: Option<&str>,
+    redirect: Option<&'a str>,
+    registered: impl Fn(&str, &str) -> Option<bool>,
+) -> Result<(Option<String>, Option<&'a str>), LogoutRefusal> {
+    let hinted = match hint {
+        Some(Ok(aud)) => Some(aud),
+        Some(Err(())) => return Err(LogoutRefusal::InvalidHint),
         None => None,
     };
-    let has_hint = hinted.is_some();
-    let client_id = match (hinted, form.get("client_id")) {
-        (Some(h), Some(c)) if h != c => {
-            return error_page(&OAuthError::invalid_request("client_id does not match the id_token_hint"));
-        }
+    let client = match (hinted, client_id) {
+        (Some(h), Some(c)) if h != c => return Err(LogoutRefusal::ClientMismatch),
         (Some(h), _) => Some(h),
         (None, c) => c.map(str::to_owned),
     };
-    let target = match form.get("post_logout_redirect_uri") {
-        Some(uri) => {
-            let registered = client_id
-                .as_deref()
-                .and_then(|c| served.config.client(c))
-                .is_some_and(|c| c.post_logout_redirect_uris.iter().any(|r| r == uri));
-            if !registered {
-                return error_page(&OAuthError::invalid_request(
-                    "post_logout_redirect_uri is not registered for this application (send id_token_hint or client_id)",
-                ));
-            }
-            Some(uri)
-        }
-        None => None,
+    let Some(uri) = redirect else { return Ok((client, None)) };
+    let Some(c) = client.as_deref() else { return Err(LogoutRefusal::MissingHint) };
+    match registered(c, uri) {
+        None => Err(LogoutRefusal::UnknownClient),
+        Some(false) => Err(LogoutRefusal::UnregisteredRedirect),
+        Some(true) => Ok((client, Some(uri))),
+    }
+}
+
+/// A refused or failed logout, on a page of its own (not a sign-in error).
+fn refuse(e: &OAuthError) -> Response {
+    match e.status {
+        StatusCode::SERVICE_UNAVAILABLE => error_page(e),
+        s if s.is_server_error() => pages::logout_error(s, &e.description),
+        _ => pages::logout_error(StatusCode::BAD_REQUEST, &e.description),
+    }
+}
+
+pub async fn logout(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form, post: bool) -> Response {
+    let hint = form.get("id_token_hint").map(|h| hinted_client(served, h).ok_or(()));
+    let has_hint = matches!(hint, Some(Ok(_)));
+    let registered = |client: &str, uri: &str| {
+        served.config.client(client).map(|c| c.post_logout_redirect_uris.iter().any(|r| r == uri))
+    };
+    let target = match check_request(hint, form.get("client_id"), form.get("post_logout_redirect_uri"), registered) {
+        Ok((_, target)) => target,
+        Err(refusal) => return pages::logout_error(StatusCode::BAD_REQUEST, refusal.message()),
     };
     let session = match load_session(issuer, served, headers).await {
         Ok(s) => s.map(|(sid, _)| sid),
-        Err(e) => return error_page(&e),
+        Err(e) => return refuse(&e),
     };
     if logout_step(has_hint, session.as_deref(), post, form.get("confirm")) == LogoutStep::Confirm {
         let sid = session.as_deref().unwrap_or_default();
@@ -99,11 +149,11 @@ pub async fn logout(issuer: &Issuer, served: &Served, headers: &HeaderMap, form:
                 hidden.push((key, v.to_owned()));
             }
         }
-        return pages::logout_confirm(&served.endpoint("/v1/logout"), &hidden);
+        return pages::logout_confirm(&served.endpoint("/v1/logout"), &hidden, session.is_some());
     }
     let clear = match end_session(issuer, served, session_cookie(headers)).await {
         Ok(c) => c,
-        Err(e) => return error_page(&e),
+        Err(e) => return refuse(&e),
     };
     let mut r = match target {
         Some(uri) => {
@@ -124,11 +174,31 @@ mod tests {
     fn without_a_hint_only_a_post_with_the_sessions_token_signs_out() {
         let token = confirmation_token("sid");
         assert_eq!(logout_step(true, Some("sid"), false, None), LogoutStep::End, "a valid hint is enough");
-        assert_eq!(logout_step(false, None, false, None), LogoutStep::End, "no session: nothing to ask");
+        assert_eq!(logout_step(false, None, false, None), LogoutStep::Confirm, "a bare GET asks, session or not");
+        assert_eq!(logout_step(false, None, true, None), LogoutStep::End, "a POST with no session: nothing to end");
         assert_eq!(logout_step(false, Some("sid"), false, Some(&token)), LogoutStep::Confirm, "a GET never");
         assert_eq!(logout_step(false, Some("sid"), true, None), LogoutStep::Confirm);
         assert_eq!(logout_step(false, Some("sid"), true, Some("guess")), LogoutStep::Confirm);
         assert_eq!(logout_step(false, Some("other"), true, Some(&token)), LogoutStep::Confirm, "another session's");
         assert_eq!(logout_step(false, Some("sid"), true, Some(&token)), LogoutStep::End);
+    }
+
+    #[test]
+    fn a_refused_logout_names_the_parameter_at_fault() {
+        let known = |c: &str, uri: &str| (c == "web").then_some(uri == "https://web.example/bye");
+        let bye = Some("https://web.example/bye");
+        let check = |hint, client, redirect| check_request(hint, client, redirect, known);
+        assert_eq!(check(Some(Err(())), None, None), Err(LogoutRefusal::InvalidHint));
+        assert_eq!(check(Some(Ok("web".into())), Some("other"), None), Err(LogoutRefusal::ClientMismatch));
+        assert_eq!(check(None, None, bye), Err(LogoutRefusal::MissingHint));
+        assert!(LogoutRefusal::MissingHint.message().starts_with("id_token_hint is missing"));
+        assert_eq!(check(None, Some("nobody"), bye), Err(LogoutRefusal::UnknownClient));
+        assert!(LogoutRefusal::UnknownClient.message().starts_with("client_id"));
+        let elsewhere = Some("https://evil.example/");
+        assert_eq!(check(Some(Ok("web".into())), None, elsewhere), Err(LogoutRefusal::UnregisteredRedirect));
+        assert!(LogoutRefusal::UnregisteredRedirect.message().starts_with("post_logout_redirect_uri"));
+        assert_eq!(check(Some(Ok("web".into())), None, bye), Ok((Some("web".into()), bye)));
+        assert_eq!(check(None, Some("web"), bye), Ok((Some("web".into()), bye)));
+        assert_eq!(check(None, None, None), Ok((None, None)), "a bare request is not refused: it is confirmed");
     }
 }

@@ -51,7 +51,16 @@ pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
 
 /// An error shown to the person, never redirected (bad client or redirect URI, expired sign-in).
 pub fn error(status: StatusCode, message: &str) -> Response {
-    page(status, "Sign-in error", &format!("<p class=\"error\" role=\"alert\">{}</p>", esc(message)))
+    error_titled(status, "Sign-in error", message)
+}
+
+/// A refused sign-out (RP-initiated logout): its own title, the parameter at fault in `message`.
+pub fn logout_error(status: StatusCode, message: &str) -> Response {
+    error_titled(status, "Sign-out error", message)
+}
+
+fn error_titled(status: StatusCode, title: &str, message: &str) -> Response {
+    page(status, title, &format!("<p class=\"error\" role=\"alert\">{}</p>", esc(message)))
 }
 
 /// A sign-in step that cannot be taken right now (token state or an upstream unreachable):
@@ -179,15 +188,21 @@ pub fn device_entry(action: &str, user_code: &str, error: Option<&str>) -> Respo
 }
 
 /// "Sign out?": a form that posts `hidden` back to `action` (RP-Initiated Logout §2).
-pub fn logout_confirm(action: &str, hidden: &[(&str, String)]) -> Response {
-    let mut body = format!(
-        "<p>An application asked to sign you out of this sign-in service.</p><form method=\"post\" action=\"{}\">",
-        esc(action)
-    );
+pub fn logout_confirm(action: &str, hidden: &[(&str, String)], signed_in: bool) -> Response {
+    let why = if signed_in {
+        "<p>An application asked to sign you out of this sign-in service.</p>"
+    } else {
+        "<p>You are not signed in to this sign-in service. Continue to finish signing out of the application.</p>"
+    };
+    let mut body = format!("{why}<form method=\"post\" action=\"{}\">", esc(action));
     for (name, value) in hidden {
         let _ = write!(body, "<input type=\"hidden\" name=\"{}\" value=\"{}\">", esc(name), esc(value));
     }
-    body.push_str("<button type=\"submit\">Sign out</button></form>");
+    body.push_str(if signed_in {
+        "<button type=\"submit\">Sign out</button></form>"
+    } else {
+        "<button type=\"submit\">Continue</button></form>"
+    });
     page(StatusCode::OK, "Sign out?", &body)
 }
 

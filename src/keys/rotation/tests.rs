@@ -267,3 +267,81 @@ fn property_holds_over_years_with_the_default_schedule() {
         check_property(&s, day as i64, seed, 10 * 365 * day as i64);
     }
 }
+
+fn next_keys(keys: &KeySet, now: Timestamp) -> usize {
+    keys.keys.iter().filter(|k| keys.state(k, now) == Some(KeyState::Next)).count()
+}
+
+#[test]
+fn a_restart_after_the_next_key_activated_publishes_a_new_next_key_in_the_same_step() {
+    let keys = step(&KeySet::default(), ts(0));
+    let promoted = keys.keys[1].kid.clone();
+    // Down from before the Next key's activation (1000) until after it: one step on restart.
+    let (after, p) = step_with(&settings(), &keys, ts(1010), RotationRequest::None);
+    assert_eq!(signing_kid(&after, ts(1010)), promoted);
+    assert_eq!(next_keys(&after, ts(1010)), 1, "no Next key right after the restart: {p:?}");
+    // The same with an algorithm change and with a switch to Manual made while it was down.
+    for s in [
+        RotationSettings { algorithm: SigningAlgorithm::ES256, ..settings() },
+        RotationSettings { mode: RotationMode::Manual, ..settings() },
+    ] {
+        let (after, _) = step_with(&s, &keys, ts(1010), RotationRequest::None);
+        assert_eq!(signing_kid(&after, ts(1010)), promoted);
+        assert_eq!(next_keys(&after, ts(1010)), 1, "{s:?}");
+    }
+}
+
+/// Every planner step, whatever the key set it starts from (settings changed in between,
+/// requests, long outages), leaves one key that signs and at least one Next key published.
+#[test]
+fn property_every_planner_step_leaves_a_signing_key_and_a_next_key() {
+    // Not RS256: generating RSA keys would make this test take minutes; the planner treats
+    // every algorithm alike.
+    let algorithms = [SigningAlgorithm::ES256, SigningAlgorithm::EdDSA];
+    for seed in 0..60 {
+        let mut rng = Lcg(seed);
+        let mut keys = KeySet::default();
+        let mut t = 0i64;
+        let mut s = settings();
+        for _ in 0..120 {
+            if rng.next(8) == 0 {
+                s.algorithm = algorithms[rng.next(2) as usize];
+            }
+            if rng.next(10) == 0 {
+                s.mode = if s.mode == RotationMode::Manual { RotationMode::Automatic } else { RotationMode::Manual };
+            }
+            let request = match rng.next(12) {
+                0 => RotationRequest::Rotate,
+                1 => RotationRequest::Revoke,
+                _ => RotationRequest::None,
+            };
+            let now = ts(t);
+            let (next, p) = step_with(&s, &keys, now, request);
+            keys = next;
+            assert!(keys.signing_key(now).is_some(), "seed {seed} at {t}: nothing signs after {p:?}");
+            assert!(next_keys(&keys, now) >= 1, "seed {seed} at {t}: no Next key after {p:?}");
+            let due = p.next_due.map(|d| d.as_second() - ts(0).as_second());
+            t = match rng.next(4) {
+                0 => t + 1 + rng.next(5000) as i64,
+                1 => due.unwrap_or(t + 1).max(t + 1) + rng.next(3) as i64,
+                _ => t + 1 + rng.next(300) as i64,
+            };
+        }
+    }
+}
+
+#[test]
+fn a_next_key_whose_planned_activation_has_passed_signs_from_now_and_gets_a_successor() {
+    // Manual mode, then Automatic long after a period: the Next key's activation (0 + period)
+    // lies in the past when it is planned.
+    let manual = RotationSettings { mode: RotationMode::Manual, ..settings() };
+    let keys = step_with(&manual, &KeySet::default(), ts(0), RotationRequest::None).0;
+    let (first, next) = (keys.keys[0].kid.clone(), keys.keys[1].kid.clone());
+    let (keys, p) = step_with(&settings(), &keys, ts(2500), RotationRequest::None);
+    assert_eq!(signing_kid(&keys, ts(2500)), next, "{p:?}");
+    let old = keys.keys.iter().find(|k| k.kid == first).unwrap();
+    assert_eq!(old.retires_at, Some(ts(2500)), "the old key signed until now: it retires now, not in the past");
+    assert!(keys.published(ts(2500 + 299)).any(|k| k.kid == first), "its tokens stay verifiable");
+    assert_eq!(next_keys(&keys, ts(2500)), 1, "a successor is published in the same step");
+    assert!(plan(&settings(), &keys, ts(2500)).is_empty(), "the step is complete");
+}
