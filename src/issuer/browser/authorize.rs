@@ -149,6 +149,8 @@ pub struct Validated {
     pub prompt_consent: bool,
     pub prompt_none: bool,
     pub max_age: Option<i64>,
+    pub acr_values: Vec<String>,
+    pub claims: crate::issuer::claims_request::ClaimsRequest,
 }
 
 fn validate(served: &Served, client: &ClientConfig, form: &Form) -> Result<Validated, OAuthError> {
@@ -204,6 +206,9 @@ fn validate(served: &Served, client: &ClientConfig, form: &Form) -> Result<Valid
         prompt_consent: false,
         prompt_none: false,
         max_age: None,
+        acr_values: crate::issuer::acr::parse_acr_values(form.get("acr_values"))
+            .map_err(OAuthError::invalid_request)?,
+        claims: crate::issuer::claims_request::parse(form.get("claims")).map_err(OAuthError::invalid_request)?,
     };
     if let Some(prompt) = form.get("prompt") {
         for p in prompt.split(' ').filter(|p| !p.is_empty()) {
@@ -247,6 +252,8 @@ async fn start(
         prompt_consent: v.prompt_consent,
         prompt_none: v.prompt_none,
         max_age: v.max_age,
+        acr_values: v.acr_values,
+        claims: v.claims,
         csrf: random(24)?,
         browser: sha256_b64(&browser),
     };
