@@ -68,7 +68,8 @@ fn metadata(s: &Served) -> Value {
             "prompt_values_supported": ["none", "login", "consent"],
             "authorization_response_iss_parameter_supported": true,
             "claims_parameter_supported": true,
-            "request_parameter_supported": false,
+            "request_parameter_supported": true,
+            "request_object_signing_alg_values_supported": ASSERTION_ALGS,
             "request_uri_parameter_supported": false,
         });
         if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {

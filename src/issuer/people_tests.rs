@@ -697,7 +697,7 @@ async fn request_errors_after_the_redirect_uri_is_known_go_back_with_iss() {
                 "openid",
                 &[("code_challenge", &c), ("code_challenge_method", "S256"), ("request", "x")],
             ),
-            "request_not_supported",
+            "invalid_request_object",
         ),
         (spa_url("openid").replace("response_type=code", "response_type=token"), "unsupported_response_type"),
         (spa_url("openid").replace("response_type=code", "response_type=code+id_token"), "unsupported_response_type"),

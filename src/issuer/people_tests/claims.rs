@@ -194,3 +194,100 @@ async fn an_essential_acr_or_a_sub_the_sign_in_does_not_meet_fails_it() {
     let d = b.get(&h.app, &format!("{BASE}/.well-known/openid-configuration")).await.json();
     assert_eq!(d["claims_parameter_supported"], true);
 }
+
+const RP: &str = "team.rp";
+
+/// The harness with one more client, `team.rp`, a public client like the SPA that registered
+/// the key it signs request objects with; returns that key.
+async fn harness_with_request_objects() -> (H, ActiveKeys) {
+    let h = harness().await;
+    let now = jiff::Timestamp::now();
+    let rp_key = keys::generate(SigningAlgorithm::ES256, now, now - jiff::SignedDuration::from_secs(60)).unwrap();
+    let jwk = rp_key.public_jwk.clone();
+    let signer = ActiveKeys::new(&keys::KeySet { keys: vec![rp_key] }).unwrap();
+    let served = h.issuer.current("identity", "people").unwrap();
+    let mut config = crate::config::ServerConfig::clone(&served.config);
+    let mut rp = config.client(SPA).unwrap().clone();
+    rp.client_id = RP.into();
+    rp.jwks = Some(serde_json::from_value(json!({ "keys": [jwk] })).unwrap());
+    config.clients.push(rp);
+    let key = keys::generate(SigningAlgorithm::ES256, now, now).unwrap();
+    h.issuer.replace(Served::new(config, &keys::KeySet { keys: vec![key] }).unwrap());
+    (h, signer)
+}
+
+fn request_object(signer: &ActiveKeys, extra: Value) -> String {
+    let now = jiff::Timestamp::now().as_second();
+    let mut claims = json!({
+        "iss": RP, "aud": ISSUER, "exp": now + 60, "iat": now, "client_id": RP, "response_type": "code",
+        "redirect_uri": SPA_REDIRECT, "scope": "openid profile", "state": "st-ro", "nonce": "n-ro",
+        "code_challenge": challenge(VERIFIER), "code_challenge_method": "S256",
+        "claims": { "id_token": { "email": null } },
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    signer.sign_access_token(jiff::Timestamp::now(), &claims).unwrap().0
+}
+
+// oidcc-request-object (RFC 9101, OpenID Connect Core §6.1)
+#[tokio::test]
+async fn a_signed_request_object_takes_the_place_of_the_query_parameters() {
+    let (h, signer) = harness_with_request_objects().await;
+    let mut b = Browser::default();
+    let object = request_object(&signer, json!({}));
+    let start = b.get(&h.app, &authorize_url(RP, SPA_REDIRECT, "openid", &[("request", &object)])).await;
+    let p = login_alice(&h, &mut b, &start).await.params();
+    assert_eq!(p.get("state").map(String::as_str), Some("st-ro"), "the object's state, not the query's: {p:?}");
+    let body = [
+        ("grant_type", "authorization_code"),
+        ("client_id", RP),
+        ("code", p["code"].as_str()),
+        ("redirect_uri", SPA_REDIRECT),
+        ("code_verifier", VERIFIER),
+    ];
+    let (s, t) = token(&h, &body, None).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert_eq!(t["scope"], "openid profile");
+    let id = id_token_claims(&h, t["id_token"].as_str().unwrap());
+    assert_eq!((&id["nonce"], &id["email"]), (&json!("n-ro"), &json!("alice@example.com")));
+
+    let d = b.get(&h.app, &format!("{BASE}/.well-known/openid-configuration")).await.json();
+    assert_eq!(d["request_parameter_supported"], true);
+    assert_eq!(d["request_object_signing_alg_values_supported"], json!(["RS256", "PS256", "ES256", "EdDSA"]));
+}
+
+#[tokio::test]
+async fn request_objects_unsigned_forged_expired_or_by_reference_are_refused() {
+    let (h, signer) = harness_with_request_objects().await;
+    let mut b = Browser::default();
+    let now = jiff::Timestamp::now().as_second();
+    let unsigned = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none"}"#),
+        URL_SAFE_NO_PAD.encode(json!({ "iss": RP, "aud": ISSUER, "exp": now + 60, "state": "x" }).to_string())
+    );
+    let other = harness_with_request_objects().await.1;
+    for (object, why) in [
+        (unsigned, "not none"),
+        (request_object(&other, json!({})), "registered keys"),
+        (request_object(&signer, json!({ "exp": now - 120 })), "expired"),
+        (request_object(&signer, json!({ "aud": "https://elsewhere.example" })), "aud"),
+        (request_object(&signer, json!({ "client_id": SPA })), "client_id"),
+        ("x".repeat(crate::issuer::browser::authorize::MAX_REQUEST_OBJECT + 1), "16384"),
+    ] {
+        let r = b.get(&h.app, &authorize_url(RP, SPA_REDIRECT, "openid", &[("request", &object)])).await;
+        let p = r.params();
+        assert_eq!(p.get("error").map(String::as_str), Some("invalid_request_object"), "{why}: {p:?}");
+        assert!(p["error_description"].contains(why), "{why}: {p:?}");
+        assert_eq!(p.get("state").map(String::as_str), Some("st-1"), "the query's state");
+        assert!(r.location.unwrap().starts_with(SPA_REDIRECT), "the query's registered redirect URI");
+    }
+    // Without a registered redirect URI in the query, the error is shown on our page.
+    let object = request_object(&other, json!({}));
+    let r = b.get(&h.app, &authorize_url(RP, "https://evil.example/cb", "openid", &[("request", &object)])).await;
+    assert_eq!((r.status, r.location.is_none()), (StatusCode::BAD_REQUEST, true));
+    let by_reference = [("request_uri", "https://rp.example/ro.jwt")];
+    let r = b.get(&h.app, &authorize_url(RP, SPA_REDIRECT, "openid", &by_reference)).await;
+    assert_eq!(r.params().get("error").map(String::as_str), Some("request_uri_not_supported"));
+}
