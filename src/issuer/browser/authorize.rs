@@ -141,6 +141,12 @@ async fn request_object(
     if claims.get("client_id").is_some_and(|c| c.as_str() != Some(client.client_id.as_str())) {
         return Err(invalid("the request object's client_id is not the request's"));
     }
+    // OpenID Connect Core §6.1: response_type in both places must agree.
+    if let (Some(inside), Some(outside)) = (claims.get("response_type"), query.get("response_type"))
+        && inside.as_str() != Some(outside)
+    {
+        return Err(invalid("the request object's response_type is not the request's"));
+    }
     let mut params: std::collections::HashMap<String, String> =
         query.pairs().filter(|(k, _)| *k != "request").map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
     for (k, v) in claims {

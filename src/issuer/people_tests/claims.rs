@@ -274,6 +274,7 @@ async fn request_objects_unsigned_forged_expired_or_by_reference_are_refused() {
         (request_object(&signer, json!({ "exp": now - 120 })), "expired"),
         (request_object(&signer, json!({ "aud": "https://elsewhere.example" })), "aud"),
         (request_object(&signer, json!({ "client_id": SPA })), "client_id"),
+        (request_object(&signer, json!({ "response_type": "token" })), "response_type"),
         ("x".repeat(crate::issuer::browser::authorize::MAX_REQUEST_OBJECT + 1), "16384"),
     ] {
         let r = b.get(&h.app, &authorize_url(RP, SPA_REDIRECT, "openid", &[("request", &object)])).await;
