@@ -127,6 +127,7 @@ fn main() {
         groups: (0..limits::GROUPS as usize).map(|i| text(limits::GROUP_BYTES, i)).collect(),
         attributes: json_of(limits::ATTRIBUTES_BYTES),
         amr: (0..limits::AMR as usize).map(|i| text(limits::AMR_BYTES, i)).collect(),
+        standard: Default::default(),
     };
     let subject = json_of(limits::SUBJECT_BYTES);
     let scopes: Vec<String> = (0..limits::SCOPES as usize).map(|i| text(limits::SCOPE_BYTES, i)).collect();

@@ -109,6 +109,7 @@ pub fn cel(data: &[u8]) {
         groups: vec!["admins".into(), "staff".into()],
         attributes: Map::new(),
         amr: vec!["pwd".into()],
+        standard: Default::default(),
     };
     let scopes = ["openid".to_owned(), "payments:read".to_owned()];
     let vars = CelVariables::new(

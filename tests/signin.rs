@@ -285,8 +285,8 @@ fn browser_upstream_code_flow() {
     assert_eq!(id["iss"], issuer.as_str());
     assert_eq!(id["aud"], "example-spa");
     assert_eq!(id["sub"], "corp|ada", "sub is the upstream's sub, namespaced by the upstream");
-    assert_eq!(id["email"], "ada@example.org");
-    assert_eq!(id["name"], "Ada Lovelace");
+    // With an access token issued, scope claims are userinfo's (OpenID Connect Core §5.4).
+    assert!(id["email"].is_null() && id["name"].is_null(), "scope claims in the ID token: {id}");
     assert_eq!(id["groups"], serde_json::json!(["engines", "analysts"]));
     assert!(id["amr"].as_array().is_some_and(|a| !a.is_empty()), "amr: {}", id["amr"]);
     assert_eq!(result["id_token_typ"], "JWT");
@@ -294,6 +294,7 @@ fn browser_upstream_code_flow() {
     assert_eq!(result["has"], serde_json::json!({ "auth_time": true, "at_hash": true, "nonce": true }));
     assert_eq!(result["userinfo"]["sub"], "corp|ada");
     assert_eq!(result["userinfo"]["email"], "ada@example.org");
+    assert_eq!(result["userinfo"]["name"], "Ada Lovelace");
     assert!(!result["rotated_refresh_reuse_error"].is_null(), "a rotated refresh token must be refused");
     assert!(!result["family_revoked_error"].is_null(), "reuse of a rotated refresh token revokes its family");
     assert_eq!(result["silent_pages"], serde_json::json!(["callback"]), "prompt=none with Tessera's session");

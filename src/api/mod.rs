@@ -42,6 +42,7 @@ pub const RESERVED_CLAIMS: &[&str] = &[
     "cid",
     "uid",
     "scp",
+    "scope",
     "ver",
     "client_id",
     "auth_time",

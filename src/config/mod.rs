@@ -6,6 +6,7 @@
 
 mod compile;
 pub mod selector;
+pub mod standard_claims;
 pub mod subjects;
 
 use std::collections::BTreeMap;
@@ -101,9 +102,11 @@ impl fmt::Debug for UpstreamConfig {
     }
 }
 
+pub use standard_claims::StandardClaims;
+
 /// One entry of the static users Secret.
 #[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct StaticUser {
     pub username: String,
     /// bcrypt (`$2b$...`) or argon2 PHC string (`$argon2id$...`).
@@ -117,6 +120,14 @@ pub struct StaticUser {
     pub email: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    /// givenName, familyName, ..., address, emailVerified, phoneNumber, ... (OpenID Connect
+    /// Core §5.1, camelCase).
+    #[serde(flatten)]
+    pub standard: StandardClaims,
+    /// Fields of none of the above: refused by [`Self::parse_list`] (flattened fields rule out
+    /// `deny_unknown_fields`).
+    #[serde(flatten, skip_serializing)]
+    pub unknown: BTreeMap<String, serde_json::Value>,
 }
 
 impl fmt::Debug for StaticUser {
@@ -133,7 +144,7 @@ impl StaticUser {
     pub fn parse_list(yaml: &str) -> Result<Vec<Self>, String> {
         let users: Vec<Self> = serde_norway::from_str(yaml).map_err(|e| {
             let at = e.location().map(|l| format!(" at line {}", l.line())).unwrap_or_default();
-            format!("static users are not a YAML list of {{username, passwordHash, sub, name, email, groups}}{at}")
+            format!("static users are not a YAML list of {{username, passwordHash, sub, name, email, groups, and the standard claims}}{at}")
         })?;
         let mut seen = std::collections::HashSet::new();
         for u in &users {
@@ -142,6 +153,18 @@ impl StaticUser {
             }
             if !(u.password_hash.starts_with("$2") || u.password_hash.starts_with("$argon2")) {
                 return Err(format!("static user {:?}: passwordHash must be a bcrypt or argon2 hash", u.username));
+            }
+            if let Some(field) = u.unknown.keys().next() {
+                return Err(format!("static user {:?}: unknown field {field:?}", u.username));
+            }
+            let long = |v: &Option<String>| v.as_ref().is_some_and(|v| v.len() > standard_claims::MAX_TEXT_BYTES);
+            let bounds = [("name", long(&u.name)), ("email", long(&u.email))]
+                .into_iter()
+                .find(|(_, over)| *over)
+                .map(|(k, _)| format!("{k} is longer than {} bytes", standard_claims::MAX_TEXT_BYTES))
+                .or_else(|| u.standard.out_of_bounds());
+            if let Some(why) = bounds {
+                return Err(format!("static user {:?}: {why}", u.username));
             }
         }
         Ok(users)
@@ -386,6 +409,48 @@ mod tests {
         assert_eq!(issuer_path("http://127.0.0.1:8080/oauth2/payments"), "/oauth2/payments");
         assert_eq!(issuer_path("https://auth.example.com"), "");
         assert_eq!(issuer_path("https://auth.example.com/"), "");
+    }
+
+    const HASH: &str = "$2b$04$abcdefghijklmnopqrstuu";
+
+    #[test]
+    fn static_users_carry_the_standard_claims() {
+        let yaml = format!(
+            "- username: ada\n  passwordHash: '{HASH}'\n  givenName: Ada\n  familyName: Lovelace\n  birthdate: '1815-12-10'\n  updatedAt: 1700000000\n  emailVerified: true\n  phoneNumber: '+44 20 0000 0000'\n  address: {{ streetAddress: 12 St James's Square, locality: London, postalCode: SW1Y, country: GB }}\n"
+        );
+        let users = StaticUser::parse_list(&yaml).unwrap();
+        let s = &users[0].standard;
+        assert_eq!(s.given_name.as_deref(), Some("Ada"));
+        assert_eq!(s.claim("updated_at"), Some(serde_json::json!(1_700_000_000)));
+        assert_eq!(s.claim("email_verified"), Some(serde_json::json!(true)));
+        assert_eq!(
+            s.claim("address"),
+            Some(
+                serde_json::json!({"street_address": "12 St James's Square", "locality": "London", "postal_code": "SW1Y", "country": "GB"})
+            )
+        );
+        // The compiled config carries them to the issuer.
+        let json = serde_json::to_string(&users).unwrap();
+        assert_eq!(serde_json::from_str::<Vec<StaticUser>>(&json).unwrap(), users);
+    }
+
+    #[test]
+    fn static_users_with_unknown_or_oversized_fields_are_refused_without_quoting_them() {
+        let long = "x".repeat(standard_claims::MAX_TEXT_BYTES + 1);
+        for (extra, why) in [
+            ("givenNme: Ada".to_owned(), "unknown field \"givenNme\""),
+            (format!("nickname: {long}"), "nickname is longer than 512 bytes"),
+            (format!("name: {long}"), "name is longer than 512 bytes"),
+            (format!("address: {{ region: {long} }}"), "address.region is longer than 512 bytes"),
+            (format!("picture: https://x/{}", "p".repeat(2048)), "picture is longer than 2048 bytes"),
+        ] {
+            let yaml = format!("- username: ada\n  passwordHash: '{HASH}'\n  {extra}\n");
+            let e = StaticUser::parse_list(&yaml).unwrap_err();
+            assert!(e.contains(why), "{why}: {e}");
+            assert!(!e.contains(&long), "quotes the value");
+        }
+        let bad_type = format!("- username: ada\n  passwordHash: '{HASH}'\n  emailVerified: maybe\n");
+        assert!(StaticUser::parse_list(&bad_type).is_err());
     }
 
     #[test]

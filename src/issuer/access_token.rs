@@ -24,6 +24,8 @@ pub struct AccessTokenClaims {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uid: Option<String>,
     pub scp: Vec<String>,
+    /// RFC 9068 §2.2.3: the granted scopes, space-separated (`scp` is Okta's array).
+    pub scope: String,
     pub sub: String,
     pub client_id: String,
     #[serde(flatten)]
@@ -51,6 +53,7 @@ impl AccessTokenClaims {
             cid: client.client_id.clone(),
             uid: None,
             scp: grant.scopes.clone(),
+            scope: grant.scopes.join(" "),
             sub,
             client_id: client.client_id.clone(),
             custom,

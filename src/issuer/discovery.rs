@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use super::Served;
 use super::client_auth::ASSERTION_ALGS;
 use crate::api::{AuthMethod, GrantType, RESERVED_SCOPES};
+use crate::config::standard_claims::{claims_available, scope_of};
 
 /// Grants this issuer can serve today.
 const IMPLEMENTED_GRANTS: [GrantType; 5] = GrantType::ALL;
@@ -33,7 +34,16 @@ fn id_token_algorithms(s: &Served, now: jiff::Timestamp) -> Vec<&'static str> {
 
 pub(crate) fn metadata(s: &Served, now: jiff::Timestamp) -> Value {
     let c = &s.config;
-    let mut scopes: Vec<&str> = RESERVED_SCOPES.to_vec();
+    // Only scopes whose claims can exist: openid and the claim scopes need people to sign in.
+    let people_claims = c.identity.as_ref().map(claims_available).unwrap_or_default();
+    let mut scopes: Vec<&str> = RESERVED_SCOPES
+        .iter()
+        .copied()
+        .filter(|s| match *s {
+            "openid" | "offline_access" => c.identity.is_some(),
+            scope => people_claims.iter().any(|claim| scope_of(claim) == Some(scope)),
+        })
+        .collect();
     scopes.extend(c.scopes.iter().filter(|s| s.discoverable).map(|s| s.name.as_str()));
     let grants: Vec<&str> = IMPLEMENTED_GRANTS
         .iter()
@@ -44,7 +54,7 @@ pub(crate) fn metadata(s: &Served, now: jiff::Timestamp) -> Value {
     if c.clients.iter().any(|cl| cl.auth_method == AuthMethod::None) {
         methods.push("none");
     }
-    let mut claims = vec!["ver", "jti", "iss", "aud", "iat", "exp", "cid", "uid", "scp", "sub", "client_id"];
+    let mut claims = vec!["ver", "jti", "iss", "aud", "iat", "exp", "cid", "uid", "scp", "scope", "sub", "client_id"];
     let mut doc = json!({
         "issuer": c.issuer,
         "jwks_uri": s.endpoint("/v1/keys"),
@@ -62,7 +72,8 @@ pub(crate) fn metadata(s: &Served, now: jiff::Timestamp) -> Value {
         "revocation_endpoint_auth_methods_supported": methods,
     });
     if c.identity.is_some() {
-        claims.extend(["auth_time", "nonce", "amr", "at_hash", "azp", "name", "preferred_username", "email"]);
+        claims.extend(["auth_time", "nonce", "acr", "amr", "at_hash", "azp"]);
+        claims.extend(&people_claims);
         let extra = json!({
             "authorization_endpoint": s.endpoint("/v1/authorize"),
             "userinfo_endpoint": s.endpoint("/v1/userinfo"),
@@ -72,11 +83,16 @@ pub(crate) fn metadata(s: &Served, now: jiff::Timestamp) -> Value {
             "code_challenge_methods_supported": ["S256"],
             "prompt_values_supported": ["none", "login", "consent"],
             "authorization_response_iss_parameter_supported": true,
-            "request_parameter_supported": false,
+            "claims_parameter_supported": true,
+            "request_parameter_supported": true,
+            "request_object_signing_alg_values_supported": ASSERTION_ALGS,
             "request_uri_parameter_supported": false,
         });
         if let (Some(d), Some(e)) = (doc.as_object_mut(), extra.as_object()) {
             d.extend(e.clone());
+        }
+        if let Some(identity) = &c.identity {
+            doc["acr_values_supported"] = json!(crate::issuer::acr::supported(identity));
         }
     }
     for custom in c.claims.iter().map(|cl| cl.name.as_str()) {

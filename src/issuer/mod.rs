@@ -2,7 +2,9 @@
 //! each issuer URI. Config and keys of a server are swapped together, atomically.
 
 mod access_token;
+pub(crate) mod acr;
 pub(crate) mod browser;
+pub(crate) mod claims_request;
 pub(crate) mod client_auth;
 mod cors;
 mod discovery;

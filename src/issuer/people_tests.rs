@@ -154,7 +154,7 @@ spec:
       condition: "'mfa' in user.amr"
     - name: everyone-reads
       grantTypes: [authorization_code, "urn:ietf:params:oauth:grant-type:device_code"]
-      scopes: [openid, profile, email, offline_access, orders:read]
+      scopes: [openid, profile, email, address, phone, offline_access, orders:read]
       users: {{ everyone: true }}
       refreshTokenIdleTimeout: 1h
 ---
@@ -221,6 +221,22 @@ stringData: {{ client_secret: {GATEWAY_SECRET} }}
             name: Some("Alice".into()),
             email: Some("alice@example.com".into()),
             groups: vec!["readers".into()],
+            standard: crate::config::StandardClaims {
+                given_name: Some("Alice".into()),
+                family_name: Some("Example".into()),
+                locale: Some("en-GB".into()),
+                updated_at: Some(1_700_000_000),
+                email_verified: Some(true),
+                address: Some(crate::config::standard_claims::Address {
+                    locality: Some("Utrecht".into()),
+                    country: Some("NL".into()),
+                    ..Default::default()
+                }),
+                phone_number: Some("+31 30 000 0000".into()),
+                phone_number_verified: Some(false),
+                ..Default::default()
+            },
+            unknown: Default::default(),
         }],
     });
     let now = jiff::Timestamp::now();
@@ -436,8 +452,7 @@ async fn code_flow_with_pkce_gives_id_token_userinfo_and_rotating_refresh_tokens
     assert_eq!(id["sub"], "static|alice-1");
     assert_eq!(id["nonce"], "n-1");
     assert_eq!(id["amr"], json!(["pwd"]));
-    assert_eq!(id["email"], "alice@example.com");
-    assert_eq!(id["preferred_username"], "alice");
+    assert!(id.get("email").is_none(), "scope claims go to userinfo (OpenID Connect Core §5.4)");
     assert_eq!(id["groups"], json!(["readers"]));
     assert!(id.get("dept").is_none(), "alwaysInclude false stays out of the ID token");
     assert!(id["auth_time"].as_i64().unwrap() <= id["iat"].as_i64().unwrap());
@@ -543,6 +558,7 @@ async fn consent_is_asked_for_required_scopes_and_remembered() {
     let id = id_token_claims(&h, t["id_token"].as_str().unwrap());
     assert_eq!(id["sub"], "corp|u-123", "namespaced by the upstream");
     assert_eq!(id["amr"], json!(["pwd", "mfa"]));
+    assert_eq!(id["acr"], "2", "the upstream's mfa is a second factor");
     assert_eq!(id["groups"], json!(["admins"]));
     assert_eq!(t["scope"], "openid orders:admin");
     // consent is remembered in the session
@@ -681,7 +697,7 @@ async fn request_errors_after_the_redirect_uri_is_known_go_back_with_iss() {
                 "openid",
                 &[("code_challenge", &c), ("code_challenge_method", "S256"), ("request", "x")],
             ),
-            "request_not_supported",
+            "invalid_request_object",
         ),
         (spa_url("openid").replace("response_type=code", "response_type=token"), "unsupported_response_type"),
         (spa_url("openid").replace("response_type=code", "response_type=code+id_token"), "unsupported_response_type"),
@@ -949,3 +965,6 @@ async fn a_token_store_outage_answers_503_pages_and_keeps_the_kubelet_probe_read
     let (s, e) = redeem_spa(&h, "some-code").await;
     assert_eq!((s, e["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("temporarily_unavailable")));
 }
+
+/// Claims and request parameters of OpenID Connect Core (issue 20).
+mod claims;

@@ -315,6 +315,18 @@ async fn an_algorithm_change_keeps_the_old_algorithm_advertised_while_its_key_is
 }
 
 #[tokio::test]
+async fn discovery_of_a_server_without_sign_in_advertises_no_scopes_for_people() {
+    let h = harness().await;
+    let r = send(&h.app, get("/oauth2/payments/.well-known/openid-configuration")).await;
+    let scopes: Vec<&str> = r.json["scopes_supported"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    for s in ["openid", "profile", "email", "address", "phone", "offline_access"] {
+        assert!(!scopes.contains(&s), "{s} advertised, but nobody can sign in: {scopes:?}");
+    }
+    let claims: Vec<&str> = r.json["claims_supported"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(claims.contains(&"scope") && !claims.contains(&"email"), "{claims:?}");
+}
+
+#[tokio::test]
 async fn jwks_lists_public_members_with_cache_control() {
     let h = harness().await;
     let r = send(&h.app, get("/oauth2/payments/v1/keys")).await;
@@ -347,13 +359,14 @@ async fn client_secret_basic_gets_an_rfc9068_token_with_okta_claims() {
             .await;
     assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
     let c = access_token_claims(&h, &r).await;
-    for claim in ["ver", "jti", "iss", "aud", "iat", "exp", "cid", "scp", "sub", "client_id"] {
+    for claim in ["ver", "jti", "iss", "aud", "iat", "exp", "cid", "scp", "scope", "sub", "client_id"] {
         assert!(c.contains_key(claim), "missing {claim}");
     }
     assert_eq!(c["iss"], ISSUER);
     assert_eq!(c["aud"], "api://payments");
     assert_eq!(c["sub"], "team.basic");
     assert_eq!(c["scp"], json!(["payments:read"]));
+    assert_eq!(c["scope"], "payments:read", "RFC 9068 §2.2.3 scope beside Okta's scp");
     assert_eq!(r.json["token_type"], "Bearer");
     assert_eq!(r.json["expires_in"], 3600);
 }

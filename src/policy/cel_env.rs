@@ -12,7 +12,7 @@ use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 
 use crate::api::GrantType;
-use crate::config::{ClientConfig, ServerConfig};
+use crate::config::{ClientConfig, ServerConfig, StandardClaims};
 
 /// The standard CEL environment, built once per process (building it per request is costly).
 fn stdlib() -> &'static Arc<cel::Env> {
@@ -34,6 +34,9 @@ pub struct UserInfo {
     pub attributes: Map<String, Value>,
     #[serde(default)]
     pub amr: Vec<String>,
+    /// Released by scope to userinfo (and asked-for ID tokens); expressions do not see them.
+    #[serde(default, skip_serializing_if = "StandardClaims::is_empty")]
+    pub standard: StandardClaims,
 }
 
 /// Largest values the variables may hold: an expression's cost is estimated against these
@@ -354,6 +357,16 @@ fn to_val(v: &Value) -> Box<dyn Val> {
     }
 }
 
+/// `user` as expressions see it: without the standard claims, whose size the variable
+/// limits do not cover.
+fn user_variable(u: &UserInfo) -> Value {
+    let mut v = serde_json::to_value(u).unwrap_or(Value::Null);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("standard");
+    }
+    v
+}
+
 impl CelVariables {
     /// The variables of a request, `client` and `server` made here (tests and benchmarks; the
     /// engine keeps them per client, see [`Self::with_fixed`]).
@@ -381,7 +394,7 @@ impl CelVariables {
     ) -> Self {
         Self {
             fixed,
-            user: user.map_or(Value::Null, |u| serde_json::to_value(u).unwrap_or(Value::Null)),
+            user: user.map_or(Value::Null, user_variable),
             subject: subject.map_or(Value::Null, |s| Value::Object(s.clone())),
             grant_type,
             scopes: scopes.to_vec(),

@@ -38,6 +38,7 @@ impl UserArgs {
             groups: self.groups.clone(),
             attributes: Map::new(),
             amr: if self.amr.is_empty() { vec!["pwd".into()] } else { self.amr.clone() },
+            standard: Default::default(),
         })
     }
 }

@@ -10,11 +10,14 @@ use axum::response::Response;
 use super::{Flow, Pending, Step, error_page, error_redirect, load_session, proceed, random, redirect, sha256_b64};
 use crate::api::{AuthMethod, GrantType};
 use crate::config::ClientConfig;
+use crate::issuer::client_auth::ASSERTION_ALGS;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
 use crate::issuer::grants::parse_scope;
 use crate::issuer::rate_limit::{Limit, source_key};
+use crate::issuer::trust::{KeySource, TOKEN_PATH_WAIT, TrustError};
 use crate::issuer::{Issuer, Served, unix_now};
+use crate::keys::jwt::{self, JwtError};
 use crate::store::CodeKind;
 
 /// Loopback IP literals, whose redirect URIs may use any port (not `localhost`, which a
@@ -83,6 +86,82 @@ fn too_long(form: &Form, name: &str, max: usize) -> Option<OAuthError> {
         .map(|_| OAuthError::invalid_request(format!("{name} is longer than {max} bytes")))
 }
 
+/// Largest request object read, in bytes.
+pub const MAX_REQUEST_OBJECT: usize = 16 * 1024;
+/// Claims of a request object that are about the JWT, not parameters of the request.
+const JWT_CLAIMS: [&str; 6] = ["iss", "aud", "exp", "iat", "nbf", "jti"];
+
+/// The parameters of a signed request object (`request` by value: RFC 9101, OpenID Connect
+/// Core §6.1) over those of the query: signed by the client with a key it registered
+/// (`authentication.jwks` / `jwksUri`, as for private_key_jwt), `iss` the client id, `aud` this
+/// issuer, not expired; `alg: none` is refused. A non-string claim (`claims`, `max_age`) is
+/// read as its JSON text.
+async fn request_object(
+    issuer: &Issuer,
+    served: &Served,
+    client: &ClientConfig,
+    object: &str,
+    query: &Form,
+) -> Result<Form, OAuthError> {
+    let invalid = |why: &str| OAuthError::new_code("invalid_request_object", why.to_owned());
+    if object.len() > MAX_REQUEST_OBJECT {
+        return Err(invalid("the request object is longer than 16384 bytes"));
+    }
+    let audiences = [served.config.issuer.clone()];
+    let rules = jwt::Rules {
+        algorithms: &ASSERTION_ALGS,
+        typ: None,
+        issuer: &client.client_id,
+        audiences: Some(&audiences),
+        clock: Some(jwt::Clock { now: unix_now(), leeway_secs: 30 }),
+    };
+    let why = |e: JwtError| match e {
+        JwtError::Algorithm(_) => {
+            invalid("the request object must be signed with RS256, PS256, ES256 or EdDSA (not none)")
+        }
+        JwtError::Expired => invalid("the request object has expired"),
+        JwtError::Missing(_) => invalid("the request object needs exp"),
+        JwtError::Audience => invalid("the request object's aud must be this issuer"),
+        JwtError::Issuer => invalid("the request object's iss must be the client_id"),
+        _ => invalid("the request object's signature does not verify with the application's registered keys"),
+    };
+    let verified = if let Some(jwks) = &client.jwks {
+        let keys: Vec<_> = jwks.keys.iter().map(|k| k.0.clone()).collect();
+        jwt::verify(object, &keys, &rules).map_err(why)?
+    } else if let Some(uri) = &client.jwks_uri {
+        let source = KeySource::Client { url: uri, reach: served.config.outbound.client_reach() };
+        issuer.trust.verify(object, source, &rules, TOKEN_PATH_WAIT).await.map_err(|e| match e {
+            TrustError::Jwt(j) => why(j),
+            TrustError::Fetch(_) => invalid("the application's keys are not available (yet); try again later"),
+        })?
+    } else {
+        return Err(invalid("the application has registered no keys to sign request objects with"));
+    };
+    let claims = verified.claims;
+    if claims.get("client_id").is_some_and(|c| c.as_str() != Some(client.client_id.as_str())) {
+        return Err(invalid("the request object's client_id is not the request's"));
+    }
+    // OpenID Connect Core §6.1: response_type in both places must agree.
+    if let (Some(inside), Some(outside)) = (claims.get("response_type"), query.get("response_type"))
+        && inside.as_str() != Some(outside)
+    {
+        return Err(invalid("the request object's response_type is not the request's"));
+    }
+    let mut params: std::collections::HashMap<String, String> =
+        query.pairs().filter(|(k, _)| *k != "request").map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    for (k, v) in claims {
+        if JWT_CLAIMS.contains(&k.as_str()) || k == "request" {
+            continue;
+        }
+        let text = match v {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        };
+        params.insert(k, text);
+    }
+    Ok(Form::from_pairs(params))
+}
+
 pub fn is_pkce_value(s: &str) -> bool {
     (43..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
 }
@@ -105,6 +184,38 @@ pub async fn authorize(
     let Some(client) = served.config.client(client_id) else {
         return error_page(&OAuthError::invalid_request("client_id is not a registered application"));
     };
+    // A request object's parameters take the place of the query's (OpenID Connect Core
+    // §6.3.3). Until it is verified nothing of it is trusted: its errors go to the query's
+    // redirect URI when that one is registered, else they are shown here.
+    let merged;
+    let form = match form.get("request") {
+        Some(object) => match request_object(issuer, served, client, object, form).await {
+            Ok(f) => {
+                merged = f;
+                &merged
+            }
+            Err(e) => {
+                return match redirect_uri(client, form.get("redirect_uri")) {
+                    Ok(redirect_uri) => {
+                        let state = form.get("state").map(str::to_owned);
+                        let flow = Flow::Authorize {
+                            redirect_uri,
+                            redirect_uri_given: true,
+                            state,
+                            nonce: None,
+                            code_challenge: None,
+                        };
+                        error_redirect(served, &flow, &e)
+                    }
+                    Err(_) => error_page(&e),
+                };
+            }
+        },
+        None => form,
+    };
+    if let Some(e) = too_long(form, "redirect_uri", MAX_REDIRECT_URI).or_else(|| too_long(form, "state", MAX_STATE)) {
+        return error_page(&e);
+    }
     let redirect_to = match redirect_uri(client, form.get("redirect_uri")) {
         Ok(u) => u,
         Err(e) => return error_page(&e),
@@ -149,6 +260,8 @@ pub struct Validated {
     pub prompt_consent: bool,
     pub prompt_none: bool,
     pub max_age: Option<i64>,
+    pub acr_values: Vec<String>,
+    pub claims: crate::issuer::claims_request::ClaimsRequest,
 }
 
 fn validate(served: &Served, client: &ClientConfig, form: &Form) -> Result<Validated, OAuthError> {
@@ -158,8 +271,11 @@ fn validate(served: &Served, client: &ClientConfig, form: &Form) -> Result<Valid
     if let Some(e) = too_long(form, "nonce", MAX_NONCE) {
         return Err(e);
     }
-    if form.get("request").is_some() || form.get("request_uri").is_some() {
-        return Err(OAuthError::new_code("request_not_supported", "request objects are not supported"));
+    if form.get("request_uri").is_some() {
+        return Err(OAuthError::new_code(
+            "request_uri_not_supported",
+            "request_uri is not supported; send request by value",
+        ));
     }
     match form.get("response_type") {
         Some("code") => {}
@@ -204,6 +320,9 @@ fn validate(served: &Served, client: &ClientConfig, form: &Form) -> Result<Valid
         prompt_consent: false,
         prompt_none: false,
         max_age: None,
+        acr_values: crate::issuer::acr::parse_acr_values(form.get("acr_values"))
+            .map_err(OAuthError::invalid_request)?,
+        claims: crate::issuer::claims_request::parse(form.get("claims")).map_err(OAuthError::invalid_request)?,
     };
     if let Some(prompt) = form.get("prompt") {
         for p in prompt.split(' ').filter(|p| !p.is_empty()) {
@@ -247,6 +366,8 @@ async fn start(
         prompt_consent: v.prompt_consent,
         prompt_none: v.prompt_none,
         max_age: v.max_age,
+        acr_values: v.acr_values,
+        claims: v.claims,
         csrf: random(24)?,
         browser: sha256_b64(&browser),
     };

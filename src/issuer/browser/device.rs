@@ -230,6 +230,8 @@ pub async fn submit(
             prompt_consent: true,
             prompt_none: false,
             max_age: None,
+            acr_values: Vec::new(),
+            claims: Default::default(),
             csrf: random(24)?,
             browser: sha256_b64(&browser),
         };
@@ -282,6 +284,8 @@ pub async fn approve(
         nonce: None,
         redirect_uri: None,
         code_challenge: None,
+        acr: None,
+        claims: Default::default(),
         until: state.until,
     };
     tracing::info!(target: "tessera::audit", server = %served.config.name, sub = %session.user.sub, client = %approval.client_id, "device approved");

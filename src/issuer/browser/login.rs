@@ -191,6 +191,7 @@ pub fn user_info(u: &StaticUser) -> UserInfo {
         groups: u.groups.clone(),
         attributes,
         amr: vec!["pwd".into()],
+        standard: u.standard.clone(),
     }
 }
 
@@ -266,6 +267,8 @@ mod tests {
             name: None,
             email: None,
             groups: vec![],
+            standard: Default::default(),
+            unknown: Default::default(),
         }
     }
 

@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use super::error::OAuthError;
 use super::{Issuer, Served, unix_now};
 use crate::api::{Consent, GrantType};
+use crate::issuer::acr;
+use crate::issuer::claims_request::ClaimsRequest;
 use crate::policy::{Denial, TokenRequest, UserInfo};
 use crate::store::CodeKind;
 
@@ -128,6 +130,12 @@ pub struct Pending {
     pub prompt_consent: bool,
     pub prompt_none: bool,
     pub max_age: Option<i64>,
+    /// `acr_values`, in the client's order of preference.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub acr_values: Vec<String>,
+    /// The `claims` parameter (OpenID Connect Core §5.5).
+    #[serde(default, skip_serializing_if = "ClaimsRequest::is_empty")]
+    pub claims: ClaimsRequest,
     /// Echoed by every form of this sign-in.
     pub csrf: String,
     /// Hash of the browser cookie of the browser that started it.
@@ -469,7 +477,31 @@ pub struct Approval {
     pub redirect_uri: Option<String>,
     #[serde(default)]
     pub code_challenge: Option<String>,
+    /// The `acr` of the ID token (from the sign-in and the request's `acr_values`).
+    #[serde(default)]
+    pub acr: Option<String>,
+    /// The `claims` parameter of the request.
+    #[serde(default, skip_serializing_if = "ClaimsRequest::is_empty")]
+    pub claims: ClaimsRequest,
     pub until: i64,
+}
+
+/// The `acr` of a sign-in for `pending`: `claims.id_token.acr` values, or else `acr_values`,
+/// in the client's order; an essential `acr` the sign-in does not meet fails it (OpenID Connect
+/// Core §5.5.1.1), as does an ID-token `sub` asked for with another person's value (§5.5.1).
+fn sign_in_acr(user: &UserInfo, pending: &Pending) -> Result<String, OAuthError> {
+    if let Some(sub) = pending.claims.id_token.get("sub").map(|a| a.strings())
+        && !sub.is_empty()
+        && !sub.contains(&user.sub)
+    {
+        return Err(OAuthError::access_denied("the signed-in person is not the one the claims parameter asks for"));
+    }
+    let asked = pending.claims.id_token.get("acr");
+    let wanted = asked.map(|a| a.strings()).filter(|v| !v.is_empty()).unwrap_or_else(|| pending.acr_values.clone());
+    if asked.is_some_and(|a| a.essential) && !wanted.is_empty() && !acr::meets(&user.amr, &wanted) {
+        return Err(OAuthError::access_denied("the sign-in does not meet the essential acr the application asked for"));
+    }
+    Ok(acr::acr_for(&user.amr, &wanted))
 }
 
 async fn finish(
@@ -495,6 +527,8 @@ async fn finish(
                 nonce: nonce.clone(),
                 redirect_uri: redirect_uri_given.then(|| redirect_uri.clone()),
                 code_challenge: code_challenge.clone(),
+                acr: Some(sign_in_acr(&session.user, pending)?),
+                claims: pending.claims.clone(),
                 until: now + CODE_TTL_SECS,
             };
             let code = random(32)?;

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{Step, error_page, load_pending, proceed, random, redirect, sha256_b64, start_session, with_query};
-use crate::config::UpstreamConfig;
+use crate::config::standard_claims::MAX_TEXT_BYTES;
 use crate::config::subjects::federated_subject;
+use crate::config::{StandardClaims, UpstreamConfig};
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
 use crate::issuer::trust::KeySource;
@@ -312,7 +313,8 @@ fn map_claims(u: &UpstreamConfig, claims: &Map<String, Value>) -> Result<UserInf
         )));
     }
     let sub = federated_subject(&u.name, &upstream_sub);
-    let text = |name: &str| claims.get(name).and_then(Value::as_str).map(str::to_owned);
+    let text =
+        |name: &str| claims.get(name).and_then(Value::as_str).filter(|s| s.len() <= MAX_TEXT_BYTES).map(str::to_owned);
     let mut amr = strings(claims.get(&m.amr));
     if amr.is_empty() {
         amr.push("fed".into());
@@ -327,6 +329,7 @@ fn map_claims(u: &UpstreamConfig, claims: &Map<String, Value>) -> Result<UserInf
         groups: strings(claims.get(&m.groups)),
         attributes,
         amr,
+        standard: StandardClaims::from_upstream(claims),
     })
 }
 
@@ -354,6 +357,13 @@ mod tests {
         assert_eq!(user.attributes["idp"], "corp");
         let none = serde_json::json!({"sub": "123"});
         assert!(map_claims(&u, none.as_object().unwrap()).is_err());
+        let full = serde_json::json!({"sub": "1", "email": "a@example.com", "email_verified": true, "given_name": "A",
+            "locale": "nl", "phone_number": "+31", "name": "n".repeat(MAX_TEXT_BYTES + 1)});
+        let user = map_claims(&u, full.as_object().unwrap()).unwrap();
+        assert_eq!(user.standard.given_name.as_deref(), Some("A"));
+        assert_eq!(user.standard.email_verified, Some(true));
+        assert_eq!(user.standard.phone_number.as_deref(), Some("+31"));
+        assert_eq!(user.name, None, "a name beyond its bound is dropped");
     }
 
     fn upstream(name: &str, sub_claim: &str) -> UpstreamConfig {

@@ -118,6 +118,8 @@ pub async fn authorization_code(
             user: &approval.user,
             auth_time: approval.auth_time,
             nonce: approval.nonce.as_deref(),
+            acr: approval.acr.as_deref(),
+            claims: &approval.claims,
             jti: Some(jti),
             refresh: Refresh::New(&family),
         },

@@ -52,6 +52,8 @@ pub async fn device_code(
                         user: &a.user,
                         auth_time: a.auth_time,
                         nonce: None,
+                        acr: None,
+                        claims: &a.claims,
                         jti: None,
                         refresh: Refresh::New(&family),
                     },

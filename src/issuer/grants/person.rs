@@ -1,6 +1,8 @@
 //! Tokens for a person: the access token, the ID token, the userinfo claims and the refresh
 //! token of a family (rotated on every use; replaying an old one revokes the family).
 
+use std::collections::BTreeMap;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -9,7 +11,10 @@ use serde_json::{Map, Value};
 use super::{Minting, mint_access_token};
 use crate::api::{GrantType, SigningAlgorithm, TokenKind};
 use crate::config::ClientConfig;
+use crate::config::standard_claims::{SCOPE_CLAIMS, scope_of};
+use crate::issuer::acr;
 use crate::issuer::browser::random;
+use crate::issuer::claims_request::{ClaimAsk, ClaimsRequest};
 use crate::issuer::error::OAuthError;
 use crate::issuer::token::TokenResponse;
 use crate::issuer::{Issuer, Served};
@@ -30,6 +35,12 @@ pub struct FamilyGrant {
     pub user: UserInfo,
     pub auth_time: i64,
     pub idle_timeout_secs: u64,
+    /// The `acr` of the family's first ID token, kept for the next ones.
+    #[serde(default)]
+    pub acr: Option<String>,
+    /// The `claims` parameter of the sign-in: its ID-token claims come with every refresh.
+    #[serde(default, skip_serializing_if = "ClaimsRequest::is_empty")]
+    pub claims: ClaimsRequest,
 }
 
 /// The revocation-list entry that marks a whole family revoked.
@@ -83,6 +94,10 @@ pub struct Person<'a> {
     pub user: &'a UserInfo,
     pub auth_time: i64,
     pub nonce: Option<&'a str>,
+    /// `None`: the level the sign-in reached (see [`crate::issuer::acr`]).
+    pub acr: Option<&'a str>,
+    /// The `claims` parameter of the authorization request.
+    pub claims: &'a ClaimsRequest,
     pub jti: Option<String>,
     pub refresh: Refresh<'a>,
 }
@@ -97,25 +112,60 @@ fn at_hash(alg: SigningAlgorithm, access_token: &str) -> String {
     URL_SAFE_NO_PAD.encode(&d[..d.len() / 2])
 }
 
-/// Standard claims a scope releases about a person (OpenID Connect Core §5.4).
-fn standard_claims(user: &UserInfo, scopes: &[String], out: &mut Map<String, Value>) {
-    if scopes.iter().any(|s| s == "profile") {
-        if let Some(n) = &user.name {
-            out.insert("name".into(), n.clone().into());
-        }
-        let preferred = user
-            .attributes
-            .get("username")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .or_else(|| user.email.clone())
-            .unwrap_or_else(|| user.sub.clone());
-        out.insert("preferred_username".into(), preferred.into());
+/// Standard claim `name` of `user` (OpenID Connect Core §5.1), if the person has it.
+pub fn person_claim(user: &UserInfo, name: &str) -> Option<Value> {
+    match name {
+        "sub" => Some(user.sub.clone().into()),
+        "name" => user.name.clone().map(Value::from),
+        "email" => user.email.clone().map(Value::from),
+        "preferred_username" => Some(
+            user.attributes
+                .get("username")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .or_else(|| user.email.clone())
+                .unwrap_or_else(|| user.sub.clone())
+                .into(),
+        ),
+        _ => user.standard.claim(name),
     }
-    if scopes.iter().any(|s| s == "email")
-        && let Some(e) = &user.email
-    {
-        out.insert("email".into(), e.clone().into());
+}
+
+/// Standard claims the granted scopes release about a person (OpenID Connect Core §5.4).
+fn scope_claims(user: &UserInfo, scopes: &[String], out: &mut Map<String, Value>) {
+    for (scope, names) in SCOPE_CLAIMS {
+        if !scopes.iter().any(|s| s == scope) {
+            continue;
+        }
+        for name in names {
+            if let Some(v) = person_claim(user, name) {
+                out.insert((*name).into(), v);
+            }
+        }
+    }
+}
+
+/// Claims asked for by name (the `claims` parameter, OpenID Connect Core §5.5) that `user`
+/// has: a standard claim when the client is first-party or the scope that covers it was
+/// granted (a third-party client's person was asked about scopes, not claims); an AuthClaim
+/// of kind IdToken (in `custom`, its own `scopes` condition already applied). An essential
+/// claim that is not released is left out, never an error (§5.5.1).
+fn asked_claims(
+    user: &UserInfo,
+    asks: &BTreeMap<String, ClaimAsk>,
+    scopes: &[String],
+    trusted: bool,
+    custom: &Map<String, Value>,
+    out: &mut Map<String, Value>,
+) {
+    for name in asks.keys() {
+        let standard = match scope_of(name) {
+            Some(scope) if trusted || scopes.iter().any(|s| s == scope) => person_claim(user, name),
+            _ => None,
+        };
+        if let Some(v) = standard.or_else(|| custom.get(name).cloned()) {
+            out.entry(name.clone()).or_insert(v);
+        }
     }
 }
 
@@ -124,6 +174,7 @@ pub async fn mint_for_person(issuer: &Issuer, served: &Served, p: Person<'_>) ->
     let m = Minting { client: p.client, grant: p.grant, scopes: p.scopes, sub: p.user.sub.clone(), subject: None };
     let mut minted = mint_access_token(served, m, Some(p.user), p.jti)?;
     let scopes = minted.grant.scopes.clone();
+    let acr = p.acr.map_or_else(|| acr::acr_for(&p.user.amr, &[]), str::to_owned);
     let ts = jiff::Timestamp::now();
     let now = ts.as_second();
 
@@ -132,9 +183,11 @@ pub async fn mint_for_person(issuer: &Issuer, served: &Served, p: Person<'_>) ->
     if openid {
         let mut info = Map::new();
         info.insert("sub".into(), p.user.sub.clone().into());
-        standard_claims(p.user, &scopes, &mut info);
+        scope_claims(p.user, &scopes, &mut info);
         let (custom, _) = served.engine.claims(TokenKind::IdToken, &minted.access_token_vars, &scopes, true);
-        info.extend(custom);
+        info.extend(custom.clone());
+        let trusted = p.client.trusted;
+        asked_claims(p.user, &p.claims.userinfo, &scopes, trusted, &custom, &mut info);
         let value = serde_json::to_vec(&info).map_err(|_| OAuthError::server_error("userinfo"))?;
         issuer.store.put_code(served.scope(), CodeKind::UserInfo, &minted.jti, &value, minted.exp).await?;
 
@@ -148,21 +201,23 @@ pub async fn mint_for_person(issuer: &Issuer, served: &Served, p: Person<'_>) ->
         claims.insert("exp".into(), (now + lifetime).into());
         claims.insert("auth_time".into(), p.auth_time.into());
         claims.insert("amr".into(), p.user.amr.clone().into());
+        claims.insert("acr".into(), acr.clone().into());
         if let Some(n) = p.nonce {
             claims.insert("nonce".into(), n.into());
         }
         let alg = served.keys.signing_algorithm(ts).unwrap_or_default();
         claims.insert("at_hash".into(), at_hash(alg, &minted.response.access_token).into());
-        claims.insert("ver".into(), 1.into());
-        claims.insert("jti".into(), format!("ID.{}", random(16)?).into());
-        standard_claims(p.user, &scopes, &mut claims);
-        let (custom, errors) = served.engine.claims(TokenKind::IdToken, &minted.access_token_vars, &scopes, false);
+        // An access token is always issued with this ID token (code and device flows), so the
+        // claims of profile, email, address and phone go to userinfo only (§5.4); AuthClaims
+        // with alwaysInclude are the exception their admin asked for.
+        let (always, errors) = served.engine.claims(TokenKind::IdToken, &minted.access_token_vars, &scopes, false);
         for (claim, error) in errors {
             tracing::warn!(server = %c.name, client = %p.client.client_id, claim, error, "claim expression failed; claim omitted");
         }
-        for (k, v) in custom {
+        for (k, v) in always {
             claims.entry(k).or_insert(v);
         }
+        asked_claims(p.user, &p.claims.id_token, &scopes, trusted, &custom, &mut claims);
         let (id_token, _) = served.keys.sign_id_token(ts, &claims).map_err(|e| {
             tracing::error!(server = %c.name, error = %e, "cannot sign");
             OAuthError::temporarily_unavailable("no signing key is active")
@@ -183,6 +238,8 @@ pub async fn mint_for_person(issuer: &Issuer, served: &Served, p: Person<'_>) ->
                 user: p.user.clone(),
                 auth_time: p.auth_time,
                 idle_timeout_secs: minted.grant.refresh_token_idle_timeout_secs,
+                acr: Some(acr),
+                claims: p.claims.clone(),
             };
             let lifetime = match minted.grant.refresh_token_lifetime_secs {
                 0 => UNLIMITED_FAMILY_SECS,
@@ -210,6 +267,25 @@ mod tests {
         for bad in ["", "abc", "a.b", "a.b-x", "a.b c-1", "eyJ.eyJ.sig"] {
             assert_eq!(parse_refresh_token(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn claims_asked_by_name_need_a_first_party_client_or_their_scope() {
+        let user = UserInfo { sub: "static|a".into(), email: Some("a@example.com".into()), ..Default::default() };
+        let asks: BTreeMap<String, ClaimAsk> =
+            [("email".to_owned(), ClaimAsk::default()), ("team".to_owned(), ClaimAsk::default())].into();
+        let custom: Map<String, Value> = [("team".to_owned(), Value::from("blue"))].into_iter().collect();
+        let run = |scopes: &[&str], trusted: bool| {
+            let scopes: Vec<String> = scopes.iter().map(|s| (*s).to_owned()).collect();
+            let mut out = Map::new();
+            asked_claims(&user, &asks, &scopes, trusted, &custom, &mut out);
+            out
+        };
+        assert_eq!(run(&["openid"], true).get("email"), Some(&Value::from("a@example.com")));
+        let third_party = run(&["openid"], false);
+        assert!(third_party.get("email").is_none(), "its person was never asked about email");
+        assert_eq!(third_party["team"], "blue", "AuthClaims keep their own scopes condition");
+        assert!(run(&["openid", "email"], false).contains_key("email"));
     }
 
     #[test]

@@ -67,6 +67,8 @@ pub async fn refresh_token(
             user: &grant.user,
             auth_time: grant.auth_time,
             nonce: None,
+            acr: grant.acr.as_deref(),
+            claims: &grant.claims,
             jti: None,
             refresh: Refresh::Rotated { family, secret: &next },
         },
