@@ -20,7 +20,8 @@ use crate::api::{
 
 pub use compile::{
     CLOCK_SKEW_SECS, ClientInput, CompileInput, Compiled, IDENTITY_SECRET_NOT_FOUND, INVALID_SPEC,
-    INVALID_STATIC_USERS, IdentitySecrets, Rejection, ServerError, compile, identity_secret_names, jwks_max_age_secs,
+    INVALID_STATIC_USERS, IdentitySecrets, NamespaceLabels, Rejection, ServerError, compile, identity_secret_names,
+    jwks_max_age_secs,
 };
 pub use selector::matches as selector_matches;
 

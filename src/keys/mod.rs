@@ -5,6 +5,7 @@
 //! `keys.json`. A key's state is never stored: it follows from its timestamps and `now`.
 
 pub mod jwt;
+mod request;
 mod rotation;
 mod signer;
 
@@ -18,6 +19,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use crate::api::{KeyState, SigningAlgorithm};
+pub use request::rotation_request;
 pub use rotation::{RotationPlan, RotationRequest, RotationSettings, manual_hold, plan, plan_with};
 pub use signer::{ActiveKeys, Jwks, SignError};
 

@@ -44,7 +44,7 @@ fn field(secret: &Secret, key: &str) -> Option<String> {
 }
 
 fn new_secret() -> Result<String, Error> {
-    crate::keys::generate_client_secret().map_err(|e| Error::Invalid(e.to_string()))
+    Ok(crate::keys::generate_client_secret()?)
 }
 
 /// Ensures the client's Secret exists with a secret and the server's current endpoints, and
@@ -167,8 +167,11 @@ async fn ensure_with(
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 ctx.applied.forget(&key);
                 let current = api.get(&name).await?;
-                let secret = field(&current, CLIENT_SECRET_KEY)
-                    .ok_or_else(|| Error::Invalid(format!("Secret {ns}/{name} exists without {CLIENT_SECRET_KEY}")))?;
+                let secret = field(&current, CLIENT_SECRET_KEY).ok_or_else(|| Error::ClientSecretMissing {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                    key: CLIENT_SECRET_KEY,
+                })?;
                 return Ok(ClientSecrets::of([secret], None));
             }
             Err(e) => {

@@ -33,8 +33,11 @@ pub struct CompileInput {
     pub identity_secrets: IdentitySecrets,
     /// Labels of the clients' namespaces, by namespace, as the platform set them; a namespace
     /// not here has no labels to select on.
-    pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
+    pub namespace_labels: NamespaceLabels,
 }
+
+/// Labels of namespaces, by namespace name.
+pub type NamespaceLabels = BTreeMap<String, BTreeMap<String, String>>;
 
 /// Contents of the Secrets that `spec.identity` references (see [`identity_secret_names`]),
 /// by Secret name; a Secret that does not exist is absent.

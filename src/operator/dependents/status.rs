@@ -1,23 +1,14 @@
-//! Reporting: status conditions (written only when more than timestamps change), the
-//! operator's health and metrics endpoints.
+//! Dependents' status conditions, written only when more than timestamps change.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-};
-
-use axum::{Router, routing::get};
 use kube::{
     Api, ResourceExt,
     api::{Patch, PatchParams},
 };
 use serde_json::json;
 
-use super::{Context, MANAGER, dependents::Dependent, metrics::Metrics};
+use super::Dependent;
 use crate::api::conditions::{self, ACCEPTED, Condition, READY};
+use crate::operator::{Context, MANAGER};
 
 /// Whether a server accepted one of its scopes, claims, policies or clients.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +32,10 @@ impl Acceptance {
         Self { accepted: false, reason: reason.into(), message: message.into() }
     }
 }
+
+/// What a reconcile decided about the dependents it did not accept: (kind, namespace, name) →
+/// why.
+pub type Refusals = std::collections::BTreeMap<(&'static str, String, String), Acceptance>;
 
 /// The conditions a dependent should carry for `acceptance`, keeping unchanged transition times.
 pub fn dependent_conditions(
@@ -227,27 +222,6 @@ pub async fn write_dependent<K: Dependent>(
     let has_conditions = written_status.get("conditions").and_then(|c| c.as_array()).is_some_and(|c| !c.is_empty());
     ctx.statuses.insert(key, (status_fingerprint(&written_status), has_conditions));
     Ok(())
-}
-
-/// `/metrics`, `/healthz` and `/readyz`. A standby is ready too (it is healthy and can take
-/// over at once); `/readyz` says which role it has, so a PDB never blocks evicting the leader.
-pub async fn serve_health(
-    addr: SocketAddr,
-    limits: crate::listener::ConnectionLimits,
-    metrics: Arc<Metrics>,
-    leading: Arc<AtomicBool>,
-) {
-    let app = Router::new()
-        .route("/metrics", get(move || async move { metrics.render() }))
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || async move { if leading.load(Ordering::SeqCst) { "leader" } else { "standby" } }),
-        );
-    match crate::listener::bind(addr, None, limits).await {
-        Ok(bound) => bound.serve(app).await,
-        Err(e) => tracing::error!(error = %e, "cannot bind the health and metrics address"),
-    }
 }
 
 #[cfg(test)]

@@ -20,10 +20,19 @@ use std::{
     time::Duration,
 };
 
+use kube::ResourceExt;
 use prometheus_client::metrics::gauge::Gauge;
+use serde_json::json;
 use tracing::warn;
 
-use super::{Context, status::Acceptance};
+use super::{
+    Dependent, Dependents,
+    status::{self, Acceptance, Refusals},
+};
+use crate::{
+    api::{AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer},
+    operator::{Context, Error, metrics::KindLabel, shutdown_signal},
+};
 
 /// Writers when few servers reconcile; writer `i` runs while fewer than `16 - 4 i` do.
 const WRITERS: usize = 4;
@@ -154,7 +163,7 @@ pub async fn run(ctx: Arc<Context>) {
     let writers = futures::future::join_all((0..WRITERS).map(|i| writer(ctx.clone(), i)));
     tokio::select! {
         _ = writers => {}
-        _ = super::shutdown_signal() => {}
+        _ = shutdown_signal() => {}
     }
 }
 
@@ -172,17 +181,95 @@ async fn writer(ctx: Arc<Context>, i: usize) {
             let _ = tokio::time::timeout(Duration::from_secs(1), reports.wake.notified()).await;
             continue;
         };
-        match super::server::write_reports(&ctx, &report).await {
+        match write_reports(&ctx, &report).await {
             Ok(()) => reports.done(key, None),
             Err(error) => {
                 warn!(namespace = %report.namespace, server = %report.server, %error,
                     "could not write the status of a dependent; retrying");
-                ctx.metrics.errors.get_or_create(&super::metrics::KindLabel { kind: "status".into() }).inc();
+                ctx.metrics.errors.get_or_create(&KindLabel { kind: "status".into() }).inc();
                 tokio::time::sleep(RETRY_AFTER).await;
                 reports.done(key, Some(report));
             }
         }
     }
+}
+
+/// Queues what a reconcile decided about each dependent of `server` (`refused`: those not
+/// accepted); written after the configs.
+pub fn queue(ctx: &Context, server: &AuthorizationServer, deps: &Dependents, refused: &Refusals) {
+    let mut report = Report {
+        namespace: server.namespace().unwrap_or_default(),
+        server: server.name_any(),
+        decided: HashMap::new(),
+        refused: HashMap::new(),
+    };
+    let mut up_to_date = true;
+    let mut decide = |kind: &'static str, target: status::Target, extra: serde_json::Map<String, serde_json::Value>| {
+        let key = target.key(kind);
+        let a = refused.get(&(kind, target.namespace.clone(), target.name.clone()));
+        let shown = a.cloned().unwrap_or_else(Acceptance::by_server);
+        up_to_date &= status::holds(ctx, kind, &target, &shown, &extra);
+        report.decided.insert(key, target.generation);
+        if let Some(a) = a {
+            report.refused.insert(key, a.clone());
+        }
+    };
+    for s in &deps.scopes {
+        decide(AuthScope::KIND, status::Target::of(s), serde_json::Map::new());
+    }
+    for c in &deps.claims {
+        decide(AuthClaim::KIND, status::Target::of(c), serde_json::Map::new());
+    }
+    for p in &deps.policies {
+        decide(AccessPolicy::KIND, status::Target::of(p), serde_json::Map::new());
+    }
+    for c in &deps.clients {
+        let target = status::Target::of(c);
+        let accepted = !refused.contains_key(&(AuthClient::KIND, target.namespace.clone(), target.name.clone()));
+        decide(AuthClient::KIND, target, client_status_fields(c, accepted));
+    }
+    ctx.reports.queue(report, up_to_date);
+}
+
+/// What a client's status shows besides its conditions.
+fn client_status_fields(client: &AuthClient, accepted: bool) -> serde_json::Map<String, serde_json::Value> {
+    let mut extra = serde_json::Map::new();
+    extra.insert("clientId".into(), json!(client.client_id()));
+    if client.spec.authentication.method.uses_secret() && accepted {
+        extra.insert("secretName".into(), json!(client.secret_name()));
+    }
+    extra
+}
+
+/// Writes what `report` decided to the dependents of its server that are still as it saw
+/// them (from the operator's caches).
+async fn write_reports(ctx: &Context, report: &Report) -> Result<(), Error> {
+    async fn write_each<K: Dependent>(
+        ctx: &Context,
+        report: &Report,
+        items: &[K],
+        extra: impl Fn(&K, bool) -> serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), Error> {
+        for item in items {
+            let target = status::Target::of(item);
+            let Some(acceptance) = report.acceptance(target.key(K::KIND), target.generation) else { continue };
+            let fields = extra(item, acceptance.accepted);
+            match status::write_dependent::<K>(ctx, &target, &acceptance, fields).await {
+                // Deleted since: nothing to report on.
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                other => other?,
+            }
+        }
+        Ok(())
+    }
+    let deps = Dependents::of(ctx, &report.namespace, &report.server).await?;
+    fn none<K>(_: &K, _: bool) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
+    write_each(ctx, report, &deps.scopes, none).await?;
+    write_each(ctx, report, &deps.claims, none).await?;
+    write_each(ctx, report, &deps.policies, none).await?;
+    write_each(ctx, report, &deps.clients, client_status_fields).await
 }
 
 #[cfg(test)]
