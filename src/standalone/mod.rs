@@ -147,6 +147,13 @@ pub fn compile_for_serving(m: &Manifests, state: Option<&StateDir>) -> Result<Ve
     Ok(compiled)
 }
 
+/// Logs every resource the compile left out, with its reason (at start and on each reload).
+fn log_rejected(compiled: &[Compiled]) {
+    for r in compiled.iter().flat_map(|c| &c.rejected) {
+        tracing::warn!(kind = r.kind, namespace = %r.namespace, name = %r.name, reason = %r.reason, "{}", r.message);
+    }
+}
+
 /// Runs `tessera serve` until the process is stopped.
 pub async fn serve(options: ServeOptions) -> Result<(), StandaloneError> {
     let manifests = load(&options.files)?;
@@ -165,6 +172,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), StandaloneError> {
     let compiled = compile_for_serving(&manifests, Some(&state))?;
     let store = token_store(&compiled, options.redis_url.as_deref(), options.memory_store_limit)?;
     let issuer = Issuer::new(options.issuer.clone(), store);
+    log_rejected(&compiled);
     let configs = compiled.into_iter().map(|c| c.config).collect::<Vec<_>>();
     let (served, next_due) = build(&state, &configs, jiff::Timestamp::now())?;
     for s in served {
@@ -269,11 +277,7 @@ async fn reload_forever(
                     if compiled.iter().any(|c| redis(&c.config)) != running.configs.iter().any(redis) {
                         tracing::warn!("storage.type changed: token state stays where it is until serve restarts");
                     }
-                    for c in &compiled {
-                        for r in &c.rejected {
-                            tracing::warn!(kind = r.kind, namespace = %r.namespace, name = %r.name, reason = %r.reason, "{}", r.message);
-                        }
-                    }
+                    log_rejected(&compiled);
                     compiled.into_iter().map(|c| c.config).collect()
                 }
                 Err(e) => {
