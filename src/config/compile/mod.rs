@@ -85,6 +85,16 @@ pub const IDENTITY_SECRET_NOT_FOUND: &str = "IdentitySecretNotFound";
 /// The static users key does not hold a valid list of users.
 pub const INVALID_STATIC_USERS: &str = "InvalidStaticUsers";
 
+impl ServerError {
+    /// Whether only a change by someone (the spec, a Secret's content) can clear it: the
+    /// server is stalled. A referenced Secret that does not exist yet is not: the operator
+    /// waits for it (GitOps tools often create it in the same apply) and reconciles when it
+    /// appears.
+    pub fn is_permanent(&self) -> bool {
+        self.reason != IDENTITY_SECRET_NOT_FOUND
+    }
+}
+
 impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.message)
