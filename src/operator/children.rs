@@ -15,20 +15,12 @@ use kube::Resource;
 use serde_json::json;
 
 use crate::api::{AuthorizationServer, StorageType};
+use crate::config::{CONFIG_SECRET_KEY, config_secret_name};
+use crate::keys::{KEYS_SECRET_KEY, keys_secret_name};
 
 pub const MANAGER: &str = "tessera-operator";
 pub const ISSUER_PORT: i32 = 8080;
-pub const CONFIG_KEY: &str = "config.json";
-pub const KEYS_KEY: &str = "keys.json";
 const TLS_DIR: &str = "/etc/tessera/tls";
-
-pub fn config_secret_name(server: &str) -> String {
-    format!("{server}-config")
-}
-
-pub fn keys_secret_name(server: &str) -> String {
-    format!("{server}-signing-keys")
-}
 
 pub fn issuer_name(server: &str) -> String {
     format!("{server}-issuer")
@@ -132,7 +124,7 @@ pub fn config_secret(server: &AuthorizationServer, config_json: String) -> Secre
         metadata: meta(server, config_secret_name(&server.name())),
         type_: Some("Opaque".into()),
         string_data: None,
-        data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), k8s_openapi::ByteString(config_json.into_bytes()))])),
+        data: Some(BTreeMap::from([(CONFIG_SECRET_KEY.to_owned(), k8s_openapi::ByteString(config_json.into_bytes()))])),
         ..Default::default()
     }
 }
@@ -144,7 +136,7 @@ pub fn keys_secret(server: &AuthorizationServer, keys_json: Vec<u8>, handled: BT
     Secret {
         metadata,
         type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([(KEYS_KEY.to_owned(), k8s_openapi::ByteString(keys_json))])),
+        data: Some(BTreeMap::from([(KEYS_SECRET_KEY.to_owned(), k8s_openapi::ByteString(keys_json))])),
         ..Default::default()
     }
 }
