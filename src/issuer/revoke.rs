@@ -49,7 +49,7 @@ async fn handle(issuer: &Issuer, served: &Served, req: &Incoming) -> Result<(), 
     }
     let jti = claims.get("jti").and_then(Value::as_str).unwrap_or_default();
     let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
-    issuer.store.revoke(served.scope(), jti, exp).await?;
+    issuer.store.revoke(served.scope(), jti, exp, now).await?;
     tracing::info!(target: "tessera::audit", server = %served.config.name, client = %client.client_id, jti, "token revoked");
     Ok(())
 }

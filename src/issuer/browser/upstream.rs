@@ -145,8 +145,9 @@ async fn start_inner(
         browser: pending.browser.clone(),
     };
     let value = serde_json::to_vec(&sent).map_err(|_| OAuthError::server_error("state"))?;
-    let until = unix_now() + super::REQUEST_TTL_SECS;
-    issuer.store.put_code(served.scope(), CodeKind::UpstreamState, &state, &value, until).await?;
+    let now = unix_now();
+    let until = now + super::REQUEST_TTL_SECS;
+    issuer.store.put_code(served.scope(), CodeKind::UpstreamState, &state, &value, until, now).await?;
     let location = with_query(
         &m.authorization_endpoint,
         &[

@@ -1,11 +1,11 @@
 //! `client_credentials`: the client acts for itself; `sub` is its client id.
 
+use super::TokenResponse;
 use super::{Minting, mint, parse_scope};
 use crate::api::GrantType;
 use crate::config::ClientConfig;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
-use crate::issuer::token::TokenResponse;
 use crate::issuer::{Issuer, Served};
 
 pub async fn client_credentials(

@@ -1,13 +1,12 @@
 //! `urn:ietf:params:oauth:grant-type:device_code` (RFC 8628 §3.4): the device polls.
 
+use super::TokenResponse;
 use super::person::{Person, Refresh, mint_for_person};
 use crate::api::GrantType;
 use crate::config::ClientConfig;
-use crate::issuer::browser::device::{Decision, DeviceState, decision_key};
-use crate::issuer::browser::random;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
-use crate::issuer::token::TokenResponse;
+use crate::issuer::protocol::{Decision, DeviceState, decision_key, random};
 use crate::issuer::{Issuer, Served, unix_now};
 use crate::store::CodeKind;
 

@@ -1,5 +1,6 @@
 //! `refresh_token`: rotation on every use; a token already rotated away revokes its family.
 
+use super::TokenResponse;
 use super::parse_scope;
 use super::person::{
     FamilyGrant, Person, Refresh, family_marker, mint_for_person, new_refresh_secret, parse_refresh_token,
@@ -8,7 +9,6 @@ use super::person::{
 use crate::config::ClientConfig;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
-use crate::issuer::token::TokenResponse;
 use crate::issuer::{Issuer, Served, unix_now};
 use crate::store::Rotation;
 

@@ -3,13 +3,13 @@
 
 use serde_json::Value;
 
+use super::TokenResponse;
 use super::{Minting, mint, parse_scope};
 use crate::api::GrantType;
 use crate::config::ClientConfig;
 use crate::config::subjects::{SERVICE_ACCOUNT_PREFIX, exchanged_subject};
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
-use crate::issuer::token::TokenResponse;
 use crate::issuer::trust::{KeySource, TrustError};
 use crate::issuer::{Issuer, Served, unix_now};
 use crate::keys::jwt::{self, Alg, JwtError};
