@@ -13,7 +13,7 @@ use super::error::OAuthError;
 use super::form::Form;
 use super::rate_limit::{Limit, RateLimiter, source_key};
 use super::{Incoming, Issuer, Served, unix_now};
-use crate::api::AuthMethod;
+use crate::api::{AuthMethod, Endpoint};
 use crate::config::ClientConfig;
 use crate::keys::jwt::{self, Alg, JwtError};
 
@@ -236,12 +236,8 @@ fn assertion_error(e: JwtError) -> OAuthError {
 
 /// Audiences a client assertion may name: the token endpoint or the issuer.
 fn assertion_audiences(served: &Served) -> Vec<String> {
-    vec![
-        served.endpoint("/v1/token"),
-        served.config.issuer.clone(),
-        served.endpoint("/v1/introspect"),
-        served.endpoint("/v1/revoke"),
-    ]
+    let endpoints = Endpoint::ALL.into_iter().filter(|e| e.is_assertion_audience()).map(|e| served.endpoint(e));
+    std::iter::once(served.config.issuer.clone()).chain(endpoints).collect()
 }
 
 async fn verify_private_key_jwt(

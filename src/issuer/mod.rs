@@ -33,6 +33,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 
+use crate::api::Endpoint;
 use crate::config::ServerConfig;
 use crate::keys::{ActiveKeys, KeyError, KeySet};
 use crate::policy::{PolicyEngine, PolicyError};
@@ -123,8 +124,9 @@ impl Served {
         crate::store::ServerScope { namespace: &self.config.namespace, server: &self.config.name }
     }
 
-    fn endpoint(&self, path: &str) -> String {
-        format!("{}{path}", self.config.issuer)
+    /// The URL of `endpoint` at this server.
+    fn endpoint(&self, endpoint: Endpoint) -> String {
+        endpoint.url(&self.config.issuer)
     }
 }
 
@@ -247,11 +249,8 @@ impl Issuer {
             .or_else(|| {
                 // RFC 8414 §3.1: the well-known segment goes before the issuer's path.
                 let rest = path.strip_suffix(base).filter(|_| !base.is_empty())?;
-                match rest {
-                    "/.well-known/oauth-authorization-server" => Some(Endpoint::AuthorizationServerMetadata),
-                    "/.well-known/openid-configuration" => Some(Endpoint::OpenIdConfiguration),
-                    _ => None,
-                }
+                Endpoint::parse(rest)
+                    .filter(|e| matches!(e, Endpoint::AuthorizationServerMetadata | Endpoint::OpenIdConfiguration))
             });
             if let Some(e) = endpoint
                 && best.as_ref().is_none_or(|(len, _, _)| base.len() > *len)
@@ -260,73 +259,6 @@ impl Issuer {
             }
         }
         best.map(|(_, s, e)| (s, e))
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Endpoint {
-    OpenIdConfiguration,
-    AuthorizationServerMetadata,
-    Keys,
-    Token,
-    Introspect,
-    Revoke,
-    Authorize,
-    Login,
-    LoginUpstream,
-    LoginCallback,
-    Consent,
-    UserInfo,
-    Logout,
-    DeviceAuthorize,
-    Device,
-}
-
-impl Endpoint {
-    fn parse(rest: &str) -> Option<Self> {
-        Some(match rest {
-            "/.well-known/openid-configuration" => Self::OpenIdConfiguration,
-            "/.well-known/oauth-authorization-server" => Self::AuthorizationServerMetadata,
-            "/v1/keys" => Self::Keys,
-            "/v1/token" => Self::Token,
-            "/v1/introspect" => Self::Introspect,
-            "/v1/revoke" => Self::Revoke,
-            "/v1/authorize" => Self::Authorize,
-            "/v1/login" => Self::Login,
-            "/v1/login/upstream" => Self::LoginUpstream,
-            "/v1/login/callback" => Self::LoginCallback,
-            "/v1/consent" => Self::Consent,
-            "/v1/userinfo" => Self::UserInfo,
-            "/v1/logout" => Self::Logout,
-            "/v1/device/authorize" => Self::DeviceAuthorize,
-            "/v1/device" => Self::Device,
-            _ => return None,
-        })
-    }
-
-    fn methods(self) -> &'static [Method] {
-        match self {
-            Self::OpenIdConfiguration | Self::AuthorizationServerMetadata | Self::Keys => &[Method::GET, Method::HEAD],
-            Self::Token | Self::Introspect | Self::Revoke | Self::DeviceAuthorize => &[Method::POST],
-            Self::LoginUpstream | Self::LoginCallback => &[Method::GET],
-            Self::Authorize | Self::Login | Self::Consent | Self::UserInfo | Self::Logout | Self::Device => {
-                &[Method::GET, Method::POST]
-            }
-        }
-    }
-
-    /// Pages for people: no CORS, answers are HTML or redirects.
-    fn is_browser(self) -> bool {
-        matches!(
-            self,
-            Self::Authorize
-                | Self::Login
-                | Self::LoginUpstream
-                | Self::LoginCallback
-                | Self::Consent
-                | Self::Logout
-                | Self::Device
-        )
     }
 }
 
@@ -365,7 +297,7 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
         return OAuthError::not_found().into_response();
     };
     if endpoint.is_browser() {
-        if !endpoint.methods().contains(&parts.method) {
+        if !endpoint.methods().contains(&parts.method.as_str()) {
             return browser::pages::error(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
         }
         let body = match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
@@ -380,7 +312,7 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
     if parts.method == Method::OPTIONS {
         return cors::preflight(origin, endpoint.methods());
     }
-    if !endpoint.methods().contains(&parts.method) {
+    if !endpoint.methods().contains(&parts.method.as_str()) {
         return cors::decorate(OAuthError::method_not_allowed().into_response(), origin);
     }
     let body = match axum::body::to_bytes(Body::new(body), MAX_BODY).await {

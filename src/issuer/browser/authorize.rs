@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::{Flow, Pending, Step, error_page, error_redirect, load_session, proceed, random, redirect, sha256_b64};
-use crate::api::{AuthMethod, GrantType};
+use crate::api::{AuthMethod, Endpoint, GrantType};
 use crate::config::ClientConfig;
 use crate::issuer::client_auth::ASSERTION_ALGS;
 use crate::issuer::error::OAuthError;
@@ -362,6 +362,6 @@ pub async fn begin(
             let _ = issuer.store.take_code(served.scope(), CodeKind::Request, &id, now).await;
             Err(OAuthError::new_code("login_required", "the user is not signed in"))
         }
-        None => Ok(redirect(&super::with_query(&served.endpoint("/v1/login"), &[("request", id)]))),
+        None => Ok(redirect(&super::with_query(&served.endpoint(Endpoint::Login), &[("request", id)]))),
     }
 }

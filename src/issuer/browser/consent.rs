@@ -9,7 +9,7 @@ use super::{
     Flow, Pending, Session, error_page, error_redirect, finish, finish_denied, load_session, pages, redirect,
     save_session, sign_in_of, with_query,
 };
-use crate::api::{Consent, GrantType};
+use crate::api::{Consent, Endpoint, GrantType};
 use crate::config::ClientConfig;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
@@ -104,7 +104,7 @@ pub async fn proceed(
             return finish_denied(issuer, served, request_id, pending, &e).await;
         }
         if step == Step::Continue {
-            return redirect(&with_query(&served.endpoint("/v1/consent"), &[("request", request_id.to_owned())]));
+            return redirect(&with_query(&served.endpoint(Endpoint::Consent), &[("request", request_id.to_owned())]));
         }
         return consent_page(served, client, session, pending, request_id, &grant.scopes);
     }
@@ -179,7 +179,7 @@ fn consent_page(
     pages::consent(&pages::Consent {
         client: client.display_name.as_deref().unwrap_or(&client.client_id),
         user: session.user.name.as_deref().or(session.user.email.as_deref()).unwrap_or(&session.user.sub),
-        action: served.endpoint("/v1/consent"),
+        action: served.endpoint(Endpoint::Consent),
         request: request_id,
         csrf: &pending.csrf,
         scopes,

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::{Approval, Flow, Pending, Session, error_page, pages, random, sha256_b64};
-use crate::api::GrantType;
+use crate::api::{Endpoint, GrantType};
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
 use crate::issuer::protocol::{Decision, DeviceState, decision_key, parse_scope};
@@ -132,7 +132,7 @@ async fn authorize_inner(issuer: &Issuer, served: &Served, req: &Incoming) -> Re
     if !stored {
         return Err(OAuthError::temporarily_unavailable("could not allocate a user code; retry"));
     }
-    let verification_uri = served.endpoint("/v1/device");
+    let verification_uri = served.endpoint(Endpoint::Device);
     Ok(DeviceResponse {
         verification_uri_complete: super::with_query(&verification_uri, &[("user_code", code.clone())]),
         device_code,
@@ -145,7 +145,7 @@ async fn authorize_inner(issuer: &Issuer, served: &Served, req: &Incoming) -> Re
 
 /// `GET /v1/device`: the code entry page.
 pub fn page(served: &Served, form: &Form) -> Response {
-    pages::device_entry(&served.endpoint("/v1/device"), form.get("user_code").unwrap_or_default(), None)
+    pages::device_entry(&served.endpoint(Endpoint::Device), form.get("user_code").unwrap_or_default(), None)
 }
 
 /// `POST /v1/device`: a user code typed; sign in (or use the session) and approve.
@@ -156,7 +156,7 @@ pub async fn submit(
     headers: &HeaderMap,
     form: &Form,
 ) -> Response {
-    let action = served.endpoint("/v1/device");
+    let action = served.endpoint(Endpoint::Device);
     let typed = form.get("user_code").unwrap_or_default();
     let Some(code) = normalize(typed) else {
         return pages::device_entry(&action, typed, Some("That code is not valid. Check it and try again."));

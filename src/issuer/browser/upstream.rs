@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{Step, error_page, load_pending, proceed, random, redirect, sha256_b64, start_session, with_query};
+use crate::api::Endpoint;
 use crate::config::standard_claims::MAX_TEXT_BYTES;
 use crate::config::subjects::federated_subject;
 use crate::config::{StandardClaims, UpstreamConfig};
@@ -90,7 +91,7 @@ struct Sent {
 }
 
 fn callback_uri(served: &Served) -> String {
-    served.endpoint("/v1/login/callback")
+    served.endpoint(Endpoint::LoginCallback)
 }
 
 /// `/v1/login/upstream?request=..&upstream=..`: off to the upstream's authorization endpoint.
