@@ -272,6 +272,8 @@ pub(crate) struct Incoming {
     pub body: Bytes,
     pub method: Method,
     pub query: String,
+    /// The clock, read once when the request arrived: every time its handling needs.
+    pub now: jiff::Timestamp,
 }
 
 impl Incoming {
@@ -305,7 +307,8 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
             Err(_) => return browser::pages::error(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "request too large"),
         };
         let query = parts.uri.query().unwrap_or_default().to_owned();
-        let incoming = Incoming { source, headers: parts.headers, body, method: parts.method, query };
+        let (headers, method, now) = (parts.headers, parts.method, jiff::Timestamp::now());
+        let incoming = Incoming { source, headers, body, method, query, now };
         return browse(&issuer, &served, endpoint, &incoming).await;
     }
     let origin = cors::allowed_origin(&served.config, &parts.headers);
@@ -320,13 +323,12 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
         Err(_) => return cors::decorate(OAuthError::too_large().into_response(), origin),
     };
     let query = parts.uri.query().unwrap_or_default().to_owned();
-    let incoming = Incoming { source, headers: parts.headers, body, method: parts.method, query };
+    let (headers, method, now) = (parts.headers, parts.method, jiff::Timestamp::now());
+    let incoming = Incoming { source, headers, body, method, query, now };
     let response = match endpoint {
-        Endpoint::OpenIdConfiguration => discovery::openid_configuration(&served, jiff::Timestamp::now()),
-        Endpoint::AuthorizationServerMetadata => {
-            discovery::authorization_server_metadata(&served, jiff::Timestamp::now())
-        }
-        Endpoint::Keys => jwks::keys(&served),
+        Endpoint::OpenIdConfiguration => discovery::openid_configuration(&served, incoming.now),
+        Endpoint::AuthorizationServerMetadata => discovery::authorization_server_metadata(&served, incoming.now),
+        Endpoint::Keys => jwks::keys(&served, incoming.now),
         Endpoint::Token => token::token(&issuer, &served, &incoming).await,
         Endpoint::Introspect => introspect::introspect(&issuer, &served, &incoming).await,
         Endpoint::Revoke => revoke::revoke(&issuer, &served, &incoming).await,

@@ -51,11 +51,12 @@ async fn handle(issuer: &Issuer, served: &Served, req: &Incoming) -> Result<Toke
     if !client.grant_types.contains(&grant) {
         return Err(OAuthError::unauthorized_client(format!("client may not use grant type {}", grant.as_str())));
     }
+    let now = req.now;
     match grant {
-        GrantType::ClientCredentials => grants::client_credentials(issuer, served, client, &form).await,
-        GrantType::TokenExchange => grants::token_exchange(issuer, served, client, &form).await,
-        GrantType::RefreshToken => grants::refresh_token(issuer, served, client, &form).await,
-        GrantType::AuthorizationCode => grants::authorization_code(issuer, served, client, &form).await,
-        GrantType::DeviceCode => grants::device_code(issuer, served, client, &form).await,
+        GrantType::ClientCredentials => grants::client_credentials(issuer, served, client, &form, now).await,
+        GrantType::TokenExchange => grants::token_exchange(issuer, served, client, &form, now).await,
+        GrantType::RefreshToken => grants::refresh_token(issuer, served, client, &form, now).await,
+        GrantType::AuthorizationCode => grants::authorization_code(issuer, served, client, &form, now).await,
+        GrantType::DeviceCode => grants::device_code(issuer, served, client, &form, now).await,
     }
 }

@@ -12,7 +12,7 @@ use crate::issuer::access_token::new_jti;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
 use crate::issuer::protocol::{Approval, is_pkce_value, random, redirect_uri_matches, same, sha256_b64};
-use crate::issuer::{Issuer, Served, unix_now};
+use crate::issuer::{Issuer, Served};
 use crate::store::CodeKind;
 
 /// Longest an access token of any rule lives: how long a replayed code's tokens stay revoked.
@@ -48,9 +48,10 @@ pub async fn authorization_code(
     served: &Served,
     client: &ClientConfig,
     form: &Form,
+    now: jiff::Timestamp,
 ) -> Result<TokenResponse, OAuthError> {
     let code = form.require("code")?;
-    let now = unix_now();
+    let (ts, now) = (now, now.as_second());
     let reused =
         || OAuthError::invalid_grant("authorization code was already used; the tokens issued with it are revoked");
     let Some(raw) = issuer.store.get_code(served.scope(), CodeKind::Authorization, code, now).await? else {
@@ -89,6 +90,7 @@ pub async fn authorization_code(
             claims: &approval.claims,
             jti: Some(jti),
             refresh: Refresh::New(&family),
+            now: ts,
         },
     )
     .await

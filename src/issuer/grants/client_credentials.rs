@@ -13,10 +13,18 @@ pub async fn client_credentials(
     served: &Served,
     client: &ClientConfig,
     form: &Form,
+    now: jiff::Timestamp,
 ) -> Result<TokenResponse, OAuthError> {
     let scopes = parse_scope(form.get("scope"))?;
     mint(
         served,
-        Minting { client, grant: GrantType::ClientCredentials, scopes, sub: client.client_id.clone(), subject: None },
+        Minting {
+            client,
+            grant: GrantType::ClientCredentials,
+            scopes,
+            sub: client.client_id.clone(),
+            subject: None,
+            now,
+        },
     )
 }

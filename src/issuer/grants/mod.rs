@@ -48,6 +48,8 @@ pub struct Minting<'a> {
     pub scopes: Option<Vec<String>>,
     pub sub: String,
     pub subject: Option<Map<String, Value>>,
+    /// The request's clock.
+    pub now: jiff::Timestamp,
 }
 
 /// An access token signed for a decided grant.
@@ -97,7 +99,7 @@ fn mint_access_token(
     for (claim, error) in errors {
         tracing::warn!(server = %c.name, client = %m.client.client_id, claim, error, "claim expression failed; claim omitted");
     }
-    let ts = jiff::Timestamp::now();
+    let ts = m.now;
     let now = ts.as_second();
     let lifetime = grant.access_token_lifetime_secs;
     let jti = match jti {

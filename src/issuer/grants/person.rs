@@ -100,6 +100,8 @@ pub struct Person<'a> {
     pub claims: &'a ClaimsRequest,
     pub jti: Option<String>,
     pub refresh: Refresh<'a>,
+    /// The request's clock.
+    pub now: jiff::Timestamp,
 }
 
 /// `at_hash`: left half of the hash of the access token, with the ID token's algorithm's hash.
@@ -227,12 +229,18 @@ async fn id_token(
 }
 
 pub async fn mint_for_person(issuer: &Issuer, served: &Served, mut p: Person<'_>) -> Result<TokenResponse, OAuthError> {
-    let m =
-        Minting { client: p.client, grant: p.grant, scopes: p.scopes.take(), sub: p.user.sub.clone(), subject: None };
+    let m = Minting {
+        client: p.client,
+        grant: p.grant,
+        scopes: p.scopes.take(),
+        sub: p.user.sub.clone(),
+        subject: None,
+        now: p.now,
+    };
     let mut minted = mint_access_token(served, m, Some(p.user), p.jti.take())?;
     let scopes = minted.grant.scopes.clone();
     let acr = p.acr.map_or_else(|| acr::acr_for(&p.user.amr, &[]), str::to_owned);
-    let ts = jiff::Timestamp::now();
+    let ts = p.now;
     let now = ts.as_second();
 
     if scopes.iter().any(|s| s == "openid") {
