@@ -11,10 +11,7 @@ use crate::{
         AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer, AuthorizationServerStatus, Endpoints,
         KeyState, KeyStatus, SigningStatus, conditions,
     },
-    config::{
-        CompileInput, NamespaceLabels, ServerError,
-        subjects::{client_id_refusal, namespace_admits, namespace_or_default},
-    },
+    config::{CompileInput, NamespaceLabels, ServerError, subjects::client_refusal},
     keys::{self, KeySet, RotationPlan, RotationSettings},
     operator::{
         Error,
@@ -44,23 +41,14 @@ pub fn admit<'a>(
     clients: &'a [AuthClient],
     labels: &NamespaceLabels,
 ) -> (Vec<&'a AuthClient>, Refusals) {
-    let server_ns = namespace_or_default(server.metadata.namespace.as_deref());
     let mut admitted = Vec::new();
     let mut refused = Refusals::new();
     for client in clients {
-        let key = refusal_key(AuthClient::KIND, &client.metadata);
-        let client_ns = namespace_or_default(client.metadata.namespace.as_deref());
-        if !namespace_admits(server, client_ns, labels.get(client_ns)) {
-            let why = format!(
-                "namespace {client_ns} may not hold clients of AuthorizationServer {server_ns}/{}: its spec.clientNamespaces (from: {:?}) does not allow it",
-                server.name_any(),
-                server.spec.client_namespaces.from
-            );
-            refused.insert(key, Acceptance::rejected("NamespaceNotAllowed", why));
-        } else if let Some((reason, why)) = client_id_refusal(&client.client_id(), client_ns, server_ns) {
-            refused.insert(key, Acceptance::rejected(reason, why));
-        } else {
-            admitted.push(client);
+        match client_refusal(server, client, labels) {
+            Some((reason, why)) => {
+                refused.insert(refusal_key(AuthClient::KIND, &client.metadata), Acceptance::rejected(reason, why));
+            }
+            None => admitted.push(client),
         }
     }
     (admitted, refused)
