@@ -452,6 +452,54 @@ spec:
     assert!(!bob.signed_in(&s).await, "a valid id_token_hint did not end the session");
 }
 
+// --- item 8, for people who are signed in ---
+
+#[tokio::test]
+async fn a_signed_in_persons_authorizations_are_not_charged_to_the_sources_sign_in_limit() {
+    let extra = [
+        r#"---
+apiVersion: tessera.dev/v1alpha1
+kind: AccessPolicy
+metadata: { name: people, namespace: identity }
+spec:
+  serverRef: { name: payments }
+  clients: { all: true }
+  rules:
+    - { name: people, grantTypes: [authorization_code], scopes: [openid, payments:read], users: { everyone: true } }
+"#
+        .to_owned(),
+        client("identity", "web", "", &format!("  grantTypes: [authorization_code]\n  redirectUris: [{WEB_REDIRECT}]")),
+    ]
+    .concat();
+    let s = serve("", &extra);
+    // An SPA renewing its tokens (or many people behind one NAT): far past the 60 sign-ins a
+    // source may start, every authorization with a fresh session is answered with a code.
+    let mut alice = Browser::new();
+    alice.sign_in(&s).await;
+    for i in 0..150 {
+        let r = alice.authorize(&s, "identity.web", WEB_REDIRECT, "openid", &[]).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "authorization {i} of a signed-in person: {}", r.body);
+        assert!(r.redirect_params().contains_key("code"), "authorization {i}: {}", r.location());
+    }
+    // Those left the address's budget whole: 59 more people (alice's own sign-in took one)
+    // can start signing in from it.
+    for i in 0..59 {
+        let r = Browser::new().authorize(&s, "identity.web", WEB_REDIRECT, "openid", &[]).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "sign-in {i} from the same address: {}", r.body);
+        assert!(r.location().contains("/v1/login?request="), "{}", r.location());
+    }
+    // What the limit bounds, a sign-in that waits for a login, is still refused past it.
+    let mut refused = 0;
+    for _ in 0..20 {
+        let r = Browser::new().authorize(&s, "identity.web", WEB_REDIRECT, "openid", &[]).await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(r.headers.contains_key("retry-after"), "429 without Retry-After");
+            refused += 1;
+        }
+    }
+    assert!(refused >= 15, "20 sign-ins past the limit, only {refused} refused");
+}
+
 // --- item 4, through the operator: namespace labels come from the Namespace objects ---
 
 #[tokio::test]

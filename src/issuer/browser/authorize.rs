@@ -175,22 +175,15 @@ pub async fn authorize(
         nonce,
         code_challenge: None,
     };
-    let key = format!("{}|{}", served.scope().prefix(), source_key(source));
-    if let Err(wait) = issuer.sign_in_starts.check(&key, &SIGN_INS_PER_SOURCE, Instant::now()) {
-        let mut r = super::pages::error(
-            axum::http::StatusCode::TOO_MANY_REQUESTS,
-            "too many sign-ins were started from this address; try again later",
-        );
-        r.headers_mut().insert(axum::http::header::RETRY_AFTER, wait.into());
-        return r;
-    }
+    let source = format!("{}|{}", served.scope().prefix(), source_key(source));
     match validate(served, client, form) {
         Ok(v) => {
             if let Flow::Authorize { code_challenge, .. } = &mut flow {
                 *code_challenge = v.code_challenge.clone();
             }
-            match start(issuer, served, headers, client, flow.clone(), v).await {
+            match start(issuer, served, headers, client, flow.clone(), v, &source).await {
                 Ok(r) => r,
+                Err(e) if e.status == axum::http::StatusCode::TOO_MANY_REQUESTS => too_many_sign_ins(&e),
                 Err(e) if e.status.is_server_error() => error_page(&e),
                 Err(e) => error_redirect(served, &flow, &e),
             }
@@ -312,6 +305,18 @@ fn code_challenge(client: &ClientConfig, form: &Form) -> Result<Option<String>, 
     }
 }
 
+/// Our page for a source past `SIGN_INS_PER_SOURCE`, with the error's `Retry-After`.
+fn too_many_sign_ins(e: &OAuthError) -> Response {
+    let mut r = super::pages::error(
+        axum::http::StatusCode::TOO_MANY_REQUESTS,
+        "too many sign-ins were started from this address; try again later",
+    );
+    if let Some(wait) = e.retry_after {
+        r.headers_mut().insert(axum::http::header::RETRY_AFTER, wait.into());
+    }
+    r
+}
+
 async fn start(
     issuer: &Issuer,
     served: &Served,
@@ -319,6 +324,7 @@ async fn start(
     client: &ClientConfig,
     flow: Flow,
     v: Validated,
+    source: &str,
 ) -> Result<Response, OAuthError> {
     let (browser, new_browser) = super::browser_id(headers)?;
     let pending = Pending {
@@ -334,7 +340,7 @@ async fn start(
         csrf: random(24)?,
         browser: sha256_b64(&browser),
     };
-    let mut response = begin(issuer, served, headers, pending).await?;
+    let mut response = begin(issuer, served, headers, pending, Some(source)).await?;
     if new_browser {
         super::set_browser_cookie(served, &mut response, &browser);
     }
@@ -343,19 +349,31 @@ async fn start(
 
 /// Stores a sign-in and takes its first step: straight on with a fresh enough session, else
 /// the login page (or `login_required` for `prompt=none`).
+///
+/// `source` (the server and the peer's address) is charged `SIGN_INS_PER_SOURCE` only when the
+/// sign-in waits for a login: that is the unauthenticated state the limit bounds. A signed-in
+/// person's authorizations (an SPA's silent renewals, many people behind one NAT) are not
+/// charged to their address.
 pub async fn begin(
     issuer: &Issuer,
     served: &Served,
     headers: &HeaderMap,
     pending: Pending,
+    source: Option<&str>,
 ) -> Result<Response, OAuthError> {
     let now = unix_now();
-    let id = random(24)?;
-    let value = serde_json::to_vec(&pending).map_err(|_| OAuthError::server_error("request"))?;
-    issuer.store.put_code(served.scope(), CodeKind::Request, &id, &value, now + super::REQUEST_TTL_SECS, now).await?;
     let session = load_session(issuer, served, headers).await?;
     let fresh =
         session.filter(|(_, s)| !pending.prompt_login && pending.max_age.is_none_or(|m| now - s.auth_time <= m));
+    if let (None, false, Some(source)) = (&fresh, pending.prompt_none, source) {
+        issuer
+            .sign_in_starts
+            .check(source, &SIGN_INS_PER_SOURCE, Instant::now())
+            .map_err(|wait| OAuthError::too_many_failures(wait, "too many sign-ins were started from this address"))?;
+    }
+    let id = random(24)?;
+    let value = serde_json::to_vec(&pending).map_err(|_| OAuthError::server_error("request"))?;
+    issuer.store.put_code(served.scope(), CodeKind::Request, &id, &value, now + super::REQUEST_TTL_SECS, now).await?;
     match fresh {
         Some((sid, s)) => Ok(proceed(issuer, served, &id, &pending, &sid, &s, Step::Continue).await),
         None if pending.prompt_none => {

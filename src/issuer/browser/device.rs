@@ -211,7 +211,7 @@ pub async fn submit(
             csrf: random(24)?,
             browser: sha256_b64(&browser),
         };
-        let mut r = super::authorize::begin(issuer, served, headers, pending).await?;
+        let mut r = super::authorize::begin(issuer, served, headers, pending, None).await?;
         if new_browser {
             super::set_browser_cookie(served, &mut r, &browser);
         }
