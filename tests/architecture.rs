@@ -8,8 +8,9 @@
 //! judged between the two modules that are siblings under their common parent (a file of
 //! `issuer/browser/` importing one of `issuer/grants/` is the arrow `browser → grants`); a
 //! module using its parent (`super::`) or its own children is the module tree, not an arrow.
-//! Test code (`tests.rs`, `*_tests.rs`, `#[cfg(test)]` items) is not production and is left
-//! out.
+//! Test code (`tests.rs`, what lies in a `tests/` folder, `#[cfg(test)]` items) is not
+//! production and is left out. The crate's one test convention is checked too: a module's unit
+//! tests are its child `mod tests` (inline, or `tests.rs` beside it when long), nothing else.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -56,13 +57,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// Whether a file holds only tests (by the crate's conventions: `tests.rs`, `*_tests.rs` and
-/// what lies in a `*_tests/` folder).
+/// Whether a file holds only tests (by the crate's convention: `tests.rs` and what lies in a
+/// `tests/` folder).
 fn is_test_file(rel: &Path) -> bool {
     rel.components().any(|c| {
         let c = c.as_os_str().to_string_lossy();
-        let stem = c.strip_suffix(".rs").unwrap_or(&c);
-        stem == "tests" || stem.ends_with("_tests")
+        c.strip_suffix(".rs").unwrap_or(&c) == "tests"
     })
 }
 
@@ -610,6 +610,42 @@ fn operator_and_issuer_files_and_functions_stay_small() {
         }
     }
     assert!(report.is_empty(), "\n{}\n", report.join("\n"));
+}
+
+/// One test convention: every `#[cfg(test)] mod` of production code is `mod tests`, and no
+/// test file is named otherwise (`people_tests.rs`, `x_tests/`).
+#[test]
+fn unit_tests_are_the_child_mod_tests_of_their_module() {
+    let src = src_dir();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut offenders = Vec::new();
+    for path in files {
+        let rel = path.strip_prefix(&src).unwrap().to_owned();
+        let named_otherwise = rel.components().any(|c| {
+            let c = c.as_os_str().to_string_lossy();
+            let stem = c.strip_suffix(".rs").unwrap_or(&c);
+            stem != "tests" && (stem.ends_with("_tests") || stem.ends_with("_test"))
+        });
+        if named_otherwise {
+            offenders.push(format!("src/{}: test files are `tests.rs` or lie in a `tests/` folder", rel.display()));
+        }
+        if is_test_file(&rel) {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for (i, pair) in lines.windows(2).enumerate() {
+            let module = pair[1].strip_prefix("pub(crate) ").unwrap_or(pair[1]);
+            if pair[0] == "#[cfg(test)]" && module.starts_with("mod ") {
+                let name = module["mod ".len()..].trim_end_matches([';', '{', ' ']);
+                if name != "tests" {
+                    offenders.push(format!("src/{}:{}: test module `{name}` (call it `tests`)", rel.display(), i + 2));
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "{}", offenders.join("\n"));
 }
 
 #[test]

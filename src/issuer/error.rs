@@ -1,4 +1,9 @@
-//! The one protocol error: OAuth `error` code, HTTP status and a description safe to show.
+//! The one protocol error: OAuth `error` code, HTTP status, a description safe to show the
+//! client (`error_description`) and a detail for operators (node-oidc-provider's
+//! `error_detail`), which goes to the log only and never into a response.
+//!
+//! Neither the description nor the detail may carry a secret, a token or a key: the detail
+//! says what went wrong (an upstream's error, a store failure), not what was presented.
 
 use std::borrow::Cow;
 
@@ -10,14 +15,49 @@ pub struct OAuthError {
     pub code: &'static str,
     pub status: StatusCode,
     pub description: Cow<'static, str>,
-    /// Extra headers: `WWW-Authenticate` for client authentication, `Retry-After` for 429.
-    pub www_authenticate: bool,
+    /// For the operator's log only: what went wrong behind the description.
+    pub detail: Option<Cow<'static, str>>,
+    /// Extra headers: `WWW-Authenticate` for client or Bearer authentication, `Retry-After`
+    /// for 429 and 503.
+    pub challenge: Challenge,
     pub retry_after: Option<u64>,
+}
+
+/// The `WWW-Authenticate` challenge an error answers with, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    None,
+    /// Client authentication at the token-side endpoints (RFC 6749 §5.2).
+    Basic,
+    /// A Bearer token at a resource (RFC 6750 §3): the code and description are in the header too.
+    Bearer,
 }
 
 impl OAuthError {
     fn new(code: &'static str, status: StatusCode, description: impl Into<Cow<'static, str>>) -> Self {
-        Self { code, status, description: description.into(), www_authenticate: false, retry_after: None }
+        Self {
+            code,
+            status,
+            description: description.into(),
+            detail: None,
+            challenge: Challenge::None,
+            retry_after: None,
+        }
+    }
+
+    /// The same error with what went wrong for the operator's log (never in the response).
+    pub fn with_detail(self, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self { detail: Some(detail.into()), ..self }
+    }
+
+    /// Logs the error with its detail: a warning for the server's own failures, debug otherwise.
+    pub fn log(&self) {
+        let detail = self.detail.as_deref().unwrap_or("");
+        if self.status.is_server_error() {
+            tracing::warn!(error = self.code, status = self.status.as_u16(), detail, "{}", self.description);
+        } else {
+            tracing::debug!(error = self.code, status = self.status.as_u16(), detail, "{}", self.description);
+        }
     }
 
     /// Any other RFC-registered code (authorization and device flow errors), with 400.
@@ -31,7 +71,17 @@ impl OAuthError {
 
     /// Client authentication failed: 401 with `WWW-Authenticate`.
     pub fn invalid_client(d: impl Into<Cow<'static, str>>) -> Self {
-        Self { www_authenticate: true, ..Self::new("invalid_client", StatusCode::UNAUTHORIZED, d) }
+        Self { challenge: Challenge::Basic, ..Self::new("invalid_client", StatusCode::UNAUTHORIZED, d) }
+    }
+
+    /// A Bearer token that is invalid, expired or revoked (RFC 6750 §3.1): 401.
+    pub fn invalid_token(d: impl Into<Cow<'static, str>>) -> Self {
+        Self { challenge: Challenge::Bearer, ..Self::new("invalid_token", StatusCode::UNAUTHORIZED, d) }
+    }
+
+    /// A Bearer token without the scope the resource needs (RFC 6750 §3.1): 403.
+    pub fn insufficient_scope(d: impl Into<Cow<'static, str>>) -> Self {
+        Self { challenge: Challenge::Bearer, ..Self::new("insufficient_scope", StatusCode::FORBIDDEN, d) }
     }
 
     pub fn invalid_grant(d: impl Into<Cow<'static, str>>) -> Self {
@@ -94,22 +144,38 @@ impl OAuthError {
 /// Token state unreachable: the request may succeed shortly, on any replica.
 impl From<crate::store::StoreError> for OAuthError {
     fn from(e: crate::store::StoreError) -> Self {
-        tracing::warn!(error = %e, "token state unavailable");
         Self {
             retry_after: Some(crate::store::RETRY_AFTER_SECS),
             ..Self::temporarily_unavailable("token state is temporarily unavailable; retry shortly")
         }
+        .with_detail(format!("token state unavailable: {e}"))
     }
 }
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
+        self.log();
         let body = serde_json::json!({ "error": self.code, "error_description": self.description });
         let mut resp = (self.status, axum::Json(body)).into_response();
         let h = resp.headers_mut();
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if self.www_authenticate {
-            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"tessera\", charset=\"UTF-8\""));
+        match self.challenge {
+            Challenge::None => {}
+            Challenge::Basic => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"tessera\", charset=\"UTF-8\""),
+                );
+            }
+            Challenge::Bearer => {
+                let v = format!(
+                    "Bearer realm=\"tessera\", error=\"{}\", error_description=\"{}\"",
+                    self.code, self.description
+                );
+                if let Ok(v) = HeaderValue::from_str(&v) {
+                    h.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
         }
         if let Some(secs) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));

@@ -375,6 +375,3 @@ pub(crate) fn unix_now() -> i64 {
 
 #[cfg(test)]
 mod tests;
-
-#[cfg(test)]
-mod people_tests;

@@ -752,3 +752,6 @@ async fn basic_credentials_are_form_decoded_and_raw_ones_still_work() {
     let r = send(&h.app, basic(TOKEN, "team.basic", odd, "grant_type=client_credentials")).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
 }
+
+/// Sign-in, consent, device flow, logout and federation, through a simulated browser.
+mod people;

@@ -19,9 +19,11 @@ use crate::store::{MemoryStore, RedisStore, TokenStore};
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     #[error("kubernetes client: {0}")]
-    Client(String),
-    #[error("watching secrets: {0}")]
-    Watch(String),
+    KubeClient(#[from] kube::Error),
+    #[error("token store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("watching secrets: watch stream ended")]
+    WatchEnded,
     #[error("cannot listen on {addr}: {message}")]
     Listen { addr: SocketAddr, message: String },
 }
@@ -55,10 +57,10 @@ pub async fn run(run: IssuerRun, mut options: IssuerOptions) -> Result<(), Watch
     // The operator sets TESSERA_REDIS_URL (from spec.storage.redis.urlSecretRef) only for Redis.
     let has_redis = redis_url.is_some();
     let store: Arc<dyn TokenStore> = match redis_url {
-        Some(url) => Arc::new(RedisStore::new(&url).map_err(|e| WatchError::Client(e.to_string()))?),
+        Some(url) => Arc::new(RedisStore::new(&url)?),
         None => Arc::new(MemoryStore::with_limit(memory_store_limit)),
     };
-    let client = kube::Client::try_default().await.map_err(|e| WatchError::Client(e.to_string()))?;
+    let client = kube::Client::try_default().await?;
     if options.kubernetes_issuer.is_none() {
         options.kubernetes_issuer = service_account_issuer(&client).await;
     }
@@ -116,7 +118,7 @@ pub async fn run(run: IssuerRun, mut options: IssuerOptions) -> Result<(), Watch
         }
     }
     http.abort();
-    Err(WatchError::Watch("watch stream ended".into()))
+    Err(WatchError::WatchEnded)
 }
 
 /// The cluster's ServiceAccount issuer, from the API server's discovery document.
@@ -136,11 +138,24 @@ async fn service_account_issuer(client: &kube::Client) -> Option<String> {
     }
 }
 
-fn load(config: &[u8], keys: &[u8], has_redis: bool) -> Result<Served, String> {
-    let config = ServerConfig::from_json(config).map_err(|e| format!("{CONFIG_SECRET_KEY}: {e}"))?;
+/// Why a new config/keys pair is not served (the previous pair keeps serving).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{key}: {0}", key = CONFIG_SECRET_KEY)]
+    ConfigInvalid(serde_json::Error),
+    #[error("storage.type is Redis but TESSERA_REDIS_URL is not set")]
+    RedisNotConfigured,
+    #[error("{key}: {0}", key = KEYS_SECRET_KEY)]
+    KeysInvalid(crate::keys::KeyError),
+    #[error("{0}")]
+    NotServable(#[from] super::ServeError),
+}
+
+fn load(config: &[u8], keys: &[u8], has_redis: bool) -> Result<Served, LoadError> {
+    let config = ServerConfig::from_json(config).map_err(LoadError::ConfigInvalid)?;
     match (config.storage.type_, has_redis) {
         // Several replicas each with their own memory would accept a code or jti once per replica.
-        (StorageType::Redis, false) => return Err("storage.type is Redis but TESSERA_REDIS_URL is not set".into()),
+        (StorageType::Redis, false) => return Err(LoadError::RedisNotConfigured),
         (StorageType::Memory, true) => {
             tracing::warn!(
                 "storage.type is Memory but TESSERA_REDIS_URL is set: token state stays in Redis until restart"
@@ -148,6 +163,6 @@ fn load(config: &[u8], keys: &[u8], has_redis: bool) -> Result<Served, String> {
         }
         _ => {}
     }
-    let keys = KeySet::from_json(keys).map_err(|e| format!("{KEYS_SECRET_KEY}: {e}"))?;
-    Served::new(config, &keys).map_err(|e| e.to_string())
+    let keys = KeySet::from_json(keys).map_err(LoadError::KeysInvalid)?;
+    Ok(Served::new(config, &keys)?)
 }

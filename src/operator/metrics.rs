@@ -13,6 +13,13 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// A failed reconcile: the kind and the error's variant name (`operator::Error::reason`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabel {
+    pub kind: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabel {
     pub resource: String,
@@ -28,7 +35,7 @@ pub struct ServerLabel {
 pub struct Metrics {
     registry: Mutex<Registry>,
     pub reconciles: Family<KindLabel, Counter>,
-    pub errors: Family<KindLabel, Counter>,
+    pub errors: Family<ErrorLabel, Counter>,
     pub duration: Family<KindLabel, Histogram>,
     pub api_writes: Family<WriteLabel, Counter>,
     pub active_key_age: Family<ServerLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -39,7 +46,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("tessera_operator");
         let reconciles = Family::<KindLabel, Counter>::default();
-        let errors = Family::<KindLabel, Counter>::default();
+        let errors = Family::<ErrorLabel, Counter>::default();
         let duration = Family::<KindLabel, Histogram>::new_with_constructor(|| {
             Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
         });
@@ -67,6 +74,10 @@ impl Default for Metrics {
 impl Metrics {
     pub fn write(&self, resource: &str, verb: &str) {
         self.api_writes.get_or_create(&WriteLabel { resource: resource.into(), verb: verb.into() }).inc();
+    }
+
+    pub fn error(&self, kind: &str, error: &super::Error) {
+        self.errors.get_or_create(&ErrorLabel { kind: kind.into(), reason: error.reason().into() }).inc();
     }
 
     pub fn register_gauge(&self, name: &str, help: &str, gauge: Gauge) {

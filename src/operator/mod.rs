@@ -42,6 +42,26 @@ pub enum Error {
     CachesNotReady,
 }
 
+impl Error {
+    /// The variant's name: the `reason` label of `reconcile_errors`.
+    pub fn reason(&self) -> &'static str {
+        use kube::runtime::finalizer::Error as F;
+        match self {
+            Self::Kube(_) => "Kube",
+            Self::Finalizer(e) => match e.as_ref() {
+                F::ApplyFailed(e) | F::CleanupFailed(e) => e.reason(),
+                _ => "Finalizer",
+            },
+            Self::Serialize { .. } => "Serialize",
+            Self::InvalidKeySet { .. } => "InvalidKeySet",
+            Self::Keys(_) => "Keys",
+            Self::ClientSecretMissing { .. } => "ClientSecretMissing",
+            Self::CacheClosed { .. } => "CacheClosed",
+            Self::CachesNotReady => "CachesNotReady",
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What every reconcile shares.

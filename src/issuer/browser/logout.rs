@@ -123,8 +123,14 @@ pub fn check_request<'a>(
 fn refuse(e: &OAuthError) -> Response {
     match e.status {
         StatusCode::SERVICE_UNAVAILABLE => error_page(e),
-        s if s.is_server_error() => pages::logout_error(s, &e.description),
-        _ => pages::logout_error(StatusCode::BAD_REQUEST, &e.description),
+        s if s.is_server_error() => {
+            e.log();
+            pages::logout_error(s, &e.description)
+        }
+        _ => {
+            e.log();
+            pages::logout_error(StatusCode::BAD_REQUEST, &e.description)
+        }
     }
 }
 

@@ -70,6 +70,7 @@ pub fn redirect(location: &str) -> Response {
 
 /// The error page for a request that cannot be answered by redirect.
 pub fn error_page(e: &OAuthError) -> Response {
+    e.log();
     let mut r = match e.status {
         StatusCode::SERVICE_UNAVAILABLE => pages::unavailable(&e.description),
         s if s.is_server_error() => pages::error(s, &e.description),
@@ -244,6 +245,7 @@ pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
 pub fn error_redirect(served: &Served, flow: &Flow, e: &OAuthError) -> Response {
     match flow {
         Flow::Authorize { redirect_uri, state, .. } => {
+            e.log();
             let mut params = vec![("error", e.code.to_owned()), ("error_description", e.description.to_string())];
             if let Some(s) = state {
                 params.push(("state", s.clone()));
@@ -338,6 +340,7 @@ async fn finish_denied(
     let _ = issuer.store.take_code(served.scope(), CodeKind::Request, request_id, unix_now()).await;
     if let Flow::Device { device_code } = &pending.flow {
         let _ = device::deny(issuer, served, device_code).await;
+        e.log();
         return pages::message("Device not connected", &e.description);
     }
     error_redirect(served, &pending.flow, e)

@@ -73,8 +73,7 @@ impl UpstreamClient {
             })
         };
         self.discovered.get(&url, Reach::Any, Need::Cached, REQUEST_TIMEOUT, fetch).await.map_err(|e| {
-            tracing::warn!(upstream = %u.name, error = %e, "upstream discovery failed");
-            unavailable("discovery", &u.name)
+            unavailable("discovery", &u.name).with_detail(format!("upstream {} discovery failed: {e}", u.name))
         })
     }
 }
@@ -235,13 +234,12 @@ async fn signed_in_user(issuer: &Issuer, served: &Served, sent: &Sent, form: &Fo
             ("code_verifier", &sent.verifier),
         ]);
     let (status, body) = issuer.upstreams.http.json(&m.token_endpoint, token_request).await.map_err(|e| {
-        tracing::warn!(upstream = %u.name, error = %e, "upstream token endpoint failed");
-        unavailable("token endpoint", &u.name)
+        unavailable("token endpoint", &u.name).with_detail(format!("upstream {} token endpoint failed: {e}", u.name))
     })?;
     if !(200..300).contains(&status) {
         let err = body.get("error").and_then(Value::as_str).unwrap_or("an error");
-        tracing::warn!(upstream = %u.name, status, error = err, "upstream refused the code");
-        return Err(OAuthError::access_denied(format!("the sign-in provider {} refused the code ({err})", u.name)));
+        return Err(OAuthError::access_denied(format!("the sign-in provider {} refused the code ({err})", u.name))
+            .with_detail(format!("upstream {} refused the code with HTTP {status}", u.name)));
     }
     let id_token = body
         .get("id_token")
@@ -257,8 +255,8 @@ async fn signed_in_user(issuer: &Issuer, served: &Served, sent: &Sent, form: &Fo
     };
     let source = KeySource::Issuer { issuer: &u.issuer, jwks_uri: m.jwks_uri.as_deref() };
     let verified = issuer.trust.verify(id_token, source, &rules, REQUEST_TIMEOUT).await.map_err(|e| {
-        tracing::warn!(upstream = %u.name, error = %e, "upstream ID token does not verify");
         OAuthError::access_denied("the sign-in provider's ID token does not verify, is not for us or has expired")
+            .with_detail(format!("upstream {} ID token does not verify: {e}", u.name))
     })?;
     if verified.claims.get("nonce").and_then(Value::as_str) != Some(sent.nonce.as_str()) {
         return Err(OAuthError::access_denied("the sign-in provider's ID token has the wrong nonce"));

@@ -111,8 +111,8 @@ fn mint_access_token(
         claims.uid = Some(u.sub.clone());
     }
     let (token, kid) = served.keys.sign_access_token(ts, &claims).map_err(|e| {
-        tracing::error!(server = %c.name, error = %e, "cannot sign");
         OAuthError::temporarily_unavailable("no signing key is active")
+            .with_detail(format!("server {}/{} cannot sign: {e}", c.namespace, c.name))
     })?;
     tracing::info!(
         target: "tessera::audit",

@@ -222,8 +222,8 @@ async fn id_token(
     }
     asked_claims(p.user, &p.claims.id_token, scopes, trusted, &custom, &mut claims);
     let (id_token, _) = served.keys.sign_id_token(ts, &claims).map_err(|e| {
-        tracing::error!(server = %c.name, error = %e, "cannot sign");
         OAuthError::temporarily_unavailable("no signing key is active")
+            .with_detail(format!("server {}/{} cannot sign: {e}", c.namespace, c.name))
     })?;
     Ok(id_token)
 }

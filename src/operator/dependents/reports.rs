@@ -31,7 +31,7 @@ use super::{
 };
 use crate::{
     api::{AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer},
-    operator::{Context, Error, metrics::KindLabel, shutdown_signal},
+    operator::{Context, Error, shutdown_signal},
 };
 
 /// Writers when few servers reconcile; writer `i` runs while fewer than `16 - 4 i` do.
@@ -186,7 +186,7 @@ async fn writer(ctx: Arc<Context>, i: usize) {
             Err(error) => {
                 warn!(namespace = %report.namespace, server = %report.server, %error,
                     "could not write the status of a dependent; retrying");
-                ctx.metrics.errors.get_or_create(&KindLabel { kind: "status".into() }).inc();
+                ctx.metrics.error("status", &error);
                 tokio::time::sleep(RETRY_AFTER).await;
                 reports.done(key, Some(report));
             }

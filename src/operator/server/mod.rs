@@ -33,7 +33,7 @@ pub const FINALIZER: &str = "tessera.dev/cleanup";
 
 pub fn error_policy(server: Arc<AuthorizationServer>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(server = %server.name_any(), namespace = ?server.namespace(), %error, "reconcile failed");
-    ctx.metrics.errors.get_or_create(&KindLabel { kind: "AuthorizationServer".into() }).inc();
+    ctx.metrics.error("AuthorizationServer", error);
     super::retry_after_error()
 }
 

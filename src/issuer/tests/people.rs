@@ -13,9 +13,9 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::*;
 use crate::api::SigningAlgorithm;
 use crate::config::{IdentityConfig, StaticUser, UpstreamConfig};
+use crate::issuer::*;
 use crate::keys::{self, ActiveKeys, jwt};
 use crate::standalone::{StateDir, compile_all, manifests};
 use crate::store::MemoryStore;
