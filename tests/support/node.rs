@@ -17,6 +17,9 @@ use std::{
 use super::repo_root;
 
 pub const NODE_NAME: &str = "tessera-node";
+/// The host's end of the veth pair to the node's network namespace (tools/kube-testenv/node.go):
+/// pods reach the host there, e.g. a redis-server listening on it.
+pub const HOST_IP: &str = "172.31.255.1";
 
 pub struct Node {
     pub kubeconfig: PathBuf,
@@ -144,6 +147,27 @@ impl Node {
             started.elapsed().as_secs_f64(),
             String::from_utf8_lossy(&out.stdout).trim()
         );
+    }
+
+    /// A second name for an image already imported (`ctr images tag`).
+    pub fn tag_image(&self, from: &str, to: &str) {
+        let out = Command::new("ctr")
+            .args(["--address", &self.containerd, "-n", "k8s.io", "images", "tag", "--force", from, to])
+            .output()
+            .expect("running ctr");
+        assert!(out.status.success(), "ctr images tag {from} {to}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// `kubectl` against the node's API server: (success, stdout and stderr).
+    pub fn kubectl(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("running kubectl (scripts/test installs it)");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        (out.status.success(), text)
     }
 
     /// The containerd task of a container (`containerd://<id>`): Some(status) while it exists.
