@@ -250,7 +250,7 @@ async fn chart_and_issuer_pods_run_on_a_real_node() {
     let exited = loop {
         let status = node.task_status(&id);
         if status.as_deref() != Some("RUNNING") {
-            break t.elapsed();
+            break (t.elapsed(), jiff::Zoned::now().time());
         }
         assert!(t.elapsed() < Duration::from_secs(30), "container {id} still running 30s after the pod's deletion");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -259,8 +259,13 @@ async fn chart_and_issuer_pods_run_on_a_real_node() {
         identity_pods.get_opt(&victim.name_any()).await.unwrap().is_none().then(|| t.elapsed())
     })
     .await;
+    let (exited, exited_at) = exited;
+    // The kubelet's own log says when it sent SIGTERM: the rest is the process's shutdown.
+    let after_sigterm = kubelet_killed_at(&node.node_dir, &id)
+        .map(|killed| format!("{} ms after the kubelet sent SIGTERM", killed.duration_until(exited_at).as_millis()))
+        .unwrap_or_else(|| "(no SIGTERM line in kubelet.log)".to_owned());
     eprintln!(
-        "pod deletion: container {id} exited {} ms after the delete, the pod object was gone after {} ms",
+        "pod deletion: container {id} exited {} ms after the delete, {after_sigterm}; the pod object was gone after {} ms",
         exited.as_millis(),
         gone.as_millis()
     );
@@ -460,6 +465,14 @@ async fn leader_on(leases: &Api<Lease>, pods: &Api<Pod>, image: Option<&str>) ->
         (is_ready(&pod) && on_image && pod.metadata.deletion_timestamp.is_none()).then_some(pod)
     })
     .await
+}
+
+/// When the kubelet started killing container `id` with its grace period (SIGTERM), as the
+/// time of day of its log line (klog: `I1203 11:28:18.628927 ...`, local time).
+fn kubelet_killed_at(node_dir: &std::path::Path, id: &str) -> Option<jiff::civil::Time> {
+    let log = std::fs::read_to_string(node_dir.join("kubelet.log")).ok()?;
+    let line = log.lines().find(|l| l.contains("Killing container with a grace period") && l.contains(id))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Waits until Deployment `name` has exactly `want` pods, all of its current template and
