@@ -614,13 +614,14 @@ struct LoadStats {
     ok: u64,
     /// Responses other than 200, by status.
     failed: std::collections::BTreeMap<u16, u64>,
-    /// Requests that got no response (connection refused or reset before an answer).
-    no_response: u64,
+    /// Requests that got no response, by kind (connect: refused or unreachable; timeout;
+    /// other: reset or closed before an answer).
+    no_response: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl std::fmt::Display for LoadStats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ok, failed responses {:?}, {} without a response", self.ok, self.failed, self.no_response)
+        write!(f, "{} ok, failed responses {:?}, without a response {:?}", self.ok, self.failed, self.no_response)
     }
 }
 
@@ -649,7 +650,16 @@ impl Load {
                 match sent {
                     Ok(r) if r.status() == 200 => stats.ok += 1,
                     Ok(r) => *stats.failed.entry(r.status().as_u16()).or_default() += 1,
-                    Err(_) => stats.no_response += 1,
+                    Err(e) => {
+                        let kind = if e.is_connect() {
+                            "connect"
+                        } else if e.is_timeout() {
+                            "timeout"
+                        } else {
+                            "other"
+                        };
+                        *stats.no_response.entry(kind).or_default() += 1;
+                    }
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
