@@ -1,5 +1,5 @@
 //! The dearest CEL expressions admission lets through, evaluated against the largest variables
-//! the request path admits (`tessera::policy::limits`), beside a trivial expression's
+//! the request path admits (`tessera::expression::limits`), beside a trivial expression's
 //! evaluation in the same run. Each family of expressions is grown until admission refuses
 //! it; the last admitted one is measured. Prints one JSON line per expression.
 //!
@@ -10,8 +10,8 @@ use std::time::Instant;
 use serde_json::{Map, Value, json};
 use tessera::api::GrantType;
 use tessera::config::ServerConfig;
-use tessera::policy::expression::{self, ExpressionError, MAX_COST};
-use tessera::policy::{CelVariables, UserInfo, limits};
+use tessera::expression::{self, ExpressionError, MAX_COST, limits};
+use tessera::policy::{CelVariables, UserInfo};
 
 /// A string of `n` bytes that shares its first `n - 4` with every other one of the family
 /// (comparisons run to the end), told apart by `i`.

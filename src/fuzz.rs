@@ -12,11 +12,12 @@ use serde_json::{Map, Value, json};
 
 use crate::api::GrantType;
 use crate::config::ServerConfig;
-use crate::issuer::browser::authorize::redirect_uri_matches;
+use crate::expression;
 use crate::issuer::client_auth::parse_basic;
 use crate::issuer::form::Form;
+use crate::issuer::protocol::redirect_uri_matches;
 use crate::keys::jwt::{self, Alg, Clock, Rules};
-use crate::policy::{CelVariables, PolicyEngine, UserInfo, expression};
+use crate::policy::{CelVariables, PolicyEngine, UserInfo};
 use crate::standalone::manifests::{Manifests, add_documents};
 
 /// A form body (token, introspection, revocation) and an authorization request's query string.

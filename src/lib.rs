@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod config;
+pub mod expression;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod issuer;

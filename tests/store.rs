@@ -45,13 +45,13 @@ async fn revocation_is_seen_until_the_token_expires() {
         let server = unique_server();
         let s = ServerScope { namespace: "ns", server: &server };
         let t = now();
-        store.revoke(s, "j1", t + 2).await.unwrap();
+        store.revoke(s, "j1", t + 2, t).await.unwrap();
         assert!(store.is_revoked(s, "j1", t).await.unwrap(), "{name}");
         assert!(!store.is_revoked(s, "j2", t).await.unwrap(), "{name}");
         let other = ServerScope { namespace: "ns", server: "another" };
         assert!(!store.is_revoked(other, "j1", t).await.unwrap(), "{name}: servers do not share revocations");
         // An already expired token needs no revocation entry.
-        store.revoke(s, "old", t - 10).await.unwrap();
+        store.revoke(s, "old", t - 10, t).await.unwrap();
         assert!(!store.is_revoked(s, "old", t).await.unwrap(), "{name}");
     }
 }
@@ -74,8 +74,8 @@ async fn a_code_is_taken_once_and_not_overwritten() {
         let server = unique_server();
         let s = ServerScope { namespace: "ns", server: &server };
         let t = now();
-        assert!(store.put_code(s, CodeKind::Authorization, "c1", b"grant-1", t + 60).await.unwrap(), "{name}");
-        assert!(!store.put_code(s, CodeKind::Authorization, "c1", b"evil", t + 60).await.unwrap(), "{name}");
+        assert!(store.put_code(s, CodeKind::Authorization, "c1", b"grant-1", t + 60, t).await.unwrap(), "{name}");
+        assert!(!store.put_code(s, CodeKind::Authorization, "c1", b"evil", t + 60, t).await.unwrap(), "{name}");
         assert_eq!(
             store.get_code(s, CodeKind::Authorization, "c1", t).await.unwrap().as_deref(),
             Some(&b"grant-1"[..])
@@ -96,8 +96,8 @@ async fn a_device_code_is_approved_in_place_then_redeemed_once() {
         let server = unique_server();
         let s = ServerScope { namespace: "ns", server: &server };
         let t = now();
-        assert!(store.put_code(s, CodeKind::Device, "d1", b"pending", t + 60).await.unwrap());
-        assert!(store.put_code(s, CodeKind::UserCode, "WDJB-MJHT", b"d1", t + 60).await.unwrap());
+        assert!(store.put_code(s, CodeKind::Device, "d1", b"pending", t + 60, t).await.unwrap());
+        assert!(store.put_code(s, CodeKind::UserCode, "WDJB-MJHT", b"d1", t + 60, t).await.unwrap());
         assert_eq!(store.get_code(s, CodeKind::Device, "d1", t).await.unwrap().as_deref(), Some(&b"pending"[..]));
         assert!(store.update_code(s, CodeKind::Device, "d1", b"approved", t).await.unwrap(), "{name}");
         assert!(!store.update_code(s, CodeKind::Device, "nope", b"approved", t).await.unwrap(), "{name}");
@@ -112,8 +112,8 @@ async fn codes_expire_with_what_they_guard() {
         let server = unique_server();
         let s = ServerScope { namespace: "ns", server: &server };
         let t = now();
-        store.put_code(s, CodeKind::Authorization, "short", b"g", t + 1).await.unwrap();
-        store.create_family(s, NewFamily { family: "f", token: "t0", grant: b"g", until: t + 1 }).await.unwrap();
+        store.put_code(s, CodeKind::Authorization, "short", b"g", t + 1, t).await.unwrap();
+        store.create_family(s, NewFamily { family: "f", token: "t0", grant: b"g", until: t + 1 }, t).await.unwrap();
         tokio::time::sleep(Duration::from_millis(2100)).await;
         let later = now();
         assert_eq!(store.take_code(s, CodeKind::Authorization, "short", later).await.unwrap(), None, "{name}");
@@ -128,7 +128,7 @@ async fn refresh_rotation_and_reuse_revokes_the_family() {
         let s = ServerScope { namespace: "ns", server: &server };
         let t = now();
         store
-            .create_family(s, NewFamily { family: "fam", token: "t0", grant: b"grant", until: t + 600 })
+            .create_family(s, NewFamily { family: "fam", token: "t0", grant: b"grant", until: t + 600 }, t)
             .await
             .unwrap();
         assert_eq!(store.rotate_refresh(s, "fam", "t0", "t1", t).await.unwrap(), Rotation::Rotated(b"grant".to_vec()));
@@ -138,7 +138,7 @@ async fn refresh_rotation_and_reuse_revokes_the_family() {
         assert_eq!(store.rotate_refresh(s, "fam", "t2", "t3", t).await.unwrap(), Rotation::Unknown, "{name}");
         assert_eq!(store.rotate_refresh(s, "nofam", "t0", "t1", t).await.unwrap(), Rotation::Unknown, "{name}");
 
-        store.create_family(s, NewFamily { family: "fam2", token: "a", grant: b"g", until: t + 600 }).await.unwrap();
+        store.create_family(s, NewFamily { family: "fam2", token: "a", grant: b"g", until: t + 600 }, t).await.unwrap();
         store.revoke_family(s, "fam2").await.unwrap();
         assert_eq!(store.rotate_refresh(s, "fam2", "a", "b", t).await.unwrap(), Rotation::Unknown, "{name}");
     }
@@ -150,7 +150,10 @@ async fn refresh_reuse_is_detected_across_replicas() {
         let server = unique_server();
         let s = ServerScope { namespace: "ns", server: &server };
         let t = now();
-        stores[0].create_family(s, NewFamily { family: "f", token: "t0", grant: b"g", until: t + 600 }).await.unwrap();
+        stores[0]
+            .create_family(s, NewFamily { family: "f", token: "t0", grant: b"g", until: t + 600 }, t)
+            .await
+            .unwrap();
         assert!(matches!(stores[1].rotate_refresh(s, "f", "t0", "t1", t).await.unwrap(), Rotation::Rotated(_)));
         assert_eq!(stores[2].rotate_refresh(s, "f", "t0", "x", t).await.unwrap(), Rotation::ReuseDetected, "{name}");
         assert_eq!(stores[0].rotate_refresh(s, "f", "t1", "t2", t).await.unwrap(), Rotation::Unknown, "{name}");
@@ -163,7 +166,7 @@ async fn fifty_parallel_redemptions_of_one_code_across_replicas_succeed_once() {
         let server = unique_server();
         let t = now();
         let s = ServerScope { namespace: "ns", server: &server };
-        stores[0].put_code(s, CodeKind::Authorization, "the-code", b"grant", t + 60).await.unwrap();
+        stores[0].put_code(s, CodeKind::Authorization, "the-code", b"grant", t + 60, t).await.unwrap();
         let tasks = (0..50).map(|i| {
             let store = stores[i % stores.len()].clone();
             let server = server.clone();
@@ -184,7 +187,10 @@ async fn fifty_parallel_rotations_of_one_refresh_token_succeed_once() {
         let server = unique_server();
         let t = now();
         let s = ServerScope { namespace: "ns", server: &server };
-        stores[0].create_family(s, NewFamily { family: "f", token: "t0", grant: b"g", until: t + 600 }).await.unwrap();
+        stores[0]
+            .create_family(s, NewFamily { family: "f", token: "t0", grant: b"g", until: t + 600 }, t)
+            .await
+            .unwrap();
         let tasks = (0..50).map(|i| {
             let store = stores[i % stores.len()].clone();
             let server = server.clone();
@@ -224,12 +230,12 @@ async fn every_redis_key_is_namespaced_and_expires() {
     let server = unique_server();
     let s = ServerScope { namespace: "team-a", server: &server };
     let t = now();
-    store.revoke(s, "j", t + 300).await.unwrap();
+    store.revoke(s, "j", t + 300, t).await.unwrap();
     store.first_use(s, "assertion:c:j", t + 300, t).await.unwrap();
-    store.put_code(s, CodeKind::Authorization, "c", b"g", t + 300).await.unwrap();
-    store.put_code(s, CodeKind::Device, "d", b"g", t + 300).await.unwrap();
+    store.put_code(s, CodeKind::Authorization, "c", b"g", t + 300, t).await.unwrap();
+    store.put_code(s, CodeKind::Device, "d", b"g", t + 300, t).await.unwrap();
     store.update_code(s, CodeKind::Device, "d", b"approved", t).await.unwrap();
-    store.create_family(s, NewFamily { family: "f", token: "t0", grant: b"g", until: t + 300 }).await.unwrap();
+    store.create_family(s, NewFamily { family: "f", token: "t0", grant: b"g", until: t + 300 }, t).await.unwrap();
     store.rotate_refresh(s, "f", "t0", "t1", t).await.unwrap();
 
     let client = redis::Client::open(redis.url()).unwrap();
@@ -268,7 +274,7 @@ async fn redis_outage_is_an_error_then_recovers_without_restart() {
         assert!(std::time::Instant::now() < deadline, "store did not recover");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(store.put_code(s, CodeKind::Authorization, "c", b"g", now() + 60).await.unwrap());
+    assert!(store.put_code(s, CodeKind::Authorization, "c", b"g", now() + 60, now()).await.unwrap());
     assert!(store.take_code(s, CodeKind::Authorization, "c", now()).await.unwrap().is_some());
 }
 

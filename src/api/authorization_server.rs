@@ -508,15 +508,15 @@ pub const ROTATE_REVOKE_ANNOTATION: &str = "tessera.dev/rotate-revoke";
 impl Endpoints {
     /// Okta-compatible endpoint URLs under `issuer`.
     pub fn for_issuer(issuer: &str) -> Self {
-        let at = |p: &str| format!("{issuer}{p}");
+        let at = |e: super::Endpoint| e.url(issuer);
         Self {
-            discovery: at("/.well-known/openid-configuration"),
-            jwks: at("/v1/keys"),
-            token: at("/v1/token"),
-            authorize: at("/v1/authorize"),
-            introspect: at("/v1/introspect"),
-            revoke: at("/v1/revoke"),
-            userinfo: at("/v1/userinfo"),
+            discovery: at(super::Endpoint::OpenIdConfiguration),
+            jwks: at(super::Endpoint::Keys),
+            token: at(super::Endpoint::Token),
+            authorize: at(super::Endpoint::Authorize),
+            introspect: at(super::Endpoint::Introspect),
+            revoke: at(super::Endpoint::Revoke),
+            userinfo: at(super::Endpoint::UserInfo),
         }
     }
 }

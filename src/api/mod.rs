@@ -11,6 +11,7 @@ mod auth_scope;
 mod authorization_server;
 pub mod conditions;
 mod duration;
+mod endpoint;
 
 pub use access_policy::*;
 pub use auth_claim::*;
@@ -18,6 +19,7 @@ pub use auth_client::*;
 pub use auth_scope::*;
 pub use authorization_server::*;
 pub use duration::Duration;
+pub use endpoint::Endpoint;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;

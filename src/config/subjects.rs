@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::{AuthorizationServer, NamespaceFrom};
+use crate::api::{AuthClient, AuthorizationServer, NamespaceFrom};
 
 /// Longest client id.
 pub const CLIENT_ID_MAX_LEN: usize = 256;
@@ -27,6 +27,11 @@ pub const STATIC_IDP: &str = "static";
 pub const INVALID_CLIENT_ID: &str = "InvalidClientId";
 /// `Accepted=False` reason: the client id belongs to another namespace's name space.
 pub const CLIENT_ID_NOT_OWNED: &str = "ClientIdNotOwned";
+/// `Accepted=False` reason: the server's `spec.clientNamespaces` does not admit the client's namespace.
+pub const NAMESPACE_NOT_ALLOWED: &str = "NamespaceNotAllowed";
+
+/// Labels of namespaces, by namespace name.
+pub type NamespaceLabels = BTreeMap<String, BTreeMap<String, String>>;
 
 /// Namespace of an object as kubectl would place it: `default` when it names none.
 pub fn namespace_or_default(namespace: Option<&str>) -> &str {
@@ -94,6 +99,29 @@ pub fn namespace_admits(
                 }
         }
     }
+}
+
+/// Why `client` may not be a client of `server`, if it may not: the `Accepted=False` reason and
+/// message. Its namespace must be admitted by `spec.clientNamespaces` (judged on `labels`, the
+/// namespaces' labels as the platform set them), and its client id must belong to that
+/// namespace. The one admission rule: `compile` applies it, and the operator asks it before it
+/// writes a client's credentials, so that a squatter never gets a credentials Secret.
+pub fn client_refusal(
+    server: &AuthorizationServer,
+    client: &AuthClient,
+    labels: &NamespaceLabels,
+) -> Option<(&'static str, String)> {
+    let server_ns = namespace_or_default(server.metadata.namespace.as_deref());
+    let client_ns = namespace_or_default(client.metadata.namespace.as_deref());
+    if !namespace_admits(server, client_ns, labels.get(client_ns)) {
+        let why = format!(
+            "namespace {client_ns} may not hold clients of AuthorizationServer {server_ns}/{}: its spec.clientNamespaces (from: {:?}) does not allow it",
+            server.metadata.name.as_deref().unwrap_or_default(),
+            server.spec.client_namespaces.from
+        );
+        return Some((NAMESPACE_NOT_ALLOWED, why));
+    }
+    client_id_refusal(&client.client_id(), client_ns, server_ns)
 }
 
 /// `sub` of a static user whose own subject (its `sub`, else its username) is `sub`.

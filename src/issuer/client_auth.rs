@@ -12,8 +12,8 @@ use serde_json::Value;
 use super::error::OAuthError;
 use super::form::Form;
 use super::rate_limit::{Limit, RateLimiter, source_key};
-use super::{Incoming, Issuer, Served, unix_now};
-use crate::api::AuthMethod;
+use super::{Incoming, Issuer, Served};
+use crate::api::{AuthMethod, Endpoint};
 use crate::config::ClientConfig;
 use crate::keys::jwt::{self, Alg, JwtError};
 
@@ -100,7 +100,7 @@ pub async fn authenticate<'a>(
         // requests, from sources that do not fail, are still verified.
         return Err(too_many(wait));
     }
-    match verify(issuer, served, client, &presented).await {
+    match verify(issuer, served, client, &presented, req.now.as_second()).await {
         Ok(()) => Ok(client),
         Err(e) => {
             if matches!(e.code, "invalid_client" | "invalid_request") {
@@ -197,6 +197,7 @@ async fn verify(
     served: &Served,
     client: &ClientConfig,
     presented: &Presented,
+    now: i64,
 ) -> Result<(), OAuthError> {
     match (client.auth_method, presented) {
         (AuthMethod::ClientSecretBasic, Presented::Secret { secret, also, basic: true })
@@ -204,9 +205,11 @@ async fn verify(
             verify_secret(served, client, secret)
                 .or_else(|e| also.as_deref().map_or(Err(e), |raw| verify_secret(served, client, raw)))
         }
-        (AuthMethod::PrivateKeyJwt, Presented::Assertion(a)) => verify_private_key_jwt(issuer, served, client, a).await,
+        (AuthMethod::PrivateKeyJwt, Presented::Assertion(a)) => {
+            verify_private_key_jwt(issuer, served, client, a, now).await
+        }
         (AuthMethod::ServiceAccount, Presented::Assertion(a)) => {
-            verify_service_account(issuer, served, client, a).await
+            verify_service_account(issuer, served, client, a, now).await
         }
         (AuthMethod::None, Presented::None) => Ok(()),
         _ => Err(OAuthError::invalid_client("client is registered for another authentication method")),
@@ -236,12 +239,8 @@ fn assertion_error(e: JwtError) -> OAuthError {
 
 /// Audiences a client assertion may name: the token endpoint or the issuer.
 fn assertion_audiences(served: &Served) -> Vec<String> {
-    vec![
-        served.endpoint("/v1/token"),
-        served.config.issuer.clone(),
-        served.endpoint("/v1/introspect"),
-        served.endpoint("/v1/revoke"),
-    ]
+    let endpoints = Endpoint::ALL.into_iter().filter(|e| e.is_assertion_audience()).map(|e| served.endpoint(e));
+    std::iter::once(served.config.issuer.clone()).chain(endpoints).collect()
 }
 
 async fn verify_private_key_jwt(
@@ -249,8 +248,8 @@ async fn verify_private_key_jwt(
     served: &Served,
     client: &ClientConfig,
     assertion: &str,
+    now: i64,
 ) -> Result<(), OAuthError> {
-    let now = unix_now();
     let audiences = assertion_audiences(served);
     let rules = jwt::Rules {
         algorithms: &ASSERTION_ALGS,
@@ -295,6 +294,7 @@ async fn verify_service_account(
     served: &Served,
     client: &ClientConfig,
     assertion: &str,
+    now: i64,
 ) -> Result<(), OAuthError> {
     let Some(sa) = &client.service_account else { return Err(failed()) };
     let Some(k8s_issuer) = issuer.options.kubernetes_issuer.as_deref() else {
@@ -310,7 +310,7 @@ async fn verify_service_account(
         typ: None,
         issuer: k8s_issuer,
         audiences: Some(&audiences),
-        clock: Some(jwt::Clock { now: unix_now(), leeway_secs: LEEWAY }),
+        clock: Some(jwt::Clock { now, leeway_secs: LEEWAY }),
     };
     let verified = issuer
         .trust

@@ -1,6 +1,6 @@
 //! CORS for `trustedOrigins`: exact origin match, no credentials.
 
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::config::ServerConfig;
@@ -21,14 +21,13 @@ pub fn decorate(mut resp: Response, origin: Option<HeaderValue>) -> Response {
     resp
 }
 
-pub fn preflight(origin: Option<HeaderValue>, methods: &[Method]) -> Response {
+pub fn preflight(origin: Option<HeaderValue>, methods: &[&str]) -> Response {
     let Some(origin) = origin else {
         return StatusCode::FORBIDDEN.into_response();
     };
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    let allow: Vec<&str> = methods.iter().map(Method::as_str).collect();
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&allow.join(", ")) {
+    if let Ok(v) = HeaderValue::from_str(&methods.join(", ")) {
         h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, v);
     }
     h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("authorization, content-type"));

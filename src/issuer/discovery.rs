@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use super::Served;
 use super::client_auth::ASSERTION_ALGS;
-use crate::api::{AuthMethod, GrantType, RESERVED_SCOPES};
+use crate::api::{AuthMethod, Endpoint, GrantType, RESERVED_SCOPES};
 use crate::config::standard_claims::{claims_available, scope_of};
 
 /// Grants this issuer can serve today.
@@ -57,10 +57,10 @@ pub(crate) fn metadata(s: &Served, now: jiff::Timestamp) -> Value {
     let mut claims = vec!["ver", "jti", "iss", "aud", "iat", "exp", "cid", "uid", "scp", "scope", "sub", "client_id"];
     let mut doc = json!({
         "issuer": c.issuer,
-        "jwks_uri": s.endpoint("/v1/keys"),
-        "token_endpoint": s.endpoint("/v1/token"),
-        "introspection_endpoint": s.endpoint("/v1/introspect"),
-        "revocation_endpoint": s.endpoint("/v1/revoke"),
+        "jwks_uri": s.endpoint(Endpoint::Keys),
+        "token_endpoint": s.endpoint(Endpoint::Token),
+        "introspection_endpoint": s.endpoint(Endpoint::Introspect),
+        "revocation_endpoint": s.endpoint(Endpoint::Revoke),
         "scopes_supported": scopes,
         "grant_types_supported": grants,
         "response_types_supported": response_types(s),
@@ -75,10 +75,10 @@ pub(crate) fn metadata(s: &Served, now: jiff::Timestamp) -> Value {
         claims.extend(["auth_time", "nonce", "acr", "amr", "at_hash", "azp"]);
         claims.extend(&people_claims);
         let extra = json!({
-            "authorization_endpoint": s.endpoint("/v1/authorize"),
-            "userinfo_endpoint": s.endpoint("/v1/userinfo"),
-            "end_session_endpoint": s.endpoint("/v1/logout"),
-            "device_authorization_endpoint": s.endpoint("/v1/device/authorize"),
+            "authorization_endpoint": s.endpoint(Endpoint::Authorize),
+            "userinfo_endpoint": s.endpoint(Endpoint::UserInfo),
+            "end_session_endpoint": s.endpoint(Endpoint::Logout),
+            "device_authorization_endpoint": s.endpoint(Endpoint::DeviceAuthorize),
             "response_modes_supported": ["query"],
             "code_challenge_methods_supported": ["S256"],
             "prompt_values_supported": ["none", "login", "consent"],

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::access_token::verify_own;
 use super::error::OAuthError;
 use super::form::Form;
-use super::{Incoming, Issuer, Served, client_auth, unix_now};
+use super::{Incoming, Issuer, Served, client_auth};
 
 pub async fn introspect(issuer: &Issuer, served: &Served, req: &Incoming) -> Response {
     match handle(issuer, served, req).await {
@@ -33,7 +33,7 @@ async fn handle(issuer: &Issuer, served: &Served, req: &Incoming) -> Result<Valu
         return Err(OAuthError::invalid_client("public clients may not introspect tokens"));
     }
     let token = form.require("token")?;
-    let now = unix_now();
+    let now = req.now.as_second();
     let Some(mut claims) = verify_own(served, token, now) else { return Ok(json!({ "active": false })) };
     let platform = client.namespace == served.config.namespace;
     if !platform && !may_see(&client.client_id, &claims) {

@@ -14,9 +14,9 @@ mod grants;
 mod health;
 mod introspect;
 mod jwks;
+pub(crate) mod protocol;
 pub(crate) mod rate_limit;
 mod revoke;
-pub mod tls;
 mod token;
 pub mod trust;
 mod userinfo;
@@ -33,6 +33,7 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 
+use crate::api::Endpoint;
 use crate::config::ServerConfig;
 use crate::keys::{ActiveKeys, KeyError, KeySet};
 use crate::policy::{PolicyEngine, PolicyError};
@@ -123,8 +124,9 @@ impl Served {
         crate::store::ServerScope { namespace: &self.config.namespace, server: &self.config.name }
     }
 
-    fn endpoint(&self, path: &str) -> String {
-        format!("{}{path}", self.config.issuer)
+    /// The URL of `endpoint` at this server.
+    fn endpoint(&self, endpoint: Endpoint) -> String {
+        endpoint.url(&self.config.issuer)
     }
 }
 
@@ -247,11 +249,8 @@ impl Issuer {
             .or_else(|| {
                 // RFC 8414 §3.1: the well-known segment goes before the issuer's path.
                 let rest = path.strip_suffix(base).filter(|_| !base.is_empty())?;
-                match rest {
-                    "/.well-known/oauth-authorization-server" => Some(Endpoint::AuthorizationServerMetadata),
-                    "/.well-known/openid-configuration" => Some(Endpoint::OpenIdConfiguration),
-                    _ => None,
-                }
+                Endpoint::parse(rest)
+                    .filter(|e| matches!(e, Endpoint::AuthorizationServerMetadata | Endpoint::OpenIdConfiguration))
             });
             if let Some(e) = endpoint
                 && best.as_ref().is_none_or(|(len, _, _)| base.len() > *len)
@@ -260,73 +259,6 @@ impl Issuer {
             }
         }
         best.map(|(_, s, e)| (s, e))
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Endpoint {
-    OpenIdConfiguration,
-    AuthorizationServerMetadata,
-    Keys,
-    Token,
-    Introspect,
-    Revoke,
-    Authorize,
-    Login,
-    LoginUpstream,
-    LoginCallback,
-    Consent,
-    UserInfo,
-    Logout,
-    DeviceAuthorize,
-    Device,
-}
-
-impl Endpoint {
-    fn parse(rest: &str) -> Option<Self> {
-        Some(match rest {
-            "/.well-known/openid-configuration" => Self::OpenIdConfiguration,
-            "/.well-known/oauth-authorization-server" => Self::AuthorizationServerMetadata,
-            "/v1/keys" => Self::Keys,
-            "/v1/token" => Self::Token,
-            "/v1/introspect" => Self::Introspect,
-            "/v1/revoke" => Self::Revoke,
-            "/v1/authorize" => Self::Authorize,
-            "/v1/login" => Self::Login,
-            "/v1/login/upstream" => Self::LoginUpstream,
-            "/v1/login/callback" => Self::LoginCallback,
-            "/v1/consent" => Self::Consent,
-            "/v1/userinfo" => Self::UserInfo,
-            "/v1/logout" => Self::Logout,
-            "/v1/device/authorize" => Self::DeviceAuthorize,
-            "/v1/device" => Self::Device,
-            _ => return None,
-        })
-    }
-
-    fn methods(self) -> &'static [Method] {
-        match self {
-            Self::OpenIdConfiguration | Self::AuthorizationServerMetadata | Self::Keys => &[Method::GET, Method::HEAD],
-            Self::Token | Self::Introspect | Self::Revoke | Self::DeviceAuthorize => &[Method::POST],
-            Self::LoginUpstream | Self::LoginCallback => &[Method::GET],
-            Self::Authorize | Self::Login | Self::Consent | Self::UserInfo | Self::Logout | Self::Device => {
-                &[Method::GET, Method::POST]
-            }
-        }
-    }
-
-    /// Pages for people: no CORS, answers are HTML or redirects.
-    fn is_browser(self) -> bool {
-        matches!(
-            self,
-            Self::Authorize
-                | Self::Login
-                | Self::LoginUpstream
-                | Self::LoginCallback
-                | Self::Consent
-                | Self::Logout
-                | Self::Device
-        )
     }
 }
 
@@ -340,6 +272,8 @@ pub(crate) struct Incoming {
     pub body: Bytes,
     pub method: Method,
     pub query: String,
+    /// The clock, read once when the request arrived: every time its handling needs.
+    pub now: jiff::Timestamp,
 }
 
 impl Incoming {
@@ -365,7 +299,7 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
         return OAuthError::not_found().into_response();
     };
     if endpoint.is_browser() {
-        if !endpoint.methods().contains(&parts.method) {
+        if !endpoint.methods().contains(&parts.method.as_str()) {
             return browser::pages::error(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
         }
         let body = match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
@@ -373,14 +307,15 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
             Err(_) => return browser::pages::error(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "request too large"),
         };
         let query = parts.uri.query().unwrap_or_default().to_owned();
-        let incoming = Incoming { source, headers: parts.headers, body, method: parts.method, query };
+        let (headers, method, now) = (parts.headers, parts.method, jiff::Timestamp::now());
+        let incoming = Incoming { source, headers, body, method, query, now };
         return browse(&issuer, &served, endpoint, &incoming).await;
     }
     let origin = cors::allowed_origin(&served.config, &parts.headers);
     if parts.method == Method::OPTIONS {
         return cors::preflight(origin, endpoint.methods());
     }
-    if !endpoint.methods().contains(&parts.method) {
+    if !endpoint.methods().contains(&parts.method.as_str()) {
         return cors::decorate(OAuthError::method_not_allowed().into_response(), origin);
     }
     let body = match axum::body::to_bytes(Body::new(body), MAX_BODY).await {
@@ -388,13 +323,12 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
         Err(_) => return cors::decorate(OAuthError::too_large().into_response(), origin),
     };
     let query = parts.uri.query().unwrap_or_default().to_owned();
-    let incoming = Incoming { source, headers: parts.headers, body, method: parts.method, query };
+    let (headers, method, now) = (parts.headers, parts.method, jiff::Timestamp::now());
+    let incoming = Incoming { source, headers, body, method, query, now };
     let response = match endpoint {
-        Endpoint::OpenIdConfiguration => discovery::openid_configuration(&served, jiff::Timestamp::now()),
-        Endpoint::AuthorizationServerMetadata => {
-            discovery::authorization_server_metadata(&served, jiff::Timestamp::now())
-        }
-        Endpoint::Keys => jwks::keys(&served),
+        Endpoint::OpenIdConfiguration => discovery::openid_configuration(&served, incoming.now),
+        Endpoint::AuthorizationServerMetadata => discovery::authorization_server_metadata(&served, incoming.now),
+        Endpoint::Keys => jwks::keys(&served, incoming.now),
         Endpoint::Token => token::token(&issuer, &served, &incoming).await,
         Endpoint::Introspect => introspect::introspect(&issuer, &served, &incoming).await,
         Endpoint::Revoke => revoke::revoke(&issuer, &served, &incoming).await,

@@ -10,7 +10,7 @@ use super::access_token::verify_own;
 use super::error::OAuthError;
 use super::form::Form;
 use super::grants::FamilyGrant;
-use super::{Incoming, Issuer, Served, client_auth, unix_now};
+use super::{Incoming, Issuer, Served, client_auth};
 
 pub async fn revoke(issuer: &Issuer, served: &Served, req: &Incoming) -> Response {
     match handle(issuer, served, req).await {
@@ -28,7 +28,7 @@ async fn handle(issuer: &Issuer, served: &Served, req: &Incoming) -> Result<(), 
     {
         return Err(OAuthError::unsupported_token_type("token_type_hint is not supported"));
     }
-    let now = unix_now();
+    let now = req.now.as_second();
     if let Some((family, _, _)) = super::grants::parse_refresh_token(token) {
         // A refresh token: its whole family goes, if it was issued to the caller.
         let Some(grant) = issuer.store.family_grant(served.scope(), family, now).await? else { return Ok(()) };
@@ -49,7 +49,7 @@ async fn handle(issuer: &Issuer, served: &Served, req: &Incoming) -> Result<(), 
     }
     let jti = claims.get("jti").and_then(Value::as_str).unwrap_or_default();
     let exp = claims.get("exp").and_then(Value::as_i64).unwrap_or(now);
-    issuer.store.revoke(served.scope(), jti, exp).await?;
+    issuer.store.revoke(served.scope(), jti, exp, now).await?;
     tracing::info!(target: "tessera::audit", server = %served.config.name, client = %client.client_id, jti, "token revoked");
     Ok(())
 }

@@ -4,27 +4,12 @@ use std::time::Instant;
 
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use super::error::OAuthError;
 use super::form::Form;
-use super::{Incoming, Issuer, Served, client_auth, grants};
+use super::grants::{self, TokenResponse};
+use super::{Incoming, Issuer, Served, client_auth};
 use crate::api::GrantType;
-
-#[derive(Serialize, Debug)]
-pub struct TokenResponse {
-    pub access_token: String,
-    pub token_type: &'static str,
-    pub expires_in: u64,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub scope: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub issued_token_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub id_token: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
-}
 
 pub async fn token(issuer: &Issuer, served: &Served, req: &Incoming) -> Response {
     match handle(issuer, served, req).await {
@@ -66,11 +51,12 @@ async fn handle(issuer: &Issuer, served: &Served, req: &Incoming) -> Result<Toke
     if !client.grant_types.contains(&grant) {
         return Err(OAuthError::unauthorized_client(format!("client may not use grant type {}", grant.as_str())));
     }
+    let now = req.now;
     match grant {
-        GrantType::ClientCredentials => grants::client_credentials(issuer, served, client, &form).await,
-        GrantType::TokenExchange => grants::token_exchange(issuer, served, client, &form).await,
-        GrantType::RefreshToken => grants::refresh_token(issuer, served, client, &form).await,
-        GrantType::AuthorizationCode => grants::authorization_code(issuer, served, client, &form).await,
-        GrantType::DeviceCode => grants::device_code(issuer, served, client, &form).await,
+        GrantType::ClientCredentials => grants::client_credentials(issuer, served, client, &form, now).await,
+        GrantType::TokenExchange => grants::token_exchange(issuer, served, client, &form, now).await,
+        GrantType::RefreshToken => grants::refresh_token(issuer, served, client, &form, now).await,
+        GrantType::AuthorizationCode => grants::authorization_code(issuer, served, client, &form, now).await,
+        GrantType::DeviceCode => grants::device_code(issuer, served, client, &form, now).await,
     }
 }

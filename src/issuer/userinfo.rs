@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use super::access_token::verify_own;
 use super::form::Form;
-use super::{Incoming, Issuer, Served, unix_now};
+use super::{Incoming, Issuer, Served};
 use crate::store::CodeKind;
 
 /// RFC 6750 §3: the error in `WWW-Authenticate`, and in the body for clients that read it.
@@ -37,7 +37,7 @@ pub async fn userinfo(issuer: &Issuer, served: &Served, req: &Incoming, post: bo
         r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"tessera\""));
         return r;
     };
-    let now = unix_now();
+    let now = req.now.as_second();
     let invalid =
         || bearer_error(StatusCode::UNAUTHORIZED, "invalid_token", "the access token is invalid, expired or revoked");
     let Some(claims) = verify_own(served, &token, now) else { return invalid() };

@@ -1,34 +1,35 @@
-//! The *build* step: pure functions from a validated server to the objects its issuer needs.
+//! The *build* step: pure functions from a validated server to the objects its issuer needs,
+//! built as the Kubernetes types themselves (a misspelt field does not compile).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::{
-        apps::v1::Deployment,
-        core::v1::{Secret, Service, ServiceAccount},
-        policy::v1::PodDisruptionBudget,
-        rbac::v1::{Role, RoleBinding},
+        apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
+        core::v1::{
+            Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+            PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
+            SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+            TopologySpreadConstraint, Volume, VolumeMount,
+        },
+        policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
+        rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
     },
-    apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference},
+    apimachinery::pkg::{
+        api::resource::Quantity,
+        apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference},
+        util::intstr::IntOrString,
+    },
 };
 use kube::Resource;
-use serde_json::json;
 
 use crate::api::{AuthorizationServer, StorageType};
+use crate::config::{CONFIG_SECRET_KEY, config_secret_name};
+use crate::keys::{KEYS_SECRET_KEY, keys_secret_name};
 
 pub const MANAGER: &str = "tessera-operator";
 pub const ISSUER_PORT: i32 = 8080;
-pub const CONFIG_KEY: &str = "config.json";
-pub const KEYS_KEY: &str = "keys.json";
 const TLS_DIR: &str = "/etc/tessera/tls";
-
-pub fn config_secret_name(server: &str) -> String {
-    format!("{server}-config")
-}
-
-pub fn keys_secret_name(server: &str) -> String {
-    format!("{server}-signing-keys")
-}
 
 pub fn issuer_name(server: &str) -> String {
     format!("{server}-issuer")
@@ -88,11 +89,6 @@ impl ServerName for AuthorizationServer {
     }
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
-    // The literals below are written to match the k8s-openapi types; a mismatch is a bug here.
-    serde_json::from_value(value).expect("built object matches its Kubernetes type")
-}
-
 pub fn service_account(server: &AuthorizationServer) -> ServiceAccount {
     ServiceAccount {
         metadata: meta(server, issuer_name(&server.name())),
@@ -101,29 +97,41 @@ pub fn service_account(server: &AuthorizationServer) -> ServiceAccount {
     }
 }
 
+fn strings<const N: usize>(items: [&str; N]) -> Vec<String> {
+    items.into_iter().map(str::to_owned).collect()
+}
+
 /// The issuer may read its own two Secrets and nothing else.
 pub fn role(server: &AuthorizationServer) -> Role {
     let name = server.name();
-    let mut role: Role = from_json(json!({
-        "rules": [{
-            "apiGroups": [""],
-            "resources": ["secrets"],
-            "resourceNames": [config_secret_name(&name), keys_secret_name(&name)],
-            "verbs": ["get", "list", "watch"],
-        }]
-    }));
-    role.metadata = meta(server, issuer_name(&name));
-    role
+    Role {
+        metadata: meta(server, issuer_name(&name)),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(strings([""])),
+            resources: Some(strings(["secrets"])),
+            resource_names: Some(vec![config_secret_name(&name), keys_secret_name(&name)]),
+            verbs: strings(["get", "list", "watch"]),
+            non_resource_urls: None,
+        }]),
+    }
 }
 
 pub fn role_binding(server: &AuthorizationServer) -> RoleBinding {
     let name = server.name();
-    let mut binding: RoleBinding = from_json(json!({
-        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": issuer_name(&name) },
-        "subjects": [{ "kind": "ServiceAccount", "name": issuer_name(&name), "namespace": server.metadata.namespace }],
-    }));
-    binding.metadata = meta(server, issuer_name(&name));
-    binding
+    RoleBinding {
+        metadata: meta(server, issuer_name(&name)),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: issuer_name(&name),
+        },
+        subjects: Some(vec![Subject {
+            api_group: None,
+            kind: "ServiceAccount".into(),
+            name: issuer_name(&name),
+            namespace: server.metadata.namespace.clone(),
+        }]),
+    }
 }
 
 /// The compiled `ServerConfig`, as the issuer reads it.
@@ -132,7 +140,7 @@ pub fn config_secret(server: &AuthorizationServer, config_json: String) -> Secre
         metadata: meta(server, config_secret_name(&server.name())),
         type_: Some("Opaque".into()),
         string_data: None,
-        data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), k8s_openapi::ByteString(config_json.into_bytes()))])),
+        data: Some(BTreeMap::from([(CONFIG_SECRET_KEY.to_owned(), k8s_openapi::ByteString(config_json.into_bytes()))])),
         ..Default::default()
     }
 }
@@ -144,7 +152,7 @@ pub fn keys_secret(server: &AuthorizationServer, keys_json: Vec<u8>, handled: BT
     Secret {
         metadata,
         type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([(KEYS_KEY.to_owned(), k8s_openapi::ByteString(keys_json))])),
+        data: Some(BTreeMap::from([(KEYS_SECRET_KEY.to_owned(), k8s_openapi::ByteString(keys_json))])),
         ..Default::default()
     }
 }
@@ -164,16 +172,121 @@ pub fn issuer_args(server: &AuthorizationServer) -> Vec<String> {
 
 /// The issuer's environment; the Redis URL comes straight from the user's Secret, so it never
 /// passes through the operator, the ServerConfig or a log line.
-fn issuer_env(server: &AuthorizationServer) -> serde_json::Value {
-    let mut env = vec![json!({ "name": "RUST_LOG", "value": "info" })];
+fn issuer_env(server: &AuthorizationServer) -> Vec<EnvVar> {
+    let mut env = vec![EnvVar { name: "RUST_LOG".into(), value: Some("info".into()), value_from: None }];
     if let (StorageType::Redis, Some(redis)) = (server.spec.storage.type_, &server.spec.storage.redis) {
         let r = &redis.url_secret_ref;
-        env.push(json!({
-            "name": "TESSERA_REDIS_URL",
-            "valueFrom": { "secretKeyRef": { "name": r.name, "key": r.key } }
-        }));
+        env.push(EnvVar {
+            name: "TESSERA_REDIS_URL".into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector { name: r.name.clone(), key: r.key.clone(), optional: None }),
+                ..Default::default()
+            }),
+        });
     }
-    json!(env)
+    env
+}
+
+fn match_labels(labels: BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector { match_labels: Some(labels), match_expressions: None }
+}
+
+fn runtime_default_seccomp() -> Option<SeccompProfile> {
+    Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None })
+}
+
+/// An HTTP GET of `path` on the issuer's port.
+fn http_get(path: &str, scheme: &str) -> Option<HTTPGetAction> {
+    Some(HTTPGetAction {
+        path: Some(path.into()),
+        port: IntOrString::String("http".into()),
+        scheme: Some(scheme.into()),
+        ..Default::default()
+    })
+}
+
+fn probe(path: &str, scheme: &str, period: i32) -> Probe {
+    Probe {
+        http_get: http_get(path, scheme),
+        period_seconds: Some(period),
+        timeout_seconds: Some(2),
+        ..Default::default()
+    }
+}
+
+/// Requests and limits of an issuer that `spec.workload.resources` does not set.
+fn default_resources() -> ResourceRequirements {
+    let quantities = |pairs: &[(&str, &str)]| {
+        Some(pairs.iter().map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned()))).collect())
+    };
+    ResourceRequirements {
+        requests: quantities(&[("cpu", "50m"), ("memory", "32Mi")]),
+        limits: quantities(&[("memory", "128Mi")]),
+        claims: None,
+    }
+}
+
+/// The issuer container, under the restricted Pod Security profile.
+fn issuer_container(server: &AuthorizationServer, ctx: &BuildContext) -> (Container, Vec<Volume>) {
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource { medium: None, size_limit: Some(Quantity("16Mi".into())) }),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount { name: "tmp".into(), mount_path: "/tmp".into(), ..Default::default() }];
+    let mut args = issuer_args(server);
+    let scheme = match &server.spec.tls {
+        Some(tls) => {
+            // The issuer serves https itself from a kubernetes.io/tls Secret, re-read when it changes.
+            volumes.push(Volume {
+                name: "tls".into(),
+                secret: Some(SecretVolumeSource { secret_name: Some(tls.secret_name.clone()), ..Default::default() }),
+                ..Default::default()
+            });
+            mounts.push(VolumeMount {
+                name: "tls".into(),
+                mount_path: TLS_DIR.into(),
+                read_only: Some(true),
+                ..Default::default()
+            });
+            args.extend(["--tls-dir".into(), TLS_DIR.into()]);
+            "HTTPS"
+        }
+        None => "HTTP",
+    };
+    let container = Container {
+        name: "issuer".into(),
+        image: Some(ctx.image.clone()),
+        args: Some(args),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".into()),
+            container_port: ISSUER_PORT,
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        env: Some(issuer_env(server)),
+        resources: Some(server.spec.workload.resources.clone().unwrap_or_else(default_resources)),
+        readiness_probe: Some(probe(crate::issuer::KUBELET_READINESS_PATH, scheme, 5)),
+        liveness_probe: Some(probe("/livez", scheme, 10)),
+        startup_probe: Some(Probe {
+            http_get: http_get("/livez", scheme),
+            period_seconds: Some(1),
+            failure_threshold: Some(30),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities { add: None, drop: Some(strings(["ALL"])) }),
+            seccomp_profile: runtime_default_seccomp(),
+            ..Default::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Default::default()
+    };
+    (container, volumes)
 }
 
 /// The issuer Deployment, under the restricted Pod Security profile.
@@ -182,86 +295,80 @@ pub fn deployment(server: &AuthorizationServer, ctx: &BuildContext) -> Deploymen
     let w = &server.spec.workload;
     let mut pod_labels = w.pod_labels.clone();
     pod_labels.extend(labels(&name));
-    let mut volumes = vec![json!({ "name": "tmp", "emptyDir": { "sizeLimit": "16Mi" } })];
-    let mut mounts = vec![json!({ "name": "tmp", "mountPath": "/tmp" })];
-    let mut args = issuer_args(server);
-    let scheme = match &server.spec.tls {
-        Some(tls) => {
-            // The issuer serves https itself from a kubernetes.io/tls Secret, re-read when it changes.
-            volumes.push(json!({ "name": "tls", "secret": { "secretName": tls.secret_name } }));
-            mounts.push(json!({ "name": "tls", "mountPath": TLS_DIR, "readOnly": true }));
-            args.extend(["--tls-dir".into(), TLS_DIR.into()]);
-            "HTTPS"
-        }
-        None => "HTTP",
+    let (container, volumes) = issuer_container(server, ctx);
+    let spread = (w.replicas > 1).then(|| {
+        vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "kubernetes.io/hostname".into(),
+            when_unsatisfiable: "ScheduleAnyway".into(),
+            label_selector: Some(match_labels(selector_labels(&name))),
+            ..Default::default()
+        }]
+    });
+    let pod = PodSpec {
+        service_account_name: Some(issuer_name(&name)),
+        automount_service_account_token: Some(true),
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            run_as_group: Some(65532),
+            fs_group: Some(65532),
+            seccomp_profile: runtime_default_seccomp(),
+            ..Default::default()
+        }),
+        node_selector: Some(w.node_selector.clone()),
+        tolerations: Some(w.tolerations.clone()),
+        affinity: w.affinity.clone(),
+        priority_class_name: w.priority_class_name.clone(),
+        topology_spread_constraints: spread,
+        containers: vec![container],
+        volumes: Some(volumes),
+        ..Default::default()
     };
-    let probe = |path: &str, period: i32| json!({ "httpGet": { "path": path, "port": "http", "scheme": scheme }, "periodSeconds": period, "timeoutSeconds": 2 });
-    let mut deployment: Deployment = from_json(json!({
-        "spec": {
-            "replicas": w.replicas,
-            "selector": { "matchLabels": selector_labels(&name) },
-            "strategy": { "type": "RollingUpdate", "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 } },
-            "template": {
-                "metadata": { "labels": pod_labels, "annotations": w.pod_annotations },
-                "spec": {
-                    "serviceAccountName": issuer_name(&name),
-                    "automountServiceAccountToken": true,
-                    "enableServiceLinks": false,
-                    "securityContext": {
-                        "runAsNonRoot": true,
-                        "runAsUser": 65532,
-                        "runAsGroup": 65532,
-                        "fsGroup": 65532,
-                        "seccompProfile": { "type": "RuntimeDefault" }
-                    },
-                    "nodeSelector": w.node_selector,
-                    "tolerations": w.tolerations,
-                    "affinity": w.affinity,
-                    "priorityClassName": w.priority_class_name,
-                    "topologySpreadConstraints": if w.replicas > 1 { json!([{
-                        "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
-                        "labelSelector": { "matchLabels": selector_labels(&name) }
-                    }]) } else { json!(null) },
-                    "containers": [{
-                        "name": "issuer",
-                        "image": ctx.image,
-                        "args": args,
-                        "ports": [{ "name": "http", "containerPort": ISSUER_PORT, "protocol": "TCP" }],
-                        "env": issuer_env(server),
-                        "resources": w.resources.clone().unwrap_or_else(|| from_json(json!({
-                            "requests": { "cpu": "50m", "memory": "32Mi" }, "limits": { "memory": "128Mi" }
-                        }))),
-                        "readinessProbe": probe(crate::issuer::KUBELET_READINESS_PATH, 5),
-                        "livenessProbe": probe("/livez", 10),
-                        "startupProbe": { "httpGet": { "path": "/livez", "port": "http", "scheme": scheme }, "periodSeconds": 1, "failureThreshold": 30 },
-                        "securityContext": {
-                            "allowPrivilegeEscalation": false,
-                            "readOnlyRootFilesystem": true,
-                            "runAsNonRoot": true,
-                            "capabilities": { "drop": ["ALL"] },
-                            "seccompProfile": { "type": "RuntimeDefault" }
-                        },
-                        "volumeMounts": mounts
-                    }],
-                    "volumes": volumes
-                }
-            }
-        }
-    }));
-    deployment.metadata = meta(server, issuer_name(&name));
-    deployment
+    Deployment {
+        metadata: meta(server, issuer_name(&name)),
+        spec: Some(DeploymentSpec {
+            replicas: Some(w.replicas),
+            selector: match_labels(selector_labels(&name)),
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(w.pod_annotations.clone()),
+                    ..Default::default()
+                }),
+                spec: Some(pod),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
 }
 
 pub fn service(server: &AuthorizationServer) -> Service {
     let name = server.name();
-    let mut service: Service = from_json(json!({
-        "spec": {
-            "selector": selector_labels(&name),
-            "ports": [{ "name": "http", "port": 80, "targetPort": "http", "protocol": "TCP" }]
-        }
-    }));
-    service.metadata = meta(server, issuer_name(&name));
-    service
+    Service {
+        metadata: meta(server, issuer_name(&name)),
+        spec: Some(ServiceSpec {
+            selector: Some(selector_labels(&name)),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: 80,
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
 }
 
 /// Only with more than one replica: a PDB on a single pod would block node drains.
@@ -270,11 +377,15 @@ pub fn pod_disruption_budget(server: &AuthorizationServer) -> Option<PodDisrupti
         return None;
     }
     let name = server.name();
-    let mut pdb: PodDisruptionBudget = from_json(json!({
-        "spec": { "maxUnavailable": 1, "selector": { "matchLabels": selector_labels(&name) } }
-    }));
-    pdb.metadata = meta(server, issuer_name(&name));
-    Some(pdb)
+    Some(PodDisruptionBudget {
+        metadata: meta(server, issuer_name(&name)),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(match_labels(selector_labels(&name))),
+            ..Default::default()
+        }),
+        status: None,
+    })
 }
 
 #[cfg(test)]

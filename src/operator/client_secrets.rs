@@ -85,32 +85,7 @@ async fn ensure_with(
     }
     let guessed = trust_absent && ctx.existing.absent(&key);
     let existing = if guessed { None } else { api.get_opt(&name).await? };
-    let current = existing.as_ref().and_then(|s| field(s, CLIENT_SECRET_KEY)).filter(|s| !s.is_empty());
-    let mut previous = existing.as_ref().and_then(|s| {
-        let until: jiff::Timestamp = field(s, PREVIOUS_VALID_UNTIL_KEY)?.parse().ok()?;
-        Some((field(s, PREVIOUS_SECRET_KEY)?, until))
-    });
-    let handled = existing.as_ref().and_then(|s| s.annotations().get(ROTATE_SECRET_HANDLED).cloned());
-    let secret = match current {
-        Some(current) if asked.is_some() && asked != handled && existing.is_some() => {
-            previous = Some((current, now.checked_add(SECRET_OVERLAP).unwrap_or(now)));
-            new_secret()?
-        }
-        Some(current) => current,
-        None => new_secret()?,
-    };
-    previous = previous.filter(|(_, until)| *until > now);
-    let endpoints = Endpoints::for_issuer(&server.spec.issuer);
-    let mut wanted = BTreeMap::from([
-        ("client_id".to_owned(), client.client_id()),
-        (CLIENT_SECRET_KEY.to_owned(), secret.clone()),
-        ("issuer".to_owned(), server.spec.issuer.clone()),
-        ("token_endpoint".to_owned(), endpoints.token),
-    ]);
-    if let Some((old, until)) = &previous {
-        wanted.insert(PREVIOUS_SECRET_KEY.to_owned(), old.clone());
-        wanted.insert(PREVIOUS_VALID_UNTIL_KEY.to_owned(), until.to_string());
-    }
+    let (secret, previous) = secrets_to_hold(existing.as_ref(), asked.as_ref(), now)?;
     let result = ClientSecrets::of(
         std::iter::once(secret.clone()).chain(previous.iter().map(|(s, _)| s.clone())),
         previous.as_ref().map(|(_, until)| *until),
@@ -119,38 +94,11 @@ async fn ensure_with(
         let memo = ClientSecretMemo { hashes: result.hashes.clone(), changes_at: result.changes_at };
         ctx.applied.record(key, inputs, version.as_deref(), 0, Memo::ClientSecret(Box::new(memo)), Instant::now())
     };
-    let annotations: BTreeMap<String, String> =
-        asked.iter().map(|v| (ROTATE_SECRET_HANDLED.to_owned(), v.clone())).collect();
-    let server_ns = server.namespace().unwrap_or_default();
-    let labels = BTreeMap::from([
-        ("app.kubernetes.io/managed-by".to_owned(), MANAGER.to_owned()),
-        (SERVER_NAMESPACE_LABEL.to_owned(), server_ns),
-        (SERVER_NAME_LABEL.to_owned(), server.name_any()),
-    ]);
-    let up_to_date = existing.as_ref().is_some_and(|s| {
-        s.data.as_ref().map_or(0, |d| d.len()) == wanted.len()
-            && wanted.iter().all(|(k, v)| field(s, k).as_deref() == Some(v.as_str()))
-            && labels.iter().all(|(k, v)| s.labels().get(k) == Some(v))
-            && annotations.iter().all(|(k, v)| s.annotations().get(k) == Some(v))
-    });
-    if let Some(existing) = existing.as_ref().filter(|_| up_to_date) {
+    let desired = desired_secret(server, client, secret, previous, asked);
+    if let Some(existing) = existing.as_ref().filter(|s| up_to_date(s, &desired)) {
         remember(existing.metadata.resource_version.clone(), &result);
         return Ok(result);
     }
-    let owner = client.controller_owner_ref(&());
-    let desired = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.clone()),
-            namespace: Some(ns.clone()),
-            labels: Some(labels),
-            annotations: (!annotations.is_empty()).then_some(annotations),
-            owner_references: owner.map(|o| vec![o]),
-            ..Default::default()
-        },
-        type_: Some("Opaque".into()),
-        data: Some(wanted.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()),
-        ..Default::default()
-    };
     if existing.is_none() {
         // Create, not apply: if another reconcile created it meanwhile, keep its secret.
         match api.create(&PostParams { field_manager: Some(MANAGER.into()), ..Default::default() }, &desired).await {
@@ -166,13 +114,7 @@ async fn ensure_with(
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {
                 ctx.applied.forget(&key);
-                let current = api.get(&name).await?;
-                let secret = field(&current, CLIENT_SECRET_KEY).ok_or_else(|| Error::ClientSecretMissing {
-                    namespace: ns.clone(),
-                    name: name.clone(),
-                    key: CLIENT_SECRET_KEY,
-                })?;
-                return Ok(ClientSecrets::of([secret], None));
+                return created_meanwhile(&api, &ns, &name).await;
             }
             Err(e) => {
                 ctx.applied.forget(&key);
@@ -191,6 +133,93 @@ async fn ensure_with(
             Err(e.into())
         }
     }
+}
+
+/// The secret the client holds next, and its previous one while that is still valid: a
+/// rotation asked for (an annotation value not handled yet) makes the current secret the
+/// previous one for `SECRET_OVERLAP`.
+fn secrets_to_hold(
+    existing: Option<&Secret>,
+    asked: Option<&String>,
+    now: jiff::Timestamp,
+) -> Result<(String, Option<(String, jiff::Timestamp)>), Error> {
+    let current = existing.and_then(|s| field(s, CLIENT_SECRET_KEY)).filter(|s| !s.is_empty());
+    let mut previous = existing.and_then(|s| {
+        let until: jiff::Timestamp = field(s, PREVIOUS_VALID_UNTIL_KEY)?.parse().ok()?;
+        Some((field(s, PREVIOUS_SECRET_KEY)?, until))
+    });
+    let handled = existing.and_then(|s| s.annotations().get(ROTATE_SECRET_HANDLED).cloned());
+    let secret = match current {
+        Some(current) if asked.is_some() && asked != handled.as_ref() && existing.is_some() => {
+            previous = Some((current, now.checked_add(SECRET_OVERLAP).unwrap_or(now)));
+            new_secret()?
+        }
+        Some(current) => current,
+        None => new_secret()?,
+    };
+    Ok((secret, previous.filter(|(_, until)| *until > now)))
+}
+
+/// The client's Secret as it should be: its secrets, the server's issuer and token endpoint,
+/// the labels naming the server and the rotation annotation handled.
+fn desired_secret(
+    server: &AuthorizationServer,
+    client: &AuthClient,
+    secret: String,
+    previous: Option<(String, jiff::Timestamp)>,
+    asked: Option<String>,
+) -> Secret {
+    let endpoints = Endpoints::for_issuer(&server.spec.issuer);
+    let mut wanted = BTreeMap::from([
+        ("client_id".to_owned(), client.client_id()),
+        (CLIENT_SECRET_KEY.to_owned(), secret),
+        ("issuer".to_owned(), server.spec.issuer.clone()),
+        ("token_endpoint".to_owned(), endpoints.token),
+    ]);
+    if let Some((old, until)) = previous {
+        wanted.insert(PREVIOUS_SECRET_KEY.to_owned(), old);
+        wanted.insert(PREVIOUS_VALID_UNTIL_KEY.to_owned(), until.to_string());
+    }
+    let annotations: BTreeMap<String, String> =
+        asked.into_iter().map(|v| (ROTATE_SECRET_HANDLED.to_owned(), v)).collect();
+    let labels = BTreeMap::from([
+        ("app.kubernetes.io/managed-by".to_owned(), MANAGER.to_owned()),
+        (SERVER_NAMESPACE_LABEL.to_owned(), server.namespace().unwrap_or_default()),
+        (SERVER_NAME_LABEL.to_owned(), server.name_any()),
+    ]);
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(client.secret_name()),
+            namespace: Some(client.namespace().unwrap_or_default()),
+            labels: Some(labels),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            owner_references: client.controller_owner_ref(&()).map(|o| vec![o]),
+            ..Default::default()
+        },
+        type_: Some("Opaque".into()),
+        data: Some(wanted.into_iter().map(|(k, v)| (k, ByteString(v.into_bytes()))).collect()),
+        ..Default::default()
+    }
+}
+
+/// Whether `existing` holds exactly the data of `desired`, and its labels and annotations.
+fn up_to_date(existing: &Secret, desired: &Secret) -> bool {
+    let wanted = desired.data.as_ref().expect("a desired Secret has data");
+    existing.data.as_ref().map_or(0, |d| d.len()) == wanted.len()
+        && wanted.iter().all(|(k, v)| existing.data.as_ref().and_then(|d| d.get(k)) == Some(v))
+        && desired.labels().iter().all(|(k, v)| existing.labels().get(k) == Some(v))
+        && desired.annotations().iter().all(|(k, v)| existing.annotations().get(k) == Some(v))
+}
+
+/// The secret of a client Secret that another reconcile created first.
+async fn created_meanwhile(api: &Api<Secret>, ns: &str, name: &str) -> Result<ClientSecrets, Error> {
+    let current = api.get(name).await?;
+    let secret = field(&current, CLIENT_SECRET_KEY).ok_or_else(|| Error::ClientSecretMissing {
+        namespace: ns.to_owned(),
+        name: name.to_owned(),
+        key: CLIENT_SECRET_KEY,
+    })?;
+    Ok(ClientSecrets::of([secret], None))
 }
 
 /// Deletes the client Secrets written for `server`, in every namespace we can see.

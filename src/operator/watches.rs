@@ -179,6 +179,60 @@ fn as_trigger<K>(
     rx.map(Ok)
 }
 
+type Rx<K> = futures::channel::mpsc::UnboundedReceiver<K>;
+
+fn scoped_api<K>(c: &Client, ns: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        None => Api::all(c.clone()),
+        Some(ns) => Api::namespaced(c.clone(), ns),
+    }
+}
+
+/// A dependent kind's shared watch in one namespace: its cache, the trigger of the server
+/// controller and the trigger of the kind's own controller.
+struct DependentWatch<K: dependents::Dependent> {
+    store: Store<K>,
+    to_server: Rx<K>,
+    to_own: Rx<K>,
+}
+
+impl<K: dependents::Dependent> DependentWatch<K> {
+    fn start(ctx: &Arc<Context>, ns: &Option<String>, watches: &mut tokio::task::JoinSet<()>) -> Self {
+        let (store, driver, mut rx) =
+            shared_watch(scoped_api::<K>(&ctx.client, ns), 2, without_status(ctx), forget_status(ctx));
+        watches.spawn(driver);
+        let to_server = rx.remove(0);
+        Self { store, to_server, to_own: rx.remove(0) }
+    }
+}
+
+/// The shared watches of one namespace, but for its clients (see `run_controllers`).
+struct NamespaceWatches {
+    ns: Option<String>,
+    servers: (Store<AuthorizationServer>, Rx<AuthorizationServer>),
+    scopes: DependentWatch<AuthScope>,
+    claims: DependentWatch<AuthClaim>,
+    policies: DependentWatch<AccessPolicy>,
+}
+
+impl NamespaceWatches {
+    fn start(ctx: &Arc<Context>, ns: &Option<String>, watches: &mut tokio::task::JoinSet<()>) -> Self {
+        let (servers, servers_driver, mut servers_rx) =
+            shared_watch(scoped_api::<AuthorizationServer>(&ctx.client, ns), 1, |_| {}, |_| {});
+        watches.spawn(servers_driver);
+        Self {
+            ns: ns.clone(),
+            servers: (servers, servers_rx.remove(0)),
+            scopes: DependentWatch::start(ctx, ns, watches),
+            claims: DependentWatch::start(ctx, ns, watches),
+            policies: DependentWatch::start(ctx, ns, watches),
+        }
+    }
+}
+
 pub(super) async fn run_controllers(ctx: Arc<Context>) {
     let mut tasks = tokio::task::JoinSet::new();
     // The shared watches feed the controllers and never end by themselves: they stop with them.
@@ -187,24 +241,14 @@ pub(super) async fn run_controllers(ctx: Arc<Context>) {
         None => vec![None],
         Some(list) => list.iter().cloned().map(Some).collect(),
     };
-    fn api<K>(c: &Client, ns: &Option<String>) -> Api<K>
-    where
-        K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-    {
-        match ns {
-            None => Api::all(c.clone()),
-            Some(ns) => Api::namespaced(c.clone(), ns),
-        }
-    }
-    let client = ctx.client.clone();
     // Clients may live in any watched namespace, not only their server's: every namespace's
     // client watch feeds every server controller (and its own dependents controller).
     let mut client_triggers: Vec<Vec<_>> = (0..scopes.len()).map(|_| Vec::new()).collect();
     let mut client_dependents = Vec::new();
     let mut stores = Stores::default();
     for ns in &scopes {
-        let (store, driver, mut rx) =
-            shared_watch(api::<AuthClient>(&client, ns), scopes.len() + 1, without_status(&ctx), forget_status(&ctx));
+        let api = scoped_api::<AuthClient>(&ctx.client, ns);
+        let (store, driver, mut rx) = shared_watch(api, scopes.len() + 1, without_status(&ctx), forget_status(&ctx));
         watches.spawn(driver);
         client_dependents.push((store.clone(), rx.remove(0)));
         for (i, r) in rx.into_iter().enumerate() {
@@ -212,81 +256,25 @@ pub(super) async fn run_controllers(ctx: Arc<Context>) {
         }
         stores.clients.push(store);
     }
-    let mut per_ns = Vec::new();
-    for ns in &scopes {
-        let (servers, servers_driver, mut servers_rx) =
-            shared_watch(api::<AuthorizationServer>(&client, ns), 1, |_| {}, |_| {});
-        let (scope_store, scope_driver, mut scope_rx) =
-            shared_watch(api::<AuthScope>(&client, ns), 2, without_status(&ctx), forget_status(&ctx));
-        let (claim_store, claim_driver, mut claim_rx) =
-            shared_watch(api::<AuthClaim>(&client, ns), 2, without_status(&ctx), forget_status(&ctx));
-        let (policy_store, policy_driver, mut policy_rx) =
-            shared_watch(api::<AccessPolicy>(&client, ns), 2, without_status(&ctx), forget_status(&ctx));
-        for d in [servers_driver, scope_driver, claim_driver, policy_driver] {
-            watches.spawn(d);
-        }
-        stores.servers.push(servers.clone());
-        stores.scopes.push(scope_store.clone());
-        stores.claims.push(claim_store.clone());
-        stores.policies.push(policy_store.clone());
-        per_ns.push((
-            ns.clone(),
-            (servers, servers_rx.remove(0)),
-            (scope_store, scope_rx.remove(0), scope_rx.remove(0)),
-            (claim_store, claim_rx.remove(0), claim_rx.remove(0)),
-            (policy_store, policy_rx.remove(0), policy_rx.remove(0)),
-        ));
+    let per_ns: Vec<NamespaceWatches> =
+        scopes.iter().map(|ns| NamespaceWatches::start(&ctx, ns, &mut watches)).collect();
+    for w in &per_ns {
+        stores.servers.push(w.servers.0.clone());
+        stores.scopes.push(w.scopes.store.clone());
+        stores.claims.push(w.claims.store.clone());
+        stores.policies.push(w.policies.store.clone());
     }
     if ctx.stores.set(stores).is_err() {
         warn!("controllers started twice");
         return;
     }
     ctx.existing.expect(per_ns.len());
-    for ((ns, (servers, servers_rx), scopes, claims, policies), client_rx) in per_ns.into_iter().zip(client_triggers) {
-        // Owned children only wake the server up: their metadata is enough.
-        let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=tessera-operator");
-        let secrets =
-            watcher(api::<PartialObjectMeta<k8s_openapi::api::core::v1::Secret>>(&client, &ns), owned.clone());
-        let deployments =
-            watcher(api::<PartialObjectMeta<k8s_openapi::api::apps::v1::Deployment>>(&client, &ns), owned);
-        // Secrets a server's spec.identity reads: metadata-only requests, so no Secret data is cached.
-        let identity_secrets = watcher(api::<PartialObjectMeta<Secret>>(&client, &ns), watcher::Config::default());
-        let known_servers = servers.clone();
-        // A burst of changes to one server (it and its dependents applied together) becomes one
-        // reconcile; a bounded number run at once, so 1,000 new servers do not flood the API.
-        let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(50)).concurrency(16);
-        let mut servers_controller = Controller::for_stream(as_trigger(servers_rx), servers)
-            .with_config(config)
-            .owns_stream(owned_triggers(secrets.default_backoff().inspect(track_existing(ctx.clone())), ctx.clone()))
-            .watches_stream(
-                identity_secrets.default_backoff().touched_objects(),
-                move |secret: PartialObjectMeta<Secret>| {
-                    let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
-                    server::servers_reading_secret(known_servers.state().iter().map(|s| &**s), &ns, &name)
-                },
-            )
-            .owns_stream(owned_triggers(deployments.default_backoff(), ctx.clone()))
-            .watches_stream(as_trigger(scopes.1), |s: AuthScope| {
-                server_of(s.metadata.namespace, &s.spec.server_ref.name)
-            })
-            .watches_stream(as_trigger(claims.1), |c: AuthClaim| {
-                server_of(c.metadata.namespace, &c.spec.server_ref.name)
-            })
-            .watches_stream(as_trigger(policies.1), |p: AccessPolicy| {
-                server_of(p.metadata.namespace, &p.spec.server_ref.name)
-            })
-            .graceful_shutdown_on(shutdown_signal());
-        for rx in client_rx {
-            servers_controller = servers_controller.watches_stream(as_trigger(rx), |c: AuthClient| {
-                server_of(Some(c.server_namespace()), &c.spec.server_ref.name)
-            });
-        }
-        let servers_controller =
-            servers_controller.run(server::reconcile, server::error_policy, ctx.clone()).for_each(|_| async {});
-        tasks.spawn(servers_controller);
-        tasks.spawn(dependents::run(as_trigger(scopes.2), scopes.0, ctx.clone()));
-        tasks.spawn(dependents::run(as_trigger(claims.2), claims.0, ctx.clone()));
-        tasks.spawn(dependents::run(as_trigger(policies.2), policies.0, ctx.clone()));
+    for (w, client_rx) in per_ns.into_iter().zip(client_triggers) {
+        let (scopes, claims, policies) = (w.scopes.to_server, w.claims.to_server, w.policies.to_server);
+        tasks.spawn(server_controller(&ctx, w.ns, w.servers, scopes, claims, policies, client_rx));
+        tasks.spawn(dependents::run(as_trigger(w.scopes.to_own), w.scopes.store, ctx.clone()));
+        tasks.spawn(dependents::run(as_trigger(w.claims.to_own), w.claims.store, ctx.clone()));
+        tasks.spawn(dependents::run(as_trigger(w.policies.to_own), w.policies.store, ctx.clone()));
     }
     for (store, rx) in client_dependents {
         tasks.spawn(dependents::run(as_trigger(rx), store, ctx.clone()));
@@ -294,6 +282,55 @@ pub(super) async fn run_controllers(ctx: Arc<Context>) {
     tasks.spawn(dependents::reports::run(ctx.clone()));
     tasks.join_all().await;
     watches.abort_all();
+}
+
+/// The AuthorizationServer controller of one namespace: woken by its servers, their owned
+/// children, the Secrets their `spec.identity` reads and every dependent that points at them.
+fn server_controller(
+    ctx: &Arc<Context>,
+    ns: Option<String>,
+    (servers, servers_rx): (Store<AuthorizationServer>, Rx<AuthorizationServer>),
+    scopes: Rx<AuthScope>,
+    claims: Rx<AuthClaim>,
+    policies: Rx<AccessPolicy>,
+    client_rx: Vec<Rx<AuthClient>>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let client = &ctx.client;
+    // Owned children only wake the server up: their metadata is enough.
+    let owned = watcher::Config::default().labels("app.kubernetes.io/managed-by=tessera-operator");
+    let secrets =
+        watcher(scoped_api::<PartialObjectMeta<k8s_openapi::api::core::v1::Secret>>(client, &ns), owned.clone());
+    let deployments =
+        watcher(scoped_api::<PartialObjectMeta<k8s_openapi::api::apps::v1::Deployment>>(client, &ns), owned);
+    // Secrets a server's spec.identity reads: metadata-only requests, so no Secret data is cached.
+    let identity_secrets = watcher(scoped_api::<PartialObjectMeta<Secret>>(client, &ns), watcher::Config::default());
+    let known_servers = servers.clone();
+    // A burst of changes to one server (it and its dependents applied together) becomes one
+    // reconcile; a bounded number run at once, so 1,000 new servers do not flood the API.
+    let config = kube::runtime::controller::Config::default().debounce(Duration::from_millis(50)).concurrency(16);
+    let mut controller = Controller::for_stream(as_trigger(servers_rx), servers)
+        .with_config(config)
+        .owns_stream(owned_triggers(secrets.default_backoff().inspect(track_existing(ctx.clone())), ctx.clone()))
+        .watches_stream(
+            identity_secrets.default_backoff().touched_objects(),
+            move |secret: PartialObjectMeta<Secret>| {
+                let (ns, name) = (secret.namespace().unwrap_or_default(), secret.name_any());
+                server::servers_reading_secret(known_servers.state().iter().map(|s| &**s), &ns, &name)
+            },
+        )
+        .owns_stream(owned_triggers(deployments.default_backoff(), ctx.clone()))
+        .watches_stream(as_trigger(scopes), |s: AuthScope| server_of(s.metadata.namespace, &s.spec.server_ref.name))
+        .watches_stream(as_trigger(claims), |c: AuthClaim| server_of(c.metadata.namespace, &c.spec.server_ref.name))
+        .watches_stream(as_trigger(policies), |p: AccessPolicy| {
+            server_of(p.metadata.namespace, &p.spec.server_ref.name)
+        })
+        .graceful_shutdown_on(shutdown_signal());
+    for rx in client_rx {
+        controller = controller.watches_stream(as_trigger(rx), |c: AuthClient| {
+            server_of(Some(c.server_namespace()), &c.spec.server_ref.name)
+        });
+    }
+    controller.run(server::reconcile, server::error_policy, ctx.clone()).for_each(|_| async {})
 }
 
 /// The operator's caches of the objects that point at servers, one store per watched namespace

@@ -2,7 +2,6 @@
 //! long, and the custom claims of the token. Pure: CEL programs are compiled once per config.
 
 mod cel_env;
-pub mod expression;
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -14,7 +13,9 @@ use crate::api::{GrantType, RESERVED_CLAIMS, RESERVED_SCOPES, TokenKind};
 use crate::config::{ClientConfig, RuleConfig, ServerConfig};
 
 use cel_env::FixedVariables;
-pub use cel_env::{CelVariables, UserInfo, limits};
+pub use cel_env::{CelVariables, UserInfo};
+
+use crate::expression::{self, limits};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{what}: CEL does not compile: {message}")]

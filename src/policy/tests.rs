@@ -206,9 +206,14 @@ fn the_shapes_expressions_are_estimated_for_name_every_field_of_the_variables() 
     let vars = CelVariables::new(&c, &c.clients[0], GrantType::AuthorizationCode, &[], &[], Some(&user), None);
     for (i, name) in ["client", "user", "request", "server"].into_iter().enumerate() {
         let json = vars.json(i);
-        let Some(cel_env::Shape::Object(fields)) = cel_env::variable_shape(name) else { panic!("{name}") };
+        let Some(crate::expression::Shape::Object(fields)) = crate::expression::variable_shape(name) else {
+            panic!("{name}")
+        };
         for key in json.as_object().unwrap().keys() {
-            assert!(fields.iter().any(|(f, _)| f == key), "{name}.{key} has no bound in cel_env::variable_shape");
+            assert!(
+                fields.iter().any(|(f, _)| f == key),
+                "{name}.{key} has no bound in crate::expression::variable_shape"
+            );
         }
     }
 }
@@ -233,9 +238,9 @@ fn conditions_read_what_the_platform_asserts_about_a_client() {
 
 #[test]
 fn the_platforms_client_fields_have_bounded_shapes_for_the_cost_estimate() {
-    let client = super::cel_env::variable_shape("client").unwrap();
+    let client = crate::expression::variable_shape("client").unwrap();
     let labels = client.field("namespaceLabels");
     assert_eq!(labels.len(), limits::NAMESPACE_LABELS);
-    assert_eq!(labels.elem(), super::cel_env::Shape::Text(limits::NAMESPACE_LABEL_KEY_BYTES));
-    assert_eq!(client.field("trusted"), super::cel_env::Shape::Scalar);
+    assert_eq!(labels.elem(), crate::expression::Shape::Text(limits::NAMESPACE_LABEL_KEY_BYTES));
+    assert_eq!(client.field("trusted"), crate::expression::Shape::Scalar);
 }

@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::api::AuthorizationServer;
 use crate::api::StorageType;
-use crate::api::{AuthClient, AuthorizationServer};
-use crate::config::subjects::{client_id_refusal, namespace_admits, namespace_or_default};
+use crate::config::subjects::{client_refusal, namespace_or_default};
 use crate::config::{
     ClientInput, CompileInput, Compiled, IdentitySecrets, compile, hash_secret, identity_secret_names,
 };
@@ -55,11 +55,6 @@ pub struct ServeOptions {
     pub reload_interval: std::time::Duration,
 }
 
-fn client_allowed(server: &AuthorizationServer, client: &AuthClient, m: &Manifests) -> bool {
-    let client_ns = namespace_or_default(client.metadata.namespace.as_deref());
-    namespace_admits(server, client_ns, m.namespaces.get(client_ns))
-}
-
 /// The compile input of `server` from the files, with client secrets from Secrets in the
 /// files or generated once into the state directory.
 pub fn compile_input(
@@ -72,16 +67,16 @@ pub fn compile_input(
     let same = |meta: &kube::api::ObjectMeta, server_ref: &str| {
         meta.namespace.as_deref() == Some(ns.as_str()) && server_ref == name
     };
+    let namespace_labels = namespace_labels(m);
     let mut clients = Vec::new();
     for c in &m.clients {
-        if c.spec.server_ref.name != name || c.server_namespace() != ns || !client_allowed(server, c, m) {
+        if c.spec.server_ref.name != name || c.server_namespace() != ns {
             continue;
         }
         let mut secret_hashes = Vec::new();
-        let client_ns = namespace_or_default(c.metadata.namespace.as_deref());
-        // A client id its namespace may not claim gets no secret; compile says why.
-        let owned = client_id_refusal(&c.client_id(), client_ns, &ns).is_none();
-        if owned && c.spec.authentication.method.uses_secret() {
+        // A client its server does not admit gets no secret; compile says why.
+        let admitted = client_refusal(server, c, &namespace_labels).is_none();
+        if admitted && c.spec.authentication.method.uses_secret() {
             let key = (c.metadata.namespace.clone().unwrap_or_default(), c.secret_name());
             let secret = match (m.client_secrets.get(&key), state) {
                 (Some(s), _) => Some(s.0.clone()),
@@ -109,7 +104,7 @@ pub fn compile_input(
         policies: m.policies.iter().filter(|s| same(&s.metadata, &s.spec.server_ref.name)).cloned().collect(),
         clients,
         identity_secrets,
-        namespace_labels: namespace_labels(m),
+        namespace_labels,
     })
 }
 

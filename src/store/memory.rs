@@ -269,9 +269,14 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl TokenStore for MemoryStore {
-    fn revoke<'a>(&'a self, s: ServerScope<'a>, jti: &'a str, until: i64) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn revoke<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        jti: &'a str,
+        until: i64,
+        now: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         let k = key(s, "revoked", jti);
-        let now = crate::issuer::unix_now();
         self.with(move |i| {
             i.sweep(now);
             i.revoked.insert(k, until);
@@ -310,10 +315,10 @@ impl TokenStore for MemoryStore {
         code: &'a str,
         value: &'a [u8],
         until: i64,
+        now: i64,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         let k = key(s, kind.as_str(), code);
         let value = value.to_vec();
-        let now = crate::issuer::unix_now();
         async move { self.with(move |i| i.put_code(k, kind, value, until, now)).await? }.boxed()
     }
 
@@ -352,10 +357,14 @@ impl TokenStore for MemoryStore {
         self.with(move |i| i.remove_code(&k).filter(|c| c.until > now).map(|c| c.value))
     }
 
-    fn create_family<'a>(&'a self, s: ServerScope<'a>, f: NewFamily<'a>) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn create_family<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        f: NewFamily<'a>,
+        now: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         let k = key(s, "rf", f.family);
         let family = Family { current: f.token.to_owned(), grant: f.grant.to_vec(), until: f.until };
-        let now = crate::issuer::unix_now();
         self.with(move |i| {
             i.sweep(now);
             i.families.insert(k, family);
@@ -422,19 +431,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_store_sheds_the_oldest_pending_sign_ins_and_nothing_else() {
-        let now = crate::issuer::unix_now();
+        let now = jiff::Timestamp::now().as_second();
         let s = MemoryStore::with_limit(64 * 1024);
         let until = now + 600;
-        assert!(s.put_code(scope(), CodeKind::Session, "sid", &[0; 512], until).await.unwrap());
-        assert!(s.put_code(scope(), CodeKind::Authorization, "code", &[0; 512], until).await.unwrap());
-        s.revoke(scope(), "jti", until).await.unwrap();
-        s.create_family(scope(), NewFamily { family: "f", token: "t", grant: b"g", until }).await.unwrap();
+        assert!(s.put_code(scope(), CodeKind::Session, "sid", &[0; 512], until, now).await.unwrap());
+        assert!(s.put_code(scope(), CodeKind::Authorization, "code", &[0; 512], until, now).await.unwrap());
+        s.revoke(scope(), "jti", until, now).await.unwrap();
+        s.create_family(scope(), NewFamily { family: "f", token: "t", grant: b"g", until }, now).await.unwrap();
         // 200 sign-ins of 1 KiB each: far more than 64 KiB.
         for n in 0..200 {
-            assert!(s.put_code(scope(), CodeKind::Request, &format!("r{n}"), &[1; 1024], until).await.unwrap());
+            assert!(s.put_code(scope(), CodeKind::Request, &format!("r{n}"), &[1; 1024], until, now).await.unwrap());
             if n % 3 == 0 {
                 assert!(
-                    s.put_code(scope(), CodeKind::UpstreamState, &format!("u{n}"), &[2; 256], until).await.unwrap()
+                    s.put_code(scope(), CodeKind::UpstreamState, &format!("u{n}"), &[2; 256], until, now)
+                        .await
+                        .unwrap()
                 );
             }
             assert!(s.inner.lock().unwrap().bytes() <= 64 * 1024);
@@ -462,33 +473,33 @@ mod tests {
 
     #[tokio::test]
     async fn state_of_authenticated_requests_is_stored_past_the_ceiling_and_new_sign_ins_wait() {
-        let now = crate::issuer::unix_now();
+        let now = jiff::Timestamp::now().as_second();
         let s = MemoryStore::with_limit(8 * 1024);
         let until = now + 600;
-        assert!(s.put_code(scope(), CodeKind::Request, "early", &[1; 1024], until).await.unwrap());
+        assert!(s.put_code(scope(), CodeKind::Request, "early", &[1; 1024], until, now).await.unwrap());
         for n in 0..20 {
-            assert!(s.put_code(scope(), CodeKind::Session, &format!("s{n}"), &[0; 1024], until).await.unwrap());
-            s.revoke(scope(), &format!("j{n}"), until).await.unwrap();
+            assert!(s.put_code(scope(), CodeKind::Session, &format!("s{n}"), &[0; 1024], until, now).await.unwrap());
+            s.revoke(scope(), &format!("j{n}"), until, now).await.unwrap();
         }
         for n in 0..20 {
             assert!(s.get_code(scope(), CodeKind::Session, &format!("s{n}"), now).await.unwrap().is_some());
             assert!(s.is_revoked(scope(), &format!("j{n}"), now).await.unwrap());
         }
         assert!(s.get_code(scope(), CodeKind::Request, "early", now).await.unwrap().is_none());
-        assert!(s.put_code(scope(), CodeKind::Request, "late", &[1; 1024], until).await.is_err());
+        assert!(s.put_code(scope(), CodeKind::Request, "late", &[1; 1024], until, now).await.is_err());
     }
 
     #[tokio::test]
     async fn accounted_bytes_follow_every_write_and_removal() {
-        let now = crate::issuer::unix_now();
+        let now = jiff::Timestamp::now().as_second();
         let s = MemoryStore::with_limit(1 << 20);
         let until = now + 600;
-        assert!(s.put_code(scope(), CodeKind::Request, "r", &[1; 100], until).await.unwrap());
+        assert!(s.put_code(scope(), CodeKind::Request, "r", &[1; 100], until, now).await.unwrap());
         assert!(s.update_code(scope(), CodeKind::Request, "r", &[1; 300], now).await.unwrap());
-        s.create_family(scope(), NewFamily { family: "f", token: "t1", grant: b"g", until }).await.unwrap();
+        s.create_family(scope(), NewFamily { family: "f", token: "t1", grant: b"g", until }, now).await.unwrap();
         assert!(matches!(s.rotate_refresh(scope(), "f", "t1", "t2-longer", now).await.unwrap(), Rotation::Rotated(_)));
-        s.revoke(scope(), "j", until).await.unwrap();
-        s.revoke(scope(), "j", until).await.unwrap();
+        s.revoke(scope(), "j", until, now).await.unwrap();
+        s.revoke(scope(), "j", until, now).await.unwrap();
         assert!(s.take_code(scope(), CodeKind::Request, "r", now).await.unwrap().is_some());
         s.revoke_family(scope(), "f").await.unwrap();
         let i = s.inner.lock().unwrap();
@@ -516,11 +527,11 @@ mod tests {
         // entry expiring before it (other revocations, codes, sessions, families).
         let s = MemoryStore::new();
         let scope = ServerScope { namespace: "ns", server: "srv" };
-        let now = crate::issuer::unix_now();
-        s.revoke(scope, "earlier", now + 60).await.unwrap();
-        assert!(s.put_code(scope, CodeKind::Session, "sid", b"v", now + 600).await.unwrap());
+        let now = jiff::Timestamp::now().as_second();
+        s.revoke(scope, "earlier", now + 60, now).await.unwrap();
+        assert!(s.put_code(scope, CodeKind::Session, "sid", b"v", now + 600, now).await.unwrap());
         for n in 0..SWEEP_EVERY {
-            s.revoke(scope, &format!("later-{n}"), now + 24 * 3600).await.unwrap();
+            s.revoke(scope, &format!("later-{n}"), now + 24 * 3600, now).await.unwrap();
         }
         assert!(s.is_revoked(scope, "earlier", now).await.unwrap(), "a live revocation was swept");
         assert!(s.get_code(scope, CodeKind::Session, "sid", now).await.unwrap().is_some(), "a live code was swept");

@@ -101,10 +101,17 @@ pub struct NewFamily<'a> {
 }
 
 /// Token state shared by the replicas of a server. Times are Unix seconds; `until` is when an
-/// entry stops mattering (the expiry of what it guards) and is its TTL in the backend.
+/// entry stops mattering (the expiry of what it guards) and is its TTL in the backend; `now`
+/// is the caller's clock, read once per request (the store reads none of its own).
 pub trait TokenStore: Send + Sync + 'static {
     /// Marks access token `jti` revoked until `until` (its expiry).
-    fn revoke<'a>(&'a self, s: ServerScope<'a>, jti: &'a str, until: i64) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn revoke<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        jti: &'a str,
+        until: i64,
+        now: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     fn is_revoked<'a>(&'a self, s: ServerScope<'a>, jti: &'a str, now: i64) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Records `key` as used until `until`; true exactly once across all replicas.
     fn first_use<'a>(
@@ -123,6 +130,7 @@ pub trait TokenStore: Send + Sync + 'static {
         code: &'a str,
         value: &'a [u8],
         until: i64,
+        now: i64,
     ) -> BoxFuture<'a, Result<bool, StoreError>>;
     /// Reads a code without consuming it (a device code being polled).
     fn get_code<'a>(
@@ -152,7 +160,12 @@ pub trait TokenStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreError>>;
 
     /// Starts a refresh-token family whose current token is `f.token`.
-    fn create_family<'a>(&'a self, s: ServerScope<'a>, f: NewFamily<'a>) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn create_family<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        f: NewFamily<'a>,
+        now: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Presents `token` of `family`: if current, `next` becomes current (atomically, once);
     /// if an older token, the family is revoked.
     fn rotate_refresh<'a>(

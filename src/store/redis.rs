@@ -72,9 +72,9 @@ fn key(s: ServerScope<'_>, kind: &str, id: &str) -> String {
     format!("tessera:{}:{kind}:{id}", s.prefix())
 }
 
-/// A TTL Redis accepts for an entry that must live until `until`: at least a second ahead.
-fn expiry(until: i64) -> i64 {
-    until.max(crate::issuer::unix_now() + 1)
+/// A TTL Redis accepts for an entry that must live until `until`: at least a second after `now`.
+fn expiry(until: i64, now: i64) -> i64 {
+    until.max(now + 1)
 }
 
 impl RedisStore {
@@ -132,9 +132,15 @@ impl RedisStore {
 }
 
 impl TokenStore for RedisStore {
-    fn revoke<'a>(&'a self, s: ServerScope<'a>, jti: &'a str, until: i64) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn revoke<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        jti: &'a str,
+        until: i64,
+        now: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
-            if until <= crate::issuer::unix_now() {
+            if until <= now {
                 return Ok(());
             }
             let cmd = redis::cmd("SET").arg(key(s, "revoked", jti)).arg(1).arg("EXAT").arg(until).to_owned();
@@ -157,11 +163,16 @@ impl TokenStore for RedisStore {
         s: ServerScope<'a>,
         id: &'a str,
         until: i64,
-        _now: i64,
+        now: i64,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         async move {
-            let cmd =
-                redis::cmd("SET").arg(key(s, "used", id)).arg(1).arg("NX").arg("EXAT").arg(expiry(until)).to_owned();
+            let cmd = redis::cmd("SET")
+                .arg(key(s, "used", id))
+                .arg(1)
+                .arg("NX")
+                .arg("EXAT")
+                .arg(expiry(until, now))
+                .to_owned();
             Ok(self.query::<Option<String>>(&cmd).await?.is_some())
         }
         .boxed()
@@ -174,6 +185,7 @@ impl TokenStore for RedisStore {
         code: &'a str,
         value: &'a [u8],
         until: i64,
+        now: i64,
     ) -> BoxFuture<'a, Result<bool, StoreError>> {
         async move {
             let cmd = redis::cmd("SET")
@@ -181,7 +193,7 @@ impl TokenStore for RedisStore {
                 .arg(value)
                 .arg("NX")
                 .arg("EXAT")
-                .arg(expiry(until))
+                .arg(expiry(until, now))
                 .to_owned();
             Ok(self.query::<Option<String>>(&cmd).await?.is_some())
         }
@@ -223,9 +235,14 @@ impl TokenStore for RedisStore {
         async move { self.query(redis::cmd("GETDEL").arg(key(s, kind.as_str(), code))).await }.boxed()
     }
 
-    fn create_family<'a>(&'a self, s: ServerScope<'a>, f: NewFamily<'a>) -> BoxFuture<'a, Result<(), StoreError>> {
+    fn create_family<'a>(
+        &'a self,
+        s: ServerScope<'a>,
+        f: NewFamily<'a>,
+        now: i64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         async move {
-            let until = expiry(f.until).to_string();
+            let until = expiry(f.until, now).to_string();
             let args: [&[u8]; 3] = [f.token.as_bytes(), f.grant, until.as_bytes()];
             self.script::<i64>(&self.create_family, &key(s, "rf", f.family), &args).await.map(|_| ())
         }

@@ -10,7 +10,8 @@ mod rules;
 
 pub use rules::INVALID_SPEC;
 
-use super::subjects::{client_id_refusal, namespace_or_default};
+pub use super::subjects::NamespaceLabels;
+use super::subjects::{client_refusal, namespace_or_default};
 use super::{
     ClaimConfig, ClientConfig, IdentityConfig, PolicyClients, PolicyConfig, RuleConfig, ScopeConfig, ServerConfig,
     ServiceAccountRef, SigningConfig, StaticUser, TrustedIssuerConfig, UpstreamConfig, selector,
@@ -35,9 +36,6 @@ pub struct CompileInput {
     /// not here has no labels to select on.
     pub namespace_labels: NamespaceLabels,
 }
-
-/// Labels of namespaces, by namespace name.
-pub type NamespaceLabels = BTreeMap<String, BTreeMap<String, String>>;
 
 /// Contents of the Secrets that `spec.identity` references (see [`identity_secret_names`]),
 /// by Secret name; a Secret that does not exist is absent.
@@ -84,6 +82,16 @@ pub struct ServerError {
 pub const IDENTITY_SECRET_NOT_FOUND: &str = "IdentitySecretNotFound";
 /// The static users key does not hold a valid list of users.
 pub const INVALID_STATIC_USERS: &str = "InvalidStaticUsers";
+
+impl ServerError {
+    /// Whether only a change by someone (the spec, a Secret's content) can clear it: the
+    /// server is stalled. A referenced Secret that does not exist yet is not: the operator
+    /// waits for it (GitOps tools often create it in the same apply) and reconciles when it
+    /// appears.
+    pub fn is_permanent(&self) -> bool {
+        self.reason != IDENTITY_SECRET_NOT_FOUND
+    }
+}
 
 impl std::fmt::Display for ServerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,7 +162,8 @@ pub fn compile(input: &CompileInput) -> Compiled {
             allow_internal_addresses: o.allow_internal_addresses,
         })
         .unwrap_or_default();
-    let platform = Platform { server_ns, namespace_labels: &input.namespace_labels, trusted: &spec.trusted_clients };
+    let platform =
+        Platform { server, server_ns, namespace_labels: &input.namespace_labels, trusted: &spec.trusted_clients };
     let clients = compile_clients(&input.clients, &platform, &outbound, &mut rejected);
     let policies = compile_policies(&input.policies, &clients, server_ns, &mut rejected);
 
@@ -308,12 +317,12 @@ fn invalid(kind: &'static str, meta: &kube::api::ObjectMeta, violations: Vec<Str
 
 /// Why `source` is not admitted as an expression (the same bounds as the policy engine's).
 fn cel_error(source: &str) -> Option<String> {
-    crate::policy::expression::compile(source).err().map(|e| e.to_string())
+    crate::expression::compile(source).err().map(|e| e.to_string())
 }
 
 /// Why a client's `metadata` is beyond what CEL expressions are admitted for, if it is.
 fn metadata_error(metadata: &BTreeMap<String, String>) -> Option<String> {
-    use crate::policy::limits::{METADATA_ENTRIES, METADATA_KEY_BYTES, METADATA_VALUE_BYTES};
+    use crate::expression::limits::{METADATA_ENTRIES, METADATA_KEY_BYTES, METADATA_VALUE_BYTES};
     if metadata.len() as u64 > METADATA_ENTRIES {
         return Some(format!("metadata has {} entries; at most {METADATA_ENTRIES}", metadata.len()));
     }
@@ -417,14 +426,16 @@ pub const INVALID_NAMESPACE_LABELS: &str = "InvalidNamespaceLabels";
 
 /// What the platform and the server's owner assert about clients (never the client's owner).
 struct Platform<'a> {
+    /// Its `spec.clientNamespaces` admits the clients' namespaces.
+    server: &'a AuthorizationServer,
     server_ns: &'a str,
-    namespace_labels: &'a BTreeMap<String, BTreeMap<String, String>>,
+    namespace_labels: &'a NamespaceLabels,
     trusted: &'a [String],
 }
 
-/// Why the labels of a client's namespace are beyond [`crate::policy::limits`], if they are.
+/// Why the labels of a client's namespace are beyond [`crate::expression::limits`], if they are.
 fn namespace_labels_error(namespace: &str, labels: &BTreeMap<String, String>) -> Option<String> {
-    use crate::policy::limits::{NAMESPACE_LABEL_KEY_BYTES, NAMESPACE_LABEL_VALUE_BYTES, NAMESPACE_LABELS};
+    use crate::expression::limits::{NAMESPACE_LABEL_KEY_BYTES, NAMESPACE_LABEL_VALUE_BYTES, NAMESPACE_LABELS};
     if labels.len() as u64 > NAMESPACE_LABELS {
         return Some(format!(
             "namespace {namespace} has {} labels; CEL's client.namespaceLabels admits at most {NAMESPACE_LABELS}",
@@ -461,8 +472,9 @@ fn compile_clients(
         let client_id = c.client_id();
         let namespace = namespace_or_default(c.metadata.namespace.as_deref()).to_owned();
         let name = c.metadata.name.clone().unwrap_or_default();
-        // Before the age check: a squatter must never win by being older.
-        if let Some((reason, message)) = client_id_refusal(&client_id, &namespace, platform.server_ns) {
+        // Admission (namespace, then client id) before the age check: a squatter must never
+        // win by being older.
+        if let Some((reason, message)) = client_refusal(platform.server, c, platform.namespace_labels) {
             rejected.push(reject("AuthClient", &c.metadata, reason, message));
             continue;
         }

@@ -16,6 +16,8 @@ spec:
   audiences: [api://payments]
   signing: { algorithm: ES256, rotation: { period: 2160h, prePublish: 168h, retainRetired: 1m } }
   trustedIssuers: [ { kubernetes: true } ]
+  # The clients below live in namespace team: compile admits them only if the server does.
+  clientNamespaces: { from: All }
 "#,
     )
 }
@@ -631,4 +633,26 @@ fn a_namespace_with_more_labels_than_cel_admits_leaves_its_clients_out() {
     assert!(c.config.clients.is_empty());
     assert_eq!(c.rejected[0].reason, INVALID_NAMESPACE_LABELS);
     assert!(c.rejected[0].message.contains("at most 64"), "{}", c.rejected[0].message);
+}
+
+#[test]
+fn compile_admits_only_the_clients_of_namespaces_the_server_admits() {
+    use crate::api::NamespaceFrom;
+    use crate::config::subjects::NAMESPACE_NOT_ALLOWED;
+    let mut i = input();
+    i.clients = vec![
+        client("a", "team.a", "2026-01-01T00:00:00Z", ""),
+        in_namespace(client("own", "x", "2026-01-01T00:00:00Z", ""), "identity", "console"),
+    ];
+    let ids = |c: &Compiled| c.config.clients.iter().map(|c| c.client_id.clone()).collect::<Vec<_>>();
+    i.server.spec.client_namespaces.from = NamespaceFrom::Same;
+    let c = compile(&i);
+    assert_eq!(ids(&c), ["console"]);
+    assert_eq!((c.rejected[0].name.as_str(), c.rejected[0].reason.as_str()), ("a", NAMESPACE_NOT_ALLOWED));
+    assert!(c.rejected[0].message.contains("namespace team may not hold clients"), "{}", c.rejected[0].message);
+    // A selector reads the platform's labels of the namespace, as both sources pass them.
+    i.server.spec.client_namespaces = yaml("{ from: Selector, selector: { matchLabels: { clients: payments } } }");
+    assert_eq!(ids(&compile(&i)), ["console"]);
+    i.namespace_labels = BTreeMap::from([("team".to_owned(), BTreeMap::from([("clients".into(), "payments".into())]))]);
+    assert_eq!(ids(&compile(&i)), ["console", "team.a"]);
 }

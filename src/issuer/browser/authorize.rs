@@ -8,52 +8,17 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::{Flow, Pending, Step, error_page, error_redirect, load_session, proceed, random, redirect, sha256_b64};
-use crate::api::{AuthMethod, GrantType};
+use crate::api::{AuthMethod, Endpoint, GrantType};
 use crate::config::ClientConfig;
 use crate::issuer::client_auth::ASSERTION_ALGS;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
-use crate::issuer::grants::parse_scope;
+use crate::issuer::protocol::{is_pkce_value, parse_scope, redirect_uri_matches};
 use crate::issuer::rate_limit::{Limit, source_key};
 use crate::issuer::trust::{KeySource, TOKEN_PATH_WAIT, TrustError};
 use crate::issuer::{Issuer, Served, unix_now};
 use crate::keys::jwt::{self, JwtError};
 use crate::store::CodeKind;
-
-/// Loopback IP literals, whose redirect URIs may use any port (not `localhost`, which a
-/// resolver or hosts file may send elsewhere: RFC 8252 §8.3).
-const LOOPBACK_HOSTS: [&str; 2] = ["127.0.0.1", "[::1]"];
-
-/// Whether `requested` is exactly `registered`; for http loopback redirect URIs the port may
-/// differ (RFC 8252 §7.3). Nothing is normalized: case, encoding and dots must match.
-pub fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
-    if registered == requested {
-        return true;
-    }
-    let split = |u: &str| -> Option<(String, String)> {
-        let rest = u.strip_prefix("http://")?;
-        let host = LOOPBACK_HOSTS.iter().find(|h| rest.starts_with(**h))?;
-        let after = &rest[host.len()..];
-        let after = match after.strip_prefix(':') {
-            Some(p) => {
-                let digits = p.bytes().take_while(u8::is_ascii_digit).count();
-                if digits == 0 || digits > 5 {
-                    return None;
-                }
-                &p[digits..]
-            }
-            None => after,
-        };
-        if !(after.is_empty() || after.starts_with('/') || after.starts_with('?')) {
-            return None;
-        }
-        Some(((*host).to_owned(), after.to_owned()))
-    };
-    match (split(registered), split(requested)) {
-        (Some(a), Some(b)) => a == b,
-        _ => false,
-    }
-}
 
 /// The redirect URI to use, or the reason to show on our page.
 fn redirect_uri(client: &ClientConfig, given: Option<&str>) -> Result<String, OAuthError> {
@@ -162,10 +127,6 @@ async fn request_object(
     Ok(Form::from_pairs(params))
 }
 
-pub fn is_pkce_value(s: &str) -> bool {
-    (43..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
-}
-
 pub async fn authorize(
     issuer: &Issuer,
     served: &Served,
@@ -194,22 +155,7 @@ pub async fn authorize(
                 merged = f;
                 &merged
             }
-            Err(e) => {
-                return match redirect_uri(client, form.get("redirect_uri")) {
-                    Ok(redirect_uri) => {
-                        let state = form.get("state").map(str::to_owned);
-                        let flow = Flow::Authorize {
-                            redirect_uri,
-                            redirect_uri_given: true,
-                            state,
-                            nonce: None,
-                            code_challenge: None,
-                        };
-                        error_redirect(served, &flow, &e)
-                    }
-                    Err(_) => error_page(&e),
-                };
-            }
+            Err(e) => return request_object_refused(served, client, form, &e),
         },
         None => form,
     };
@@ -250,6 +196,20 @@ pub async fn authorize(
             }
         }
         Err(e) => error_redirect(served, &flow, &e),
+    }
+}
+
+/// Where the error of a request object that failed verification goes: the query's redirect
+/// URI when that one is registered, else our page.
+fn request_object_refused(served: &Served, client: &ClientConfig, form: &Form, e: &OAuthError) -> Response {
+    match redirect_uri(client, form.get("redirect_uri")) {
+        Ok(redirect_uri) => {
+            let state = form.get("state").map(str::to_owned);
+            let flow =
+                Flow::Authorize { redirect_uri, redirect_uri_given: true, state, nonce: None, code_challenge: None };
+            error_redirect(served, &flow, e)
+        }
+        Err(_) => error_page(e),
     }
 }
 
@@ -298,20 +258,7 @@ fn validate(served: &Served, client: &ClientConfig, form: &Form) -> Result<Valid
     if served.config.identity.is_none() {
         return Err(OAuthError::access_denied("this authorization server has no identity sources; nobody can sign in"));
     }
-    let code_challenge = match (form.get("code_challenge"), form.get("code_challenge_method")) {
-        (Some(c), Some("S256")) if is_pkce_value(c) => Some(c.to_owned()),
-        (Some(_), Some("S256")) => {
-            return Err(OAuthError::invalid_request("code_challenge must be 43 to 128 characters of [A-Za-z0-9-._~]"));
-        }
-        (Some(_), None) | (Some(_), Some(_)) => {
-            return Err(OAuthError::invalid_request("code_challenge_method must be S256"));
-        }
-        (None, Some(_)) => return Err(OAuthError::invalid_request("code_challenge_method without code_challenge")),
-        (None, None) if client.auth_method == AuthMethod::None => {
-            return Err(OAuthError::invalid_request("public clients must use PKCE (code_challenge with S256)"));
-        }
-        (None, None) => None,
-    };
+    let code_challenge = code_challenge(client, form)?;
     let scopes = parse_scope(form.get("scope"))?;
     let mut v = Validated {
         scopes,
@@ -347,6 +294,22 @@ fn validate(served: &Served, client: &ClientConfig, form: &Form) -> Result<Valid
         );
     }
     Ok(v)
+}
+
+/// The request's PKCE challenge (S256 only; required of public clients).
+fn code_challenge(client: &ClientConfig, form: &Form) -> Result<Option<String>, OAuthError> {
+    match (form.get("code_challenge"), form.get("code_challenge_method")) {
+        (Some(c), Some("S256")) if is_pkce_value(c) => Ok(Some(c.to_owned())),
+        (Some(_), Some("S256")) => {
+            Err(OAuthError::invalid_request("code_challenge must be 43 to 128 characters of [A-Za-z0-9-._~]"))
+        }
+        (Some(_), None) | (Some(_), Some(_)) => Err(OAuthError::invalid_request("code_challenge_method must be S256")),
+        (None, Some(_)) => Err(OAuthError::invalid_request("code_challenge_method without code_challenge")),
+        (None, None) if client.auth_method == AuthMethod::None => {
+            Err(OAuthError::invalid_request("public clients must use PKCE (code_challenge with S256)"))
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 async fn start(
@@ -389,7 +352,7 @@ pub async fn begin(
     let now = unix_now();
     let id = random(24)?;
     let value = serde_json::to_vec(&pending).map_err(|_| OAuthError::server_error("request"))?;
-    issuer.store.put_code(served.scope(), CodeKind::Request, &id, &value, now + super::REQUEST_TTL_SECS).await?;
+    issuer.store.put_code(served.scope(), CodeKind::Request, &id, &value, now + super::REQUEST_TTL_SECS, now).await?;
     let session = load_session(issuer, served, headers).await?;
     let fresh =
         session.filter(|(_, s)| !pending.prompt_login && pending.max_age.is_none_or(|m| now - s.auth_time <= m));
@@ -399,44 +362,6 @@ pub async fn begin(
             let _ = issuer.store.take_code(served.scope(), CodeKind::Request, &id, now).await;
             Err(OAuthError::new_code("login_required", "the user is not signed in"))
         }
-        None => Ok(redirect(&super::with_query(&served.endpoint("/v1/login"), &[("request", id)]))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redirect_uri_matches as m;
-
-    #[test]
-    fn redirect_uris_match_exactly_except_loopback_ports() {
-        let reg = "https://app.example.com/cb";
-        assert!(m(reg, reg));
-        for bad in [
-            "https://APP.example.com/cb",
-            "https://app.example.com/CB",
-            "https://app.example.com/cb/",
-            "https://app.example.com/cb?x=1",
-            "https://app.example.com/cb#f",
-            "https://app.example.com@evil.example/cb",
-            "https://evil.example@app.example.com/cb",
-            "https://app.example.com%2Fcb",
-            "https://app.example.com/cb%2F..",
-            "https://app.example.com/x/../cb",
-            "http://app.example.com/cb",
-            "https://app.example.com:443/cb",
-        ] {
-            assert!(!m(reg, bad), "{bad}");
-        }
-        let lo = "http://127.0.0.1:8400/callback";
-        assert!(m(lo, "http://127.0.0.1:51234/callback"));
-        assert!(m(lo, "http://127.0.0.1/callback"));
-        assert!(!m(lo, "http://127.0.0.1:51234/callback/"));
-        assert!(!m(lo, "http://127.0.0.1:51234/Callback"));
-        assert!(!m(lo, "http://127.0.0.1:51234@evil.example/callback"));
-        assert!(!m(lo, "http://127.0.0.1.evil.example/callback"));
-        assert!(!m(lo, "http://localhost:8400/callback"));
-        assert!(m("http://[::1]:1/cb", "http://[::1]:2/cb"));
-        assert!(!m("http://localhost:1/cb", "http://localhost:2/cb"));
-        assert!(!m(lo, "https://127.0.0.1:8400/callback"));
+        None => Ok(redirect(&super::with_query(&served.endpoint(Endpoint::Login), &[("request", id)]))),
     }
 }

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 use axum::Json;
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{Approval, Flow, Pending, Session, error_page, pages, random, sha256_b64};
-use crate::api::GrantType;
+use crate::api::{Endpoint, GrantType};
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
-use crate::issuer::grants::parse_scope;
+use crate::issuer::protocol::{Decision, DeviceState, decision_key, parse_scope};
 use crate::issuer::rate_limit::{Limit, RateLimiter, source_key};
 use crate::issuer::{Incoming, Issuer, Served, client_auth, unix_now};
 use crate::store::CodeKind;
@@ -52,30 +52,6 @@ impl UserCodeLimits {
         self.by_source.charge(source, &WRONG_CODES_PER_SOURCE, now);
         self.by_server.charge(server, &WRONG_CODES_PER_SERVER, now);
     }
-}
-
-/// A device code waiting for its person.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(rename_all = "camelCase")]
-pub struct DeviceState {
-    pub client_id: String,
-    pub scopes: Option<Vec<String>>,
-    pub interval: i64,
-    pub last_poll: i64,
-    pub until: i64,
-}
-
-/// The person's answer, taken once by the poll that redeems it.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(rename_all = "camelCase", tag = "decision")]
-pub enum Decision {
-    Approved(Box<Approval>),
-    Denied,
-}
-
-/// Where a device code's decision is kept (`CodeKind::DeviceDecision`).
-pub fn decision_key(device_code: &str) -> String {
-    sha256_b64(device_code)
 }
 
 /// Eight letters, each uniform over the alphabet (bytes ≥ 240 are drawn again, so no letter
@@ -143,11 +119,11 @@ async fn authorize_inner(issuer: &Issuer, served: &Served, req: &Incoming) -> Re
     let state =
         DeviceState { client_id: client.client_id.clone(), scopes, interval: POLL_INTERVAL_SECS, last_poll: 0, until };
     let value = serde_json::to_vec(&state).map_err(|_| OAuthError::server_error("device"))?;
-    issuer.store.put_code(served.scope(), CodeKind::Device, &device_code, &value, until).await?;
+    issuer.store.put_code(served.scope(), CodeKind::Device, &device_code, &value, until, now).await?;
     let mut code = user_code()?;
     let mut stored = false;
     for _ in 0..5 {
-        if issuer.store.put_code(served.scope(), CodeKind::UserCode, &code, device_code.as_bytes(), until).await? {
+        if issuer.store.put_code(served.scope(), CodeKind::UserCode, &code, device_code.as_bytes(), until, now).await? {
             stored = true;
             break;
         }
@@ -156,7 +132,7 @@ async fn authorize_inner(issuer: &Issuer, served: &Served, req: &Incoming) -> Re
     if !stored {
         return Err(OAuthError::temporarily_unavailable("could not allocate a user code; retry"));
     }
-    let verification_uri = served.endpoint("/v1/device");
+    let verification_uri = served.endpoint(Endpoint::Device);
     Ok(DeviceResponse {
         verification_uri_complete: super::with_query(&verification_uri, &[("user_code", code.clone())]),
         device_code,
@@ -169,7 +145,7 @@ async fn authorize_inner(issuer: &Issuer, served: &Served, req: &Incoming) -> Re
 
 /// `GET /v1/device`: the code entry page.
 pub fn page(served: &Served, form: &Form) -> Response {
-    pages::device_entry(&served.endpoint("/v1/device"), form.get("user_code").unwrap_or_default(), None)
+    pages::device_entry(&served.endpoint(Endpoint::Device), form.get("user_code").unwrap_or_default(), None)
 }
 
 /// `POST /v1/device`: a user code typed; sign in (or use the session) and approve.
@@ -180,7 +156,7 @@ pub async fn submit(
     headers: &HeaderMap,
     form: &Form,
 ) -> Response {
-    let action = served.endpoint("/v1/device");
+    let action = served.endpoint(Endpoint::Device);
     let typed = form.get("user_code").unwrap_or_default();
     let Some(code) = normalize(typed) else {
         return pages::device_entry(&action, typed, Some("That code is not valid. Check it and try again."));
@@ -251,11 +227,12 @@ async fn decide(
     device_code: &str,
     d: &Decision,
     until: i64,
+    now: i64,
 ) -> Result<(), OAuthError> {
     let value = serde_json::to_vec(d).map_err(|_| OAuthError::server_error("device"))?;
     let stored = issuer
         .store
-        .put_code(served.scope(), CodeKind::DeviceDecision, &decision_key(device_code), &value, until)
+        .put_code(served.scope(), CodeKind::DeviceDecision, &decision_key(device_code), &value, until, now)
         .await?;
     if stored { Ok(()) } else { Err(OAuthError::invalid_request("this device code was already answered")) }
 }
@@ -289,11 +266,12 @@ pub async fn approve(
         until: state.until,
     };
     tracing::info!(target: "tessera::audit", server = %served.config.name, sub = %session.user.sub, client = %approval.client_id, "device approved");
-    decide(issuer, served, device_code, &Decision::Approved(Box::new(approval)), state.until).await
+    decide(issuer, served, device_code, &Decision::Approved(Box::new(approval)), state.until, now).await
 }
 
 pub async fn deny(issuer: &Issuer, served: &Served, device_code: &str) -> Result<(), OAuthError> {
-    decide(issuer, served, device_code, &Decision::Denied, unix_now() + DEVICE_CODE_TTL_SECS).await
+    let now = unix_now();
+    decide(issuer, served, device_code, &Decision::Denied, now + DEVICE_CODE_TTL_SECS, now).await
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use base64::Engine;
 use tokio::sync::Semaphore;
 
 use super::{Step, error_page, pages, proceed, sign_in_of, start_session, with_query};
+use crate::api::Endpoint;
 use crate::config::StaticUser;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
@@ -144,7 +145,7 @@ fn render(served: &Served, id: &str, client_id: &str, csrf: &str, error: Option<
         .iter()
         .map(|u| pages::UpstreamLink {
             href: with_query(
-                &served.endpoint("/v1/login/upstream"),
+                &served.endpoint(Endpoint::LoginUpstream),
                 &[("request", id.to_owned()), ("upstream", u.name.clone())],
             ),
             label: &u.display_name,
@@ -152,7 +153,7 @@ fn render(served: &Served, id: &str, client_id: &str, csrf: &str, error: Option<
         .collect();
     pages::login(&pages::Login {
         client: client_name,
-        action: served.endpoint("/v1/login"),
+        action: served.endpoint(Endpoint::Login),
         request: id,
         csrf,
         upstreams,

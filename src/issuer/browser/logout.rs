@@ -6,6 +6,7 @@ use axum::response::Response;
 use serde_json::Value;
 
 use super::{end_session, error_page, load_session, pages, redirect, same, session_cookie, sha256_b64, with_query};
+use crate::api::Endpoint;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
 use crate::issuer::{Issuer, Served};
@@ -149,7 +150,7 @@ pub async fn logout(issuer: &Issuer, served: &Served, headers: &HeaderMap, form:
                 hidden.push((key, v.to_owned()));
             }
         }
-        return pages::logout_confirm(&served.endpoint("/v1/logout"), &hidden, session.is_some());
+        return pages::logout_confirm(&served.endpoint(Endpoint::Logout), &hidden, session.is_some());
     }
     let clear = match end_session(issuer, served, session_cookie(headers)).await {
         Ok(c) => c,

@@ -14,46 +14,25 @@ pub mod upstream;
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 use super::error::OAuthError;
+pub use super::protocol::Approval;
+use super::protocol::{random, same, sha256_b64};
 use super::{Issuer, Served, unix_now};
-use crate::api::{Consent, GrantType};
 use crate::issuer::acr;
 use crate::issuer::claims_request::ClaimsRequest;
-use crate::policy::{Denial, TokenRequest, UserInfo};
+use crate::policy::UserInfo;
 use crate::store::CodeKind;
+pub use consent::{Step, proceed};
 
 /// How long a sign-in may take from the authorization request to its end.
 pub const REQUEST_TTL_SECS: i64 = 15 * 60;
 /// Authorization codes are redeemed within a minute.
 pub const CODE_TTL_SECS: i64 = 60;
-/// How long a person's consent to a third-party client is remembered.
-pub const CONSENT_TTL_SECS: i64 = 180 * 24 * 3600;
-/// Asked for by a third-party client, this scope shows the consent page every time.
-const OFFLINE_ACCESS: &str = "offline_access";
 
 const BROWSER_COOKIE: &str = "tessera_browser";
 const SESSION_COOKIE: &str = "tessera_session";
-
-/// `n` random bytes, base64url.
-pub fn random(n: usize) -> Result<String, OAuthError> {
-    let mut b = vec![0u8; n];
-    aws_lc_rs::rand::fill(&mut b).map_err(|_| OAuthError::server_error("no randomness"))?;
-    Ok(URL_SAFE_NO_PAD.encode(b))
-}
-
-/// SHA-256 of `s`, base64url (what we keep of cookies and PKCE verifiers).
-pub fn sha256_b64(s: &str) -> String {
-    URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, s.as_bytes()))
-}
-
-/// Constant-time equality of two short strings.
-pub fn same(a: &str, b: &str) -> bool {
-    aws_lc_rs::constant_time::verify_slices_are_equal(a.as_bytes(), b.as_bytes()).is_ok()
-}
 
 /// A cookie of the request.
 pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
@@ -237,7 +216,7 @@ pub async fn start_session(
         Session { user, auth_time: now, idp: idp.to_owned(), until: now + lifetime, consents: Default::default() };
     let id = random(32)?;
     let value = serde_json::to_vec(&session).map_err(|_| OAuthError::server_error("session"))?;
-    issuer.store.put_code(served.scope(), CodeKind::Session, &sha256_b64(&id), &value, session.until).await?;
+    issuer.store.put_code(served.scope(), CodeKind::Session, &sha256_b64(&id), &value, session.until, now).await?;
     let cookie = set_cookie(served, SESSION_COOKIE, &id, Some(lifetime));
     Ok((id, session, cookie))
 }
@@ -284,206 +263,6 @@ pub fn with_query(uri: &str, params: &[(&str, String)]) -> String {
     }
     let sep = if uri.contains('?') { '&' } else { '?' };
     format!("{uri}{sep}{}", q.finish())
-}
-
-/// Where a sign-in stands when [`proceed`] is called.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Step {
-    /// Just signed in (or already was): consent, if needed, is asked on its own page
-    /// (`GET /v1/consent`), so a reload never replays a form or an upstream callback.
-    Continue,
-    /// On the consent page: show it if consent is needed.
-    ShowConsent,
-    /// The person allowed it.
-    Consented,
-}
-
-/// The next step of a sign-in once the person is known: consent if needed, then the end.
-pub async fn proceed(
-    issuer: &Issuer,
-    served: &Served,
-    request_id: &str,
-    pending: &Pending,
-    session_id: &str,
-    session: &Session,
-    step: Step,
-) -> Response {
-    let consented = step == Step::Consented;
-    let Some(client) = served.config.client(&pending.client_id) else {
-        return error_page(&OAuthError::invalid_request("the application is no longer registered"));
-    };
-    let grant_type = match pending.flow {
-        Flow::Authorize { .. } => GrantType::AuthorizationCode,
-        Flow::Device { .. } => GrantType::DeviceCode,
-    };
-    let decision = served.engine.decide(
-        &served.config,
-        &TokenRequest {
-            client,
-            grant_type,
-            scopes: pending.scopes.clone(),
-            user: Some(&session.user),
-            subject: None,
-            audience: served.config.audiences.clone(),
-        },
-    );
-    let grant = match decision.outcome {
-        Ok(g) => g,
-        Err(d) => {
-            let description = decision.denial_description();
-            let e = match d {
-                Denial::InvalidScope => OAuthError::invalid_scope(description),
-                Denial::AccessDenied => OAuthError::access_denied(description),
-                Denial::TooLarge(_) => OAuthError::invalid_request(description),
-            };
-            return finish_denied(issuer, served, request_id, pending, &e).await;
-        }
-    };
-    // First-party clients (the server's namespace, or `spec.trustedClients`): consent for
-    // Required scopes, once per session. Third-party ones: for every scope, once per person.
-    let remembered = if client.trusted {
-        session.consents.get(&client.client_id).cloned().unwrap_or_default()
-    } else {
-        match remembered_consent(issuer, served, &session.user.sub, &client.client_id).await {
-            Ok(r) => r,
-            Err(e) => return error_page(&e),
-        }
-    };
-    let device = matches!(pending.flow, Flow::Device { .. });
-    if !consented
-        && consent_needed(&served.config, client.trusted, &grant.scopes, &remembered, pending.prompt_consent || device)
-    {
-        if pending.prompt_none {
-            let e = OAuthError::new_code("consent_required", "the user has not allowed this application yet");
-            return finish_denied(issuer, served, request_id, pending, &e).await;
-        }
-        if step == Step::Continue {
-            return redirect(&with_query(&served.endpoint("/v1/consent"), &[("request", request_id.to_owned())]));
-        }
-        let scopes = grant
-            .scopes
-            .iter()
-            .map(|s| {
-                let desc = served
-                    .config
-                    .scope(s)
-                    .and_then(|c| c.description.clone().or_else(|| c.display_name.clone()))
-                    .unwrap_or_default();
-                (s.clone(), desc)
-            })
-            .collect();
-        return pages::consent(&pages::Consent {
-            client: client.display_name.as_deref().unwrap_or(&client.client_id),
-            user: session.user.name.as_deref().or(session.user.email.as_deref()).unwrap_or(&session.user.sub),
-            action: served.endpoint("/v1/consent"),
-            request: request_id,
-            csrf: &pending.csrf,
-            scopes,
-            device,
-            third_party: (!client.trusted).then_some(client.client_id.as_str()),
-        });
-    }
-    if consented && !client.trusted {
-        let mut allowed = remembered;
-        for s in &grant.scopes {
-            if !allowed.contains(s) {
-                allowed.push(s.clone());
-            }
-        }
-        if let Err(e) = remember_consent(issuer, served, &session.user.sub, &client.client_id, &allowed).await {
-            return error_page(&e);
-        }
-    } else if consented {
-        let mut updated = session.clone();
-        let granted = updated.consents.entry(client.client_id.clone()).or_default();
-        for s in &grant.scopes {
-            if !granted.contains(s) {
-                granted.push(s.clone());
-            }
-        }
-        if let Err(e) = save_session(issuer, served, session_id, &updated).await {
-            return error_page(&e);
-        }
-    }
-    match finish(issuer, served, request_id, pending, session, &grant.scopes).await {
-        Ok(r) => r,
-        Err(e) => match e.status {
-            s if s.is_server_error() => error_page(&e),
-            _ => error_redirect(served, &pending.flow, &e),
-        },
-    }
-}
-
-/// Whether the person must be asked before `scopes` are granted: a first-party client only
-/// for Required scopes not yet allowed; a third-party client for any scope not yet allowed,
-/// and for `offline_access` every time; `ask` (prompt=consent, a device) always.
-pub fn consent_needed(
-    config: &crate::config::ServerConfig,
-    trusted: bool,
-    scopes: &[String],
-    remembered: &[String],
-    ask: bool,
-) -> bool {
-    let required = |s: &String| config.scope(s).is_some_and(|c| c.consent == Consent::Required);
-    ask || scopes.iter().any(|s| {
-        let needs = !trusted || required(s);
-        (needs && !remembered.contains(s)) || (!trusted && s == OFFLINE_ACCESS)
-    })
-}
-
-/// The store key of what person `sub` allowed client `client_id` (neither appears in it).
-fn consent_key(sub: &str, client_id: &str) -> String {
-    sha256_b64(&format!("{sub}\n{client_id}"))
-}
-
-/// The scopes person `sub` allowed third-party client `client_id`, from any replica.
-async fn remembered_consent(
-    issuer: &Issuer,
-    served: &Served,
-    sub: &str,
-    client_id: &str,
-) -> Result<Vec<String>, OAuthError> {
-    let key = consent_key(sub, client_id);
-    let raw = issuer.store.get_code(served.scope(), CodeKind::Consent, &key, unix_now()).await?;
-    Ok(raw.and_then(|r| serde_json::from_slice(&r).ok()).unwrap_or_default())
-}
-
-async fn remember_consent(
-    issuer: &Issuer,
-    served: &Served,
-    sub: &str,
-    client_id: &str,
-    scopes: &[String],
-) -> Result<(), OAuthError> {
-    let (key, now) = (consent_key(sub, client_id), unix_now());
-    let value = serde_json::to_vec(scopes).map_err(|_| OAuthError::server_error("consent"))?;
-    // Replaced whole, with a fresh expiry: the latest answer is the one that counts.
-    issuer.store.take_code(served.scope(), CodeKind::Consent, &key, now).await?;
-    issuer.store.put_code(served.scope(), CodeKind::Consent, &key, &value, now + CONSENT_TTL_SECS).await?;
-    Ok(())
-}
-
-/// What an authorization code or an approved device code carries to the token endpoint.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(rename_all = "camelCase")]
-pub struct Approval {
-    pub client_id: String,
-    pub scopes: Vec<String>,
-    pub user: UserInfo,
-    pub auth_time: i64,
-    #[serde(default)]
-    pub nonce: Option<String>,
-    #[serde(default)]
-    pub redirect_uri: Option<String>,
-    #[serde(default)]
-    pub code_challenge: Option<String>,
-    /// The `acr` of the ID token (from the sign-in and the request's `acr_values`).
-    #[serde(default)]
-    pub acr: Option<String>,
-    /// The `claims` parameter of the request.
-    #[serde(default, skip_serializing_if = "ClaimsRequest::is_empty")]
-    pub claims: ClaimsRequest,
-    pub until: i64,
 }
 
 /// The `acr` of a sign-in for `pending`: `claims.id_token.acr` values, or else `acr_values`,
@@ -533,7 +312,7 @@ async fn finish(
             };
             let code = random(32)?;
             let value = serde_json::to_vec(&approval).map_err(|_| OAuthError::server_error("code"))?;
-            issuer.store.put_code(served.scope(), CodeKind::Authorization, &code, &value, approval.until).await?;
+            issuer.store.put_code(served.scope(), CodeKind::Authorization, &code, &value, approval.until, now).await?;
             let mut params = vec![("code", code)];
             if let Some(s) = state {
                 params.push(("state", s.clone()));
@@ -562,41 +341,4 @@ async fn finish_denied(
         return pages::message("Device not connected", &e.description);
     }
     error_redirect(served, &pending.flow, e)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config() -> crate::config::ServerConfig {
-        serde_json::from_value(serde_json::json!({
-            "name": "p", "namespace": "identity", "issuer": "http://127.0.0.1:9/p", "audiences": ["api://p"],
-            "signing": { "algorithm": "ES256", "mode": "Automatic", "periodSecs": 1000, "prePublishSecs": 100, "retainRetiredSecs": 300 },
-            "jwksMaxAgeSecs": 50,
-            "scopes": [ { "name": "read" }, { "name": "admin", "consent": "Required" } ],
-            "claims": [], "policies": [], "clients": []
-        }))
-        .unwrap()
-    }
-
-    fn s(v: &[&str]) -> Vec<String> {
-        v.iter().map(|x| (*x).to_owned()).collect()
-    }
-
-    #[test]
-    fn third_party_clients_need_consent_once_per_scope_set_and_offline_access_each_time() {
-        let c = config();
-        // First-party: Implicit scopes never prompt, Required ones once.
-        assert!(!consent_needed(&c, true, &s(&["openid", "read", "offline_access"]), &[], false));
-        assert!(consent_needed(&c, true, &s(&["admin"]), &[], false));
-        assert!(!consent_needed(&c, true, &s(&["admin"]), &s(&["admin"]), false));
-        // Third-party: every scope, until allowed; a new scope asks again.
-        assert!(consent_needed(&c, false, &s(&["openid"]), &[], false));
-        assert!(!consent_needed(&c, false, &s(&["openid", "read"]), &s(&["openid", "read"]), false));
-        assert!(consent_needed(&c, false, &s(&["openid", "read", "admin"]), &s(&["openid", "read"]), false));
-        // offline_access, even when allowed before.
-        let offline = s(&["openid", "offline_access"]);
-        assert!(consent_needed(&c, false, &offline, &offline, false));
-        assert!(consent_needed(&c, true, &s(&["read"]), &s(&["read"]), true), "prompt=consent asks anyway");
-    }
 }

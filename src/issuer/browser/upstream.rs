@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{Step, error_page, load_pending, proceed, random, redirect, sha256_b64, start_session, with_query};
+use crate::api::Endpoint;
 use crate::config::standard_claims::MAX_TEXT_BYTES;
 use crate::config::subjects::federated_subject;
 use crate::config::{StandardClaims, UpstreamConfig};
@@ -90,7 +91,7 @@ struct Sent {
 }
 
 fn callback_uri(served: &Served) -> String {
-    served.endpoint("/v1/login/callback")
+    served.endpoint(Endpoint::LoginCallback)
 }
 
 /// `/v1/login/upstream?request=..&upstream=..`: off to the upstream's authorization endpoint.
@@ -145,8 +146,9 @@ async fn start_inner(
         browser: pending.browser.clone(),
     };
     let value = serde_json::to_vec(&sent).map_err(|_| OAuthError::server_error("state"))?;
-    let until = unix_now() + super::REQUEST_TTL_SECS;
-    issuer.store.put_code(served.scope(), CodeKind::UpstreamState, &state, &value, until).await?;
+    let now = unix_now();
+    let until = now + super::REQUEST_TTL_SECS;
+    issuer.store.put_code(served.scope(), CodeKind::UpstreamState, &state, &value, until, now).await?;
     let location = with_query(
         &m.authorization_endpoint,
         &[

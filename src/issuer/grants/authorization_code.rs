@@ -4,16 +4,15 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::TokenResponse;
 use super::person::{Person, Refresh, mint_for_person, revoke_family};
 use crate::api::{AuthMethod, GrantType};
 use crate::config::ClientConfig;
 use crate::issuer::access_token::new_jti;
-use crate::issuer::browser::authorize::{is_pkce_value, redirect_uri_matches};
-use crate::issuer::browser::{Approval, random, same, sha256_b64};
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
-use crate::issuer::token::TokenResponse;
-use crate::issuer::{Issuer, Served, unix_now};
+use crate::issuer::protocol::{Approval, is_pkce_value, random, redirect_uri_matches, same, sha256_b64};
+use crate::issuer::{Issuer, Served};
 use crate::store::CodeKind;
 
 /// Longest an access token of any rule lives: how long a replayed code's tokens stay revoked.
@@ -33,7 +32,7 @@ async fn revoke_issued(issuer: &Issuer, served: &Served, code: &str, now: i64) -
     };
     let Ok(r) = serde_json::from_slice::<Redeemed>(&raw) else { return Ok(()) };
     let until = now + MAX_ACCESS_TOKEN_SECS;
-    issuer.store.revoke(served.scope(), &r.jti, until).await?;
+    issuer.store.revoke(served.scope(), &r.jti, until, now).await?;
     revoke_family(issuer, served, &r.family, now).await?;
     tracing::warn!(
         target: "tessera::audit",
@@ -49,9 +48,10 @@ pub async fn authorization_code(
     served: &Served,
     client: &ClientConfig,
     form: &Form,
+    now: jiff::Timestamp,
 ) -> Result<TokenResponse, OAuthError> {
     let code = form.require("code")?;
-    let now = unix_now();
+    let (ts, now) = (now, now.as_second());
     let reused =
         || OAuthError::invalid_grant("authorization code was already used; the tokens issued with it are revoked");
     let Some(raw) = issuer.store.get_code(served.scope(), CodeKind::Authorization, code, now).await? else {
@@ -68,13 +68,37 @@ pub async fn authorization_code(
     let record = serde_json::to_vec(&Redeemed { jti: jti.clone(), family: family.clone() })
         .map_err(|_| OAuthError::server_error("code"))?;
     let until = approval.until.max(now) + 600;
-    if !issuer.store.put_code(served.scope(), CodeKind::Redeemed, code, &record, until).await? {
+    if !issuer.store.put_code(served.scope(), CodeKind::Redeemed, code, &record, until, now).await? {
         revoke_issued(issuer, served, code, now).await?;
         return Err(reused());
     }
     // From here the code is spent, whatever the outcome.
     issuer.store.take_code(served.scope(), CodeKind::Authorization, code, now).await?;
 
+    check_redemption(&approval, client, form)?;
+    mint_for_person(
+        issuer,
+        served,
+        Person {
+            client,
+            grant: GrantType::AuthorizationCode,
+            scopes: Some(approval.scopes.clone()),
+            user: &approval.user,
+            auth_time: approval.auth_time,
+            nonce: approval.nonce.as_deref(),
+            acr: approval.acr.as_deref(),
+            claims: &approval.claims,
+            jti: Some(jti),
+            refresh: Refresh::New(&family),
+            now: ts,
+        },
+    )
+    .await
+}
+
+/// Whether `client` may redeem the code of `approval` with this request: the same client, the
+/// redirect URI of the authorization request, and the PKCE verifier of its challenge.
+fn check_redemption(approval: &Approval, client: &ClientConfig, form: &Form) -> Result<(), OAuthError> {
     if approval.client_id != client.client_id {
         return Err(OAuthError::invalid_grant("authorization code was issued to another client"));
     }
@@ -108,21 +132,5 @@ pub async fn authorization_code(
         }
         (None, None) => {}
     }
-    mint_for_person(
-        issuer,
-        served,
-        Person {
-            client,
-            grant: GrantType::AuthorizationCode,
-            scopes: Some(approval.scopes.clone()),
-            user: &approval.user,
-            auth_time: approval.auth_time,
-            nonce: approval.nonce.as_deref(),
-            acr: approval.acr.as_deref(),
-            claims: &approval.claims,
-            jti: Some(jti),
-            refresh: Refresh::New(&family),
-        },
-    )
-    .await
+    Ok(())
 }

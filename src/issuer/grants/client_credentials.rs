@@ -1,11 +1,11 @@
 //! `client_credentials`: the client acts for itself; `sub` is its client id.
 
+use super::TokenResponse;
 use super::{Minting, mint, parse_scope};
 use crate::api::GrantType;
 use crate::config::ClientConfig;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
-use crate::issuer::token::TokenResponse;
 use crate::issuer::{Issuer, Served};
 
 pub async fn client_credentials(
@@ -13,10 +13,18 @@ pub async fn client_credentials(
     served: &Served,
     client: &ClientConfig,
     form: &Form,
+    now: jiff::Timestamp,
 ) -> Result<TokenResponse, OAuthError> {
     let scopes = parse_scope(form.get("scope"))?;
     mint(
         served,
-        Minting { client, grant: GrantType::ClientCredentials, scopes, sub: client.client_id.clone(), subject: None },
+        Minting {
+            client,
+            grant: GrantType::ClientCredentials,
+            scopes,
+            sub: client.client_id.clone(),
+            subject: None,
+            now,
+        },
     )
 }

@@ -1,14 +1,13 @@
 //! `urn:ietf:params:oauth:grant-type:device_code` (RFC 8628 §3.4): the device polls.
 
+use super::TokenResponse;
 use super::person::{Person, Refresh, mint_for_person};
 use crate::api::GrantType;
 use crate::config::ClientConfig;
-use crate::issuer::browser::device::{Decision, DeviceState, decision_key};
-use crate::issuer::browser::random;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
-use crate::issuer::token::TokenResponse;
-use crate::issuer::{Issuer, Served, unix_now};
+use crate::issuer::protocol::{Decision, DeviceState, decision_key, random};
+use crate::issuer::{Issuer, Served};
 use crate::store::CodeKind;
 
 pub async fn device_code(
@@ -16,9 +15,10 @@ pub async fn device_code(
     served: &Served,
     client: &ClientConfig,
     form: &Form,
+    now: jiff::Timestamp,
 ) -> Result<TokenResponse, OAuthError> {
     let code = form.require("device_code")?;
-    let now = unix_now();
+    let (ts, now) = (now, now.as_second());
     let s = served.scope();
     let expired = || OAuthError::new_code("expired_token", "the device code has expired; start again on the device");
     let state: DeviceState = issuer
@@ -56,6 +56,7 @@ pub async fn device_code(
                         claims: &a.claims,
                         jti: None,
                         refresh: Refresh::New(&family),
+                        now: ts,
                     },
                 )
                 .await

@@ -14,36 +14,31 @@ pub use person::{FamilyGrant, parse_refresh_token, revoke_family};
 pub use refresh_token::refresh_token;
 pub use token_exchange::token_exchange;
 
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::Served;
 use super::access_token::{AccessTokenClaims, new_jti};
 use super::error::OAuthError;
-use super::token::TokenResponse;
+pub use super::protocol::parse_scope;
 use crate::api::{GrantType, TokenKind};
 use crate::config::ClientConfig;
 use crate::policy::{CelVariables, Denial, Grant, TokenRequest, UserInfo};
 
-/// Longest `scope` parameter accepted (as Okta).
-const MAX_SCOPE_LEN: usize = 1024;
-
-/// The `scope` parameter: space-separated RFC 6749 scope-tokens, or `None` when absent.
-pub fn parse_scope(param: Option<&str>) -> Result<Option<Vec<String>>, OAuthError> {
-    let Some(s) = param else { return Ok(None) };
-    if s.len() > MAX_SCOPE_LEN {
-        return Err(OAuthError::invalid_scope("scope is too long"));
-    }
-    let valid = |t: &str| t.bytes().all(|b| b == 0x21 || (0x23..=0x5B).contains(&b) || (0x5D..=0x7E).contains(&b));
-    let mut out: Vec<String> = Vec::new();
-    for t in s.split(' ').filter(|t| !t.is_empty()) {
-        if !valid(t) {
-            return Err(OAuthError::invalid_scope("scope contains characters RFC 6749 does not allow"));
-        }
-        if !out.iter().any(|o| o == t) {
-            out.push(t.to_owned());
-        }
-    }
-    Ok(if out.is_empty() { None } else { Some(out) })
+/// The token endpoint's answer to a granted request.
+#[derive(Serialize, Debug)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issued_token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 /// What a grant asks for once its own checks passed.
@@ -53,6 +48,8 @@ pub struct Minting<'a> {
     pub scopes: Option<Vec<String>>,
     pub sub: String,
     pub subject: Option<Map<String, Value>>,
+    /// The request's clock.
+    pub now: jiff::Timestamp,
 }
 
 /// An access token signed for a decided grant.
@@ -102,7 +99,7 @@ fn mint_access_token(
     for (claim, error) in errors {
         tracing::warn!(server = %c.name, client = %m.client.client_id, claim, error, "claim expression failed; claim omitted");
     }
-    let ts = jiff::Timestamp::now();
+    let ts = m.now;
     let now = ts.as_second();
     let lifetime = grant.access_token_lifetime_secs;
     let jti = match jti {

@@ -8,15 +8,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Minting, mint_access_token};
+use super::TokenResponse;
+use super::{Minted, Minting, mint_access_token};
 use crate::api::{GrantType, SigningAlgorithm, TokenKind};
 use crate::config::ClientConfig;
 use crate::config::standard_claims::{SCOPE_CLAIMS, scope_of};
 use crate::issuer::acr;
-use crate::issuer::browser::random;
 use crate::issuer::claims_request::{ClaimAsk, ClaimsRequest};
 use crate::issuer::error::OAuthError;
-use crate::issuer::token::TokenResponse;
+use crate::issuer::protocol::random;
 use crate::issuer::{Issuer, Served};
 use crate::policy::UserInfo;
 use crate::store::{CodeKind, NewFamily};
@@ -51,7 +51,7 @@ pub fn family_marker(family: &str) -> String {
 /// Revokes a family for good: its store entry goes, and a revocation mark (checked before
 /// every rotation) covers a family created after this call by a racing redemption.
 pub async fn revoke_family(issuer: &Issuer, served: &Served, family: &str, now: i64) -> Result<(), OAuthError> {
-    issuer.store.revoke(served.scope(), &family_marker(family), now + UNLIMITED_FAMILY_SECS).await?;
+    issuer.store.revoke(served.scope(), &family_marker(family), now + UNLIMITED_FAMILY_SECS, now).await?;
     issuer.store.revoke_family(served.scope(), family).await?;
     Ok(())
 }
@@ -100,6 +100,8 @@ pub struct Person<'a> {
     pub claims: &'a ClaimsRequest,
     pub jti: Option<String>,
     pub refresh: Refresh<'a>,
+    /// The request's clock.
+    pub now: jiff::Timestamp,
 }
 
 /// `at_hash`: left half of the hash of the access token, with the ID token's algorithm's hash.
@@ -169,60 +171,80 @@ fn asked_claims(
     }
 }
 
-pub async fn mint_for_person(issuer: &Issuer, served: &Served, p: Person<'_>) -> Result<TokenResponse, OAuthError> {
+/// The ID token of a grant with `openid`, and what userinfo will answer for its access token.
+async fn id_token(
+    issuer: &Issuer,
+    served: &Served,
+    p: &Person<'_>,
+    minted: &Minted,
+    acr: &str,
+    ts: jiff::Timestamp,
+) -> Result<String, OAuthError> {
     let c = &served.config;
-    let m = Minting { client: p.client, grant: p.grant, scopes: p.scopes, sub: p.user.sub.clone(), subject: None };
-    let mut minted = mint_access_token(served, m, Some(p.user), p.jti)?;
+    let scopes = &minted.grant.scopes;
+    let now = ts.as_second();
+    // What userinfo will answer for this access token.
+    let mut info = Map::new();
+    info.insert("sub".into(), p.user.sub.clone().into());
+    scope_claims(p.user, scopes, &mut info);
+    let (custom, _) = served.engine.claims(TokenKind::IdToken, &minted.access_token_vars, scopes, true);
+    info.extend(custom.clone());
+    let trusted = p.client.trusted;
+    asked_claims(p.user, &p.claims.userinfo, scopes, trusted, &custom, &mut info);
+    let value = serde_json::to_vec(&info).map_err(|_| OAuthError::server_error("userinfo"))?;
+    issuer.store.put_code(served.scope(), CodeKind::UserInfo, &minted.jti, &value, minted.exp, now).await?;
+
+    let lifetime = i64::try_from(minted.grant.id_token_lifetime_secs).unwrap_or(3600);
+    let mut claims = Map::new();
+    claims.insert("iss".into(), c.issuer.clone().into());
+    claims.insert("sub".into(), p.user.sub.clone().into());
+    claims.insert("aud".into(), p.client.client_id.clone().into());
+    claims.insert("azp".into(), p.client.client_id.clone().into());
+    claims.insert("iat".into(), now.into());
+    claims.insert("exp".into(), (now + lifetime).into());
+    claims.insert("auth_time".into(), p.auth_time.into());
+    claims.insert("amr".into(), p.user.amr.clone().into());
+    claims.insert("acr".into(), acr.into());
+    if let Some(n) = p.nonce {
+        claims.insert("nonce".into(), n.into());
+    }
+    let alg = served.keys.signing_algorithm(ts).unwrap_or_default();
+    claims.insert("at_hash".into(), at_hash(alg, &minted.response.access_token).into());
+    // An access token is always issued with this ID token (code and device flows), so the
+    // claims of profile, email, address and phone go to userinfo only (§5.4); AuthClaims
+    // with alwaysInclude are the exception their admin asked for.
+    let (always, errors) = served.engine.claims(TokenKind::IdToken, &minted.access_token_vars, scopes, false);
+    for (claim, error) in errors {
+        tracing::warn!(server = %c.name, client = %p.client.client_id, claim, error, "claim expression failed; claim omitted");
+    }
+    for (k, v) in always {
+        claims.entry(k).or_insert(v);
+    }
+    asked_claims(p.user, &p.claims.id_token, scopes, trusted, &custom, &mut claims);
+    let (id_token, _) = served.keys.sign_id_token(ts, &claims).map_err(|e| {
+        tracing::error!(server = %c.name, error = %e, "cannot sign");
+        OAuthError::temporarily_unavailable("no signing key is active")
+    })?;
+    Ok(id_token)
+}
+
+pub async fn mint_for_person(issuer: &Issuer, served: &Served, mut p: Person<'_>) -> Result<TokenResponse, OAuthError> {
+    let m = Minting {
+        client: p.client,
+        grant: p.grant,
+        scopes: p.scopes.take(),
+        sub: p.user.sub.clone(),
+        subject: None,
+        now: p.now,
+    };
+    let mut minted = mint_access_token(served, m, Some(p.user), p.jti.take())?;
     let scopes = minted.grant.scopes.clone();
     let acr = p.acr.map_or_else(|| acr::acr_for(&p.user.amr, &[]), str::to_owned);
-    let ts = jiff::Timestamp::now();
+    let ts = p.now;
     let now = ts.as_second();
 
-    // What userinfo will answer for this access token.
-    let openid = scopes.iter().any(|s| s == "openid");
-    if openid {
-        let mut info = Map::new();
-        info.insert("sub".into(), p.user.sub.clone().into());
-        scope_claims(p.user, &scopes, &mut info);
-        let (custom, _) = served.engine.claims(TokenKind::IdToken, &minted.access_token_vars, &scopes, true);
-        info.extend(custom.clone());
-        let trusted = p.client.trusted;
-        asked_claims(p.user, &p.claims.userinfo, &scopes, trusted, &custom, &mut info);
-        let value = serde_json::to_vec(&info).map_err(|_| OAuthError::server_error("userinfo"))?;
-        issuer.store.put_code(served.scope(), CodeKind::UserInfo, &minted.jti, &value, minted.exp).await?;
-
-        let lifetime = i64::try_from(minted.grant.id_token_lifetime_secs).unwrap_or(3600);
-        let mut claims = Map::new();
-        claims.insert("iss".into(), c.issuer.clone().into());
-        claims.insert("sub".into(), p.user.sub.clone().into());
-        claims.insert("aud".into(), p.client.client_id.clone().into());
-        claims.insert("azp".into(), p.client.client_id.clone().into());
-        claims.insert("iat".into(), now.into());
-        claims.insert("exp".into(), (now + lifetime).into());
-        claims.insert("auth_time".into(), p.auth_time.into());
-        claims.insert("amr".into(), p.user.amr.clone().into());
-        claims.insert("acr".into(), acr.clone().into());
-        if let Some(n) = p.nonce {
-            claims.insert("nonce".into(), n.into());
-        }
-        let alg = served.keys.signing_algorithm(ts).unwrap_or_default();
-        claims.insert("at_hash".into(), at_hash(alg, &minted.response.access_token).into());
-        // An access token is always issued with this ID token (code and device flows), so the
-        // claims of profile, email, address and phone go to userinfo only (§5.4); AuthClaims
-        // with alwaysInclude are the exception their admin asked for.
-        let (always, errors) = served.engine.claims(TokenKind::IdToken, &minted.access_token_vars, &scopes, false);
-        for (claim, error) in errors {
-            tracing::warn!(server = %c.name, client = %p.client.client_id, claim, error, "claim expression failed; claim omitted");
-        }
-        for (k, v) in always {
-            claims.entry(k).or_insert(v);
-        }
-        asked_claims(p.user, &p.claims.id_token, &scopes, trusted, &custom, &mut claims);
-        let (id_token, _) = served.keys.sign_id_token(ts, &claims).map_err(|e| {
-            tracing::error!(server = %c.name, error = %e, "cannot sign");
-            OAuthError::temporarily_unavailable("no signing key is active")
-        })?;
-        minted.response.id_token = Some(id_token);
+    if scopes.iter().any(|s| s == "openid") {
+        minted.response.id_token = Some(id_token(issuer, served, &p, &minted, &acr, ts).await?);
     }
 
     let wants_refresh =
@@ -248,7 +270,7 @@ pub async fn mint_for_person(issuer: &Issuer, served: &Served, p: Person<'_>) ->
             let secret = new_refresh_secret(now)?;
             let bytes = serde_json::to_vec(&grant).map_err(|_| OAuthError::server_error("refresh"))?;
             let f = NewFamily { family, token: &secret, grant: &bytes, until: now + lifetime };
-            issuer.store.create_family(served.scope(), f).await?;
+            issuer.store.create_family(served.scope(), f, now).await?;
             Some(refresh_token_string(family, &secret))
         }
     };

@@ -1,5 +1,6 @@
 //! `refresh_token`: rotation on every use; a token already rotated away revokes its family.
 
+use super::TokenResponse;
 use super::parse_scope;
 use super::person::{
     FamilyGrant, Person, Refresh, family_marker, mint_for_person, new_refresh_secret, parse_refresh_token,
@@ -8,8 +9,7 @@ use super::person::{
 use crate::config::ClientConfig;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
-use crate::issuer::token::TokenResponse;
-use crate::issuer::{Issuer, Served, unix_now};
+use crate::issuer::{Issuer, Served};
 use crate::store::Rotation;
 
 pub async fn refresh_token(
@@ -17,11 +17,12 @@ pub async fn refresh_token(
     served: &Served,
     client: &ClientConfig,
     form: &Form,
+    now: jiff::Timestamp,
 ) -> Result<TokenResponse, OAuthError> {
     let presented = form.require("refresh_token")?;
     let unknown = || OAuthError::invalid_grant("refresh token is unknown, expired or revoked");
     let (family, secret, issued_at) = parse_refresh_token(presented).ok_or_else(unknown)?;
-    let now = unix_now();
+    let (ts, now) = (now, now.as_second());
     let s = served.scope();
     if issuer.store.is_revoked(s, &family_marker(family), now).await? {
         return Err(unknown());
@@ -71,6 +72,7 @@ pub async fn refresh_token(
             claims: &grant.claims,
             jti: None,
             refresh: Refresh::Rotated { family, secret: &next },
+            now: ts,
         },
     )
     .await

@@ -3,15 +3,15 @@
 
 use serde_json::Value;
 
+use super::TokenResponse;
 use super::{Minting, mint, parse_scope};
 use crate::api::GrantType;
 use crate::config::ClientConfig;
 use crate::config::subjects::{SERVICE_ACCOUNT_PREFIX, exchanged_subject};
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
-use crate::issuer::token::TokenResponse;
 use crate::issuer::trust::{KeySource, TrustError};
-use crate::issuer::{Issuer, Served, unix_now};
+use crate::issuer::{Issuer, Served};
 use crate::keys::jwt::{self, Alg, JwtError};
 
 const JWT_TYPES: [&str; 3] = [
@@ -32,6 +32,7 @@ pub async fn token_exchange(
     served: &Served,
     client: &ClientConfig,
     form: &Form,
+    now: jiff::Timestamp,
 ) -> Result<TokenResponse, OAuthError> {
     let token = form.require("subject_token")?;
     let token_type = form.require("subject_token_type")?;
@@ -75,7 +76,7 @@ pub async fn token_exchange(
         typ: None,
         issuer: iss,
         audiences: Some(&trusted.audiences),
-        clock: Some(jwt::Clock { now: unix_now(), leeway_secs: 30 }),
+        clock: Some(jwt::Clock { now: now.as_second(), leeway_secs: 30 }),
     };
     let verified = issuer.trust.verify(token, source, &rules, crate::issuer::trust::TOKEN_PATH_WAIT).await.map_err(
         |e| match e {
@@ -93,8 +94,10 @@ pub async fn token_exchange(
         .ok_or_else(|| OAuthError::invalid_grant("subject_token has no sub"))?;
     let sub = exchanged_sub(trusted.kubernetes, iss, sub)?;
     let scopes = parse_scope(form.get("scope"))?;
-    let mut resp =
-        mint(served, Minting { client, grant: GrantType::TokenExchange, scopes, sub, subject: Some(verified.claims) })?;
+    let mut resp = mint(
+        served,
+        Minting { client, grant: GrantType::TokenExchange, scopes, sub, subject: Some(verified.claims), now },
+    )?;
     resp.issued_token_type = Some(ACCESS_TOKEN_TYPE);
     Ok(resp)
 }

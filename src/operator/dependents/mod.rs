@@ -90,7 +90,7 @@ async fn reconcile<K: Dependent>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Actio
     if !exists {
         let message =
             format!("AuthorizationServer {ns}/{name} does not exist; this {} takes effect when it does", K::KIND);
-        status::set_dependent(&ctx, &*obj, status::Acceptance::rejected("ServerNotFound", message)).await?;
+        status::set_dependent(&ctx, &*obj, status::Acceptance::rejected(status::SERVER_NOT_FOUND, message)).await?;
         // The server's creation re-reconciles it through the server controller's watch.
         return Ok(Action::requeue(Duration::from_secs(300)));
     }

@@ -49,21 +49,31 @@ pub fn dependent_conditions(
     conditions::set(&mut list, conditions::new(ACCEPTED, a.accepted, &a.reason, a.message.clone(), generation, now));
     let ready_reason = if a.accepted { "Ready" } else { a.reason.as_str() };
     conditions::set(&mut list, conditions::new(READY, a.accepted, ready_reason, a.message.clone(), generation, now));
-    // kstatus: a dependent is never "in progress"; it is either accepted or stalled on its reason.
-    conditions::set(&mut list, conditions::new(conditions::RECONCILING, false, "Reconciled", "", generation, now));
+    // kstatus (Flux, kpt): a dependent waiting for its server to appear is in progress; one
+    // refused for anything else is stalled on its reason until someone changes it.
+    let waiting = !a.accepted && WAITING_REASONS.contains(&a.reason.as_str());
+    let stalled = !a.accepted && !waiting;
+    let (reconciling_reason, reconciling_message) =
+        if waiting { (a.reason.as_str(), a.message.clone()) } else { ("Reconciled", String::new()) };
     conditions::set(
         &mut list,
-        conditions::new(
-            conditions::STALLED,
-            !a.accepted,
-            if a.accepted { "Accepted" } else { &a.reason },
-            "",
-            generation,
-            now,
-        ),
+        conditions::new(conditions::RECONCILING, waiting, reconciling_reason, reconciling_message, generation, now),
+    );
+    let (stalled_reason, stalled_message) =
+        if stalled { (a.reason.as_str(), a.message.clone()) } else { ("NotStalled", String::new()) };
+    conditions::set(
+        &mut list,
+        conditions::new(conditions::STALLED, stalled, stalled_reason, stalled_message, generation, now),
     );
     list
 }
+
+/// The dependent's server does not exist (yet, or any more).
+pub const SERVER_NOT_FOUND: &str = "ServerNotFound";
+
+/// Refusals that clear without a change to the dependent: the operator reconciles it when its
+/// server appears.
+const WAITING_REASONS: &[&str] = &[SERVER_NOT_FOUND];
 
 /// Writes `acceptance` to a dependent's status unless nothing but timestamps would change.
 pub async fn set_dependent<K: Dependent>(ctx: &Context, obj: &K, acceptance: Acceptance) -> Result<(), kube::Error> {
@@ -247,10 +257,31 @@ mod tests {
         assert_eq!(base, fp(status(&later, json!({ "clientId": "ns.api", "secretName": null }))));
         assert_ne!(base, fp(status(&conds, json!({ "clientId": "ns.other" }))));
         assert_ne!(base, fp(status(&conds, json!({}))));
-        let rejected = dependent_conditions(&conds, &Acceptance::rejected("ServerNotFound", "gone"), Some(2));
+        let rejected = dependent_conditions(&conds, &Acceptance::rejected(SERVER_NOT_FOUND, "gone"), Some(2));
         assert_ne!(base, fp(status(&rejected, json!({ "clientId": "ns.api" }))));
         let newer = dependent_conditions(&[], &a, Some(3));
         assert_ne!(base, fp(status(&newer, json!({ "clientId": "ns.api" }))));
         assert_ne!(fp(json!(null)), base);
+    }
+
+    #[test]
+    fn kstatus_sees_a_waiting_dependent_in_progress_and_a_refused_one_stalled_with_its_message() {
+        let get = |list: &[Condition], t: &str| list.iter().find(|c| c.type_ == t).cloned().unwrap();
+        let waiting = dependent_conditions(&[], &Acceptance::rejected(SERVER_NOT_FOUND, "no server yet"), Some(1));
+        let reconciling = get(&waiting, conditions::RECONCILING);
+        assert_eq!((reconciling.status.as_str(), reconciling.message.as_str()), ("True", "no server yet"));
+        assert_eq!(get(&waiting, conditions::STALLED).status, "False");
+
+        let refused = dependent_conditions(&waiting, &Acceptance::rejected("Conflict", "scope name taken"), Some(1));
+        let stalled = get(&refused, conditions::STALLED);
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str(), stalled.message.as_str()),
+            ("True", "Conflict", "scope name taken")
+        );
+        assert_eq!(get(&refused, conditions::RECONCILING).status, "False");
+
+        let accepted = dependent_conditions(&refused, &Acceptance::by_server(), Some(1));
+        assert_eq!(get(&accepted, conditions::STALLED).status, "False");
+        assert_eq!(get(&accepted, conditions::RECONCILING).status, "False");
     }
 }

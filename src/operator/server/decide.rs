@@ -11,17 +11,14 @@ use crate::{
         AccessPolicy, AuthClaim, AuthClient, AuthScope, AuthorizationServer, AuthorizationServerStatus, Endpoints,
         KeyState, KeyStatus, SigningStatus, conditions,
     },
-    config::{
-        CompileInput, NamespaceLabels, ServerError,
-        subjects::{client_id_refusal, namespace_admits, namespace_or_default},
-    },
+    config::{CompileInput, NamespaceLabels, ServerError, subjects::client_refusal},
     keys::{self, KeySet, RotationPlan, RotationSettings},
     operator::{
         Error,
         applied::Memo,
         dependents::{
             Dependent, Dependents,
-            status::{Acceptance, Refusals},
+            status::{Acceptance, Refusals, SERVER_NOT_FOUND},
         },
     },
 };
@@ -44,23 +41,14 @@ pub fn admit<'a>(
     clients: &'a [AuthClient],
     labels: &NamespaceLabels,
 ) -> (Vec<&'a AuthClient>, Refusals) {
-    let server_ns = namespace_or_default(server.metadata.namespace.as_deref());
     let mut admitted = Vec::new();
     let mut refused = Refusals::new();
     for client in clients {
-        let key = refusal_key(AuthClient::KIND, &client.metadata);
-        let client_ns = namespace_or_default(client.metadata.namespace.as_deref());
-        if !namespace_admits(server, client_ns, labels.get(client_ns)) {
-            let why = format!(
-                "namespace {client_ns} may not hold clients of AuthorizationServer {server_ns}/{}: its spec.clientNamespaces (from: {:?}) does not allow it",
-                server.name_any(),
-                server.spec.client_namespaces.from
-            );
-            refused.insert(key, Acceptance::rejected("NamespaceNotAllowed", why));
-        } else if let Some((reason, why)) = client_id_refusal(&client.client_id(), client_ns, server_ns) {
-            refused.insert(key, Acceptance::rejected(reason, why));
-        } else {
-            admitted.push(client);
+        match client_refusal(server, client, labels) {
+            Some((reason, why)) => {
+                refused.insert(refusal_key(AuthClient::KIND, &client.metadata), Acceptance::rejected(reason, why));
+            }
+            None => admitted.push(client),
         }
     }
     (admitted, refused)
@@ -327,13 +315,23 @@ impl ServerPlan {
             (workload.reason.to_owned(), workload.message.clone())
         };
         set(conditions::READY, ready, &ready_reason, ready_message.clone());
-        set(
-            conditions::RECONCILING,
-            !ready,
-            if ready { "Reconciled" } else { &ready_reason },
-            if ready { String::new() } else { ready_message },
-        );
-        set(conditions::STALLED, false, "NotStalled", String::new());
+        // kstatus (Flux, kpt): Reconciling while progress is possible without anyone's help,
+        // Stalled (with the reason) when only a change to the spec or a Secret can clear it.
+        match self.server_error.as_ref().filter(|e| e.is_permanent()) {
+            Some(e) => {
+                set(conditions::RECONCILING, false, "Stalled", String::new());
+                set(conditions::STALLED, true, e.reason, e.message.clone());
+            }
+            None => {
+                set(
+                    conditions::RECONCILING,
+                    !ready,
+                    if ready { "Reconciled" } else { &ready_reason },
+                    if ready { String::new() } else { ready_message },
+                );
+                set(conditions::STALLED, false, "NotStalled", String::new());
+            }
+        }
         let status = AuthorizationServerStatus {
             observed_generation: generation,
             conditions: conds,
@@ -356,7 +354,7 @@ pub fn deleted(server: &AuthorizationServer, deps: &Dependents) -> Refusals {
     let ns = server.namespace().unwrap_or_default();
     let gone = |k: &str| {
         Acceptance::rejected(
-            "ServerNotFound",
+            SERVER_NOT_FOUND,
             format!(
                 "AuthorizationServer {ns}/{} was deleted; this {k} takes effect when it returns",
                 server.name_any()
@@ -550,7 +548,32 @@ mod tests {
         let report = plan.report(&s, &signing, &available(1), None, at(0));
         let ready = condition(&report.status, conditions::READY);
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", error.reason));
+        let stalled = condition(&report.status, conditions::STALLED);
+        assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", error.reason));
+        assert_eq!(stalled.message, error.message, "kstatus shows the reason's message");
+        assert_eq!(condition(&report.status, conditions::RECONCILING).status, "False", "no progress without a change");
         assert_eq!(report.requeue, RESYNC);
+    }
+
+    #[test]
+    fn a_server_waiting_for_a_secret_is_reconciling_not_stalled() {
+        let s = server(", identity: { staticUsers: { secretName: people } }");
+        let plan = decide(&input(&s, &[]), Refusals::new()).unwrap();
+        let error = plan.server_error.clone().expect("the Secret does not exist");
+        assert_eq!(error.reason, crate::config::IDENTITY_SECRET_NOT_FOUND);
+        let signing = Signing {
+            ready: true,
+            reason: "KeysPublished".into(),
+            message: String::new(),
+            status: SigningStatus::default(),
+            next_due: None,
+            active_age: None,
+        };
+        let report = plan.report(&s, &signing, &available(1), None, at(0));
+        let reconciling = condition(&report.status, conditions::RECONCILING);
+        assert_eq!((reconciling.status.as_str(), reconciling.reason.as_str()), ("True", error.reason));
+        assert_eq!(reconciling.message, error.message);
+        assert_eq!(condition(&report.status, conditions::STALLED).status, "False");
     }
 
     #[test]

@@ -1,18 +1,22 @@
-//! Admission of CEL expressions: the one way a claim value or a rule condition becomes a
-//! program. A tenant writes these, so each is bounded before anything can hurt the process:
+//! CEL expressions as Tessera admits them, below every room that compiles or evaluates one
+//! (`config` checks them when it compiles, `policy` runs them). Admission is the one way a
+//! claim value or a rule condition becomes a program. A tenant writes these, so each is bounded before anything can hurt the process:
 //!
 //! 1. before parsing, a lexical scan bounds the length and the nesting (cel 0.15's generated
 //!    parser recurses once per level with no guard of its own: a stack overflow cannot be
 //!    caught, so nothing deeper than [`MAX_NESTING`] ever reaches it);
 //! 2. after parsing, a walk of the AST bounds comprehension nesting and estimates the cost of
 //!    one evaluation against the largest variables the request path admits
-//!    ([`super::cel_env::variable_shape`]), in the spirit of Kubernetes' CEL cost estimator.
+//!    ([`variable_shape`]), in the spirit of Kubernetes' CEL cost estimator.
 
 use std::sync::Arc;
 
 use cel::common::ast::{ComprehensionExpr, EntryExpr, Expr, IdedExpr, LiteralValue, operators};
 
-use super::cel_env::{Shape, variable_shape};
+mod shape;
+
+pub use shape::limits;
+pub(crate) use shape::{LIST_LIMITS, Shape, variable_shape};
 
 /// Longest expression, in bytes (the CRDs' `maxLength` of `value` and `condition`).
 pub const MAX_LENGTH: usize = 4096;
@@ -98,7 +102,7 @@ pub fn admit(source: &str) -> Result<(cel::Program, u64), ExpressionError> {
 /// What to simplify when the estimate is over the limit.
 fn advice(comprehensions: u32) -> String {
     let mut s = String::from("each comprehension multiplies its body's cost by the largest list it can iterate (");
-    s.push_str(super::cel_env::LIST_LIMITS);
+    s.push_str(LIST_LIMITS);
     s.push(')');
     if comprehensions > 1 {
         s.push_str("; avoid comprehensions inside comprehensions");

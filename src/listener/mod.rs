@@ -4,6 +4,8 @@
 //! connections or workers. On shutdown (`crate::shutdown`) it stops accepting, closes idle
 //! connections and lets the requests it is answering finish, for at most the drain timeout.
 
+mod tls;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -87,7 +89,7 @@ pub struct ListenError {
 pub async fn bind(addr: SocketAddr, tls_dir: Option<PathBuf>, limits: ConnectionLimits) -> Result<Bound, ListenError> {
     let error = |message: String| ListenError { addr, message };
     let tls = match tls_dir {
-        Some(dir) => Some(crate::issuer::tls::acceptor(dir).map_err(|e| error(e.to_string()))?),
+        Some(dir) => Some(tls::acceptor(dir).map_err(|e| error(e.to_string()))?),
         None => None,
     };
     let tcp = TcpListener::bind(addr).await.map_err(|e| error(e.to_string()))?;

@@ -1,4 +1,4 @@
-//! HTTPS for the issuer (`--tls-dir` with `tls.crt` and `tls.key`, as a `kubernetes.io/tls`
+//! HTTPS for the listeners (`--tls-dir` with `tls.crt` and `tls.key`, as a `kubernetes.io/tls`
 //! Secret mounts them). The certificate is re-read every minute, so a renewed one is served
 //! without a restart.
 
@@ -49,7 +49,7 @@ impl ResolvesServerCert for ReloadingCert {
 }
 
 /// The TLS acceptor of `--tls-dir`; the certificate is re-read every minute. Handshakes run
-/// in the listener's connection tasks (`crate::listener`), bounded by its header-read timeout.
+/// in the listener's connection tasks, bounded by its header-read timeout.
 pub fn acceptor(dir: PathBuf) -> Result<TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let cert = Arc::new(ReloadingCert(ArcSwap::new(load(&dir, &provider)?)));
