@@ -8,9 +8,9 @@ use k8s_openapi::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
         core::v1::{
             Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-            PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
-            SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
-            TopologySpreadConstraint, Volume, VolumeMount,
+            Lifecycle, LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+            SeccompProfile, Secret, SecretKeySelector, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
+            ServicePort, ServiceSpec, SleepAction, TopologySpreadConstraint, Volume, VolumeMount,
         },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
         rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
@@ -227,6 +227,18 @@ fn default_resources() -> ResourceRequirements {
     }
 }
 
+/// Seconds the kubelet waits (preStop `sleep`, run by the kubelet itself: the image has no
+/// shell) before it sends SIGTERM to an issuer that is being deleted. A deleted pod leaves its
+/// Service's EndpointSlice at once, but kube-proxy on every node takes a moment (its minimum
+/// sync period is 1 s) to stop sending it new connections; until then the issuer keeps
+/// accepting, so a client of the Service never meets a closed port. Then SIGTERM starts the
+/// drain (`--drain-timeout`, [`crate::listener::DEFAULT_DRAIN_TIMEOUT`]).
+pub const PRE_STOP_SLEEP_SECONDS: i64 = 2;
+
+/// Grace period of an issuer pod: the preStop sleep, the drain timeout (20 s by default) and
+/// the 5 s the process allows itself after the drain fit inside it.
+pub const TERMINATION_GRACE_PERIOD_SECONDS: i64 = 30;
+
 /// The issuer container, under the restricted Pod Security profile.
 fn issuer_container(server: &AuthorizationServer, ctx: &BuildContext) -> (Container, Vec<Volume>) {
     let mut volumes = vec![Volume {
@@ -283,6 +295,13 @@ fn issuer_container(server: &AuthorizationServer, ctx: &BuildContext) -> (Contai
             seccomp_profile: runtime_default_seccomp(),
             ..Default::default()
         }),
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction { seconds: PRE_STOP_SLEEP_SECONDS }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         volume_mounts: Some(mounts),
         ..Default::default()
     };
@@ -324,6 +343,7 @@ pub fn deployment(server: &AuthorizationServer, ctx: &BuildContext) -> Deploymen
         topology_spread_constraints: spread,
         containers: vec![container],
         volumes: Some(volumes),
+        termination_grace_period_seconds: Some(TERMINATION_GRACE_PERIOD_SECONDS),
         ..Default::default()
     };
     Deployment {
@@ -420,6 +440,19 @@ spec: { issuer: "https://auth.example.com/payments", audiences: [api://payments]
         assert_eq!(c.args.clone().unwrap()[..5], ["issuer", "--namespace", "identity", "--server", "payments"]);
         assert!(c.readiness_probe.is_some() && c.liveness_probe.is_some());
         assert_eq!(pod.service_account_name.as_deref(), Some("payments-issuer"));
+    }
+
+    #[test]
+    fn issuer_pod_keeps_accepting_until_kube_proxy_forgets_it_then_drains_inside_its_grace() {
+        let d = deployment(&server(BASIC), &BuildContext { image: "tessera:test".into() });
+        let pod = d.spec.unwrap().template.spec.unwrap();
+        let pre_stop = pod.containers[0].lifecycle.clone().unwrap().pre_stop.unwrap();
+        // The kubelet's own sleep: the image has no shell for an exec hook.
+        assert!(pre_stop.exec.is_none() && pre_stop.http_get.is_none());
+        let sleep = pre_stop.sleep.unwrap().seconds;
+        assert!((1..=2).contains(&sleep), "long enough for kube-proxy, short enough for a quick exit: {sleep}");
+        let drain = crate::listener::DEFAULT_DRAIN_TIMEOUT.as_secs() as i64;
+        assert!(sleep + drain + 5 < pod.termination_grace_period_seconds.unwrap());
     }
 
     #[test]

@@ -198,5 +198,6 @@ where
 
 pub mod examples;
 pub mod helm;
+pub mod node;
 pub mod operator;
 pub mod redis;

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 pub struct RedisServer {
     pub port: u16,
+    /// The address it listens on: 127.0.0.1 unless started with [`RedisServer::start_on`].
+    pub bind: String,
     dir: tempfile::TempDir,
     running: Mutex<Option<(Child, ChildStdin)>>,
 }
@@ -31,20 +33,24 @@ pub fn available() -> bool {
     ok
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl RedisServer {
     /// Starts a new redis-server owned by the caller; stopped when dropped.
     pub fn start() -> RedisServer {
-        let server = RedisServer { port: free_port(), dir: tempfile::tempdir().unwrap(), running: Mutex::new(None) };
+        RedisServer::start_on("127.0.0.1")
+    }
+
+    /// Starts a new redis-server listening on `bind` (an address of this host), e.g. one that
+    /// the pods of tests/node.rs reach.
+    pub fn start_on(bind: &str) -> RedisServer {
+        let port = std::net::TcpListener::bind((bind, 0)).unwrap().local_addr().unwrap().port();
+        let server =
+            RedisServer { port, bind: bind.to_owned(), dir: tempfile::tempdir().unwrap(), running: Mutex::new(None) };
         server.resume();
         server
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        format!("redis://{}:{}/", self.bind, self.port)
     }
 
     /// Starts (again) on the same port, with empty state.
@@ -56,7 +62,10 @@ impl RedisServer {
             .arg("-c")
             .arg(script)
             .arg(binary())
-            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
+            .args(["--bind", &self.bind, "--port", &self.port.to_string(), "--save", "", "--appendonly", "no"])
+            // Protected mode refuses clients from other addresses than loopback when there is no
+            // password: a server on another address is there for such clients (the node's pods).
+            .args(["--protected-mode", if self.bind == "127.0.0.1" { "yes" } else { "no" }])
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::piped())
@@ -65,7 +74,7 @@ impl RedisServer {
             .expect("start redis-server");
         let stdin = child.stdin.take().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while TcpStream::connect((self.bind.as_str(), self.port)).is_err() {
             assert!(Instant::now() < deadline, "redis-server did not listen on {}", self.port);
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -80,7 +89,7 @@ impl RedisServer {
             let _ = child.wait();
         }
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+        while TcpStream::connect((self.bind.as_str(), self.port)).is_ok() {
             assert!(Instant::now() < deadline, "redis-server did not stop");
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -1,11 +1,14 @@
 // kube-testenv runs a small Kubernetes control plane in one process, for
 // integration tests: embedded etcd, kube-apiserver and kube-controller-manager
-// (k8s 1.36, etcd 3.7). No kubelet and no scheduler: pods stay Pending.
+// (k8s 1.36, etcd 3.7). Without --node there is no kubelet and no scheduler: pods
+// stay Pending. With --node (node.go) pods run: kube-scheduler, a kubelet, kube-proxy and
+// a containerd of its own, in network and mount namespaces of their own.
 //
 // Usage:
 //
 //	kube-testenv --data-dir DIR [--kubeconfig PATH] [--apiserver-arg=--flag=value ...]
 //	             [--log-file PATH|-] [--v N] [--exit-on-stdin-eof=true] [--startup-timeout 2m]
+//	             [--node --node-bin-dir DIR]
 //
 // Everything lives in DIR (one kube-testenv per DIR): pki/ (CA, serving, admin
 // and service-account keys), etcd-*/ (removed on exit), testenv.log (all
@@ -14,10 +17,15 @@
 //
 //	READY <kubeconfig path> <https://127.0.0.1:port>
 //
+// With --node it first prints
+//
+//	NODE <node name> <containerd socket, as the host reaches it> <DATA-DIR/node>
+//
 // The service-account issuer is that same https://127.0.0.1:port.
 // It exits with code 0 on SIGTERM, SIGINT, or when stdin reaches EOF (the
 // parent holds a pipe to our stdin; when the parent dies, we go too), and with
-// code 1 if a component fails.
+// code 1 if a component fails; with --node, code 3 if the host's state could not be
+// restored (DATA-DIR/node/host-check.txt lists what differs).
 package main
 
 import (
@@ -65,6 +73,15 @@ var controllers = []string{
 	"disruption-controller",
 }
 
+// nodeControllers run as well with --node: Services get their EndpointSlices.
+var nodeControllers = []string{
+	"endpoints-controller",
+	"endpointslice-controller",
+	"endpointslice-mirroring-controller",
+	"pod-garbage-collector-controller",
+	"node-lifecycle-controller", // lifts the not-ready taint the kubelet registers with
+}
+
 // stderr is the original standard error, for our own messages.
 var stderr = os.Stderr
 
@@ -81,9 +98,14 @@ type options struct {
 	watchStdin   bool
 	timeout      time.Duration
 	apiserverArg stringList
+	node         bool
+	nodeBinDir   string
 }
 
 func main() {
+	if len(os.Args) == 4 && os.Args[1] == "__node-holder" {
+		nodeHolder(os.Args[2], os.Args[3])
+	}
 	var o options
 	fs := flag.NewFlagSet("kube-testenv", flag.ContinueOnError)
 	fs.StringVar(&o.dataDir, "data-dir", "", "directory for all state: certificates, etcd data, logs, kubeconfig (required)")
@@ -92,6 +114,8 @@ func main() {
 	fs.IntVar(&o.verbosity, "v", 0, "klog verbosity of kube-apiserver and kube-controller-manager")
 	fs.BoolVar(&o.watchStdin, "exit-on-stdin-eof", true, "exit when stdin reaches EOF")
 	fs.DurationVar(&o.timeout, "startup-timeout", 2*time.Minute, "give up if not ready within this time")
+	fs.BoolVar(&o.node, "node", false, "also run a node: kube-scheduler, kubelet, kube-proxy, containerd (root; see node.go)")
+	fs.StringVar(&o.nodeBinDir, "node-bin-dir", "", "with --node: the directory tools/kube-testenv/build-node.sh printed")
 	fs.Var(&o.apiserverArg, "apiserver-arg", "extra kube-apiserver flag, e.g. --apiserver-arg=--authentication-config=/path (repeatable)")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -121,6 +145,7 @@ type shutdown struct {
 	mu     sync.Mutex
 	etcd   *embed.Etcd
 	etcdWD string
+	node   *node
 }
 
 func (s *shutdown) setEtcd(e *embed.Etcd) { s.mu.Lock(); s.etcd = e; s.mu.Unlock() }
@@ -132,6 +157,18 @@ func (s *shutdown) exit(code int, reason string) {
 		klog.InfoS("kube-testenv shutting down", "reason", reason)
 		fmt.Fprintf(stderr, "kube-testenv: stopping (%s)\n", reason)
 		t0 := time.Now()
+		// The node first: its processes end and the host is restored while the API
+		// server still answers.
+		s.mu.Lock()
+		n := s.node
+		s.mu.Unlock()
+		if n != nil {
+			if diffs := n.stop(); len(diffs) > 0 {
+				fmt.Fprintf(stderr, "kube-testenv: the host's state was not restored (%s):\n%s\n",
+					filepath.Join(n.dir, "host-check.txt"), strings.Join(diffs, "\n"))
+				code = 3
+			}
+		}
 		// Stop kube-apiserver first: etcd's Close waits for open watch
 		// streams, and the apiserver's are closed when it shuts down.
 		s.cancel()
@@ -281,6 +318,11 @@ func run(o *options) error {
 
 	// kube-apiserver.
 	issuer := serverURL
+	advertise := "127.0.0.1"
+	if o.node {
+		// Pods reach the API server on the node bridge (node.go forwards it there).
+		advertise = nodeBridgeIP
+	}
 	apiArgs := []string{
 		"--etcd-servers=" + fmt.Sprintf("http://127.0.0.1:%d", etcdClientPort),
 		"--cert-dir=" + filepath.Join(dataDir, "apiserver-certs"),
@@ -289,7 +331,7 @@ func run(o *options) error {
 		"--client-ca-file=" + p.caCert,
 		"--secure-port=" + strconv.Itoa(apiPort),
 		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
+		"--advertise-address=" + advertise,
 		"--service-cluster-ip-range=10.0.0.0/16", // room for thousands of Services (benches/control_plane)
 		"--allow-privileged=true",
 		"--authorization-mode=RBAC",
@@ -325,9 +367,13 @@ func run(o *options) error {
 	klog.InfoS("kube-apiserver ready", "elapsed", time.Since(start))
 
 	// kube-controller-manager.
+	cms := controllers
+	if o.node {
+		cms = append(append([]string(nil), controllers...), nodeControllers...)
+	}
 	cmArgs := []string{
 		"--kubeconfig=" + internalKubeconfig,
-		"--controllers=" + strings.Join(controllers, ","),
+		"--controllers=" + strings.Join(cms, ","),
 		"--service-account-private-key-file=" + p.saKey,
 		"--root-ca-file=" + p.caCert,
 		"--leader-elect=false",
@@ -353,6 +399,19 @@ func run(o *options) error {
 		fail(fmt.Errorf("kube-controller-manager not running: %w", err))
 	}
 	klog.InfoS("kube-controller-manager running", "elapsed", time.Since(start))
+
+	if o.node {
+		n, err := startNode(dataDir, o.nodeBinDir, apiPort, p, internalKubeconfig, client, serverURL, deadline.Add(2*time.Minute))
+		if n != nil {
+			sd.mu.Lock()
+			sd.node = n
+			sd.mu.Unlock()
+		}
+		if err != nil {
+			fail(fmt.Errorf("node: %w", err))
+		}
+		fmt.Fprintf(os.Stdout, "NODE %s %s %s\n", nodeName, n.containerdAddress(), n.dir)
+	}
 
 	if err := writeFileAtomic(o.kubeconfig, kubeconfigData, 0o600); err != nil {
 		fail(err)
