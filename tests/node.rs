@@ -181,11 +181,11 @@ async fn chart_and_issuer_pods_run_on_a_real_node() {
     );
     assert_eq!(spec.containers[0].image.as_deref(), Some(format!("{IMAGE_REPO}:{IMAGE_TAG}").as_str()));
     assert_eq!(node.task_status(&container_id(leader)).as_deref(), Some("RUNNING"), "containerd runs the operator");
-    eprintln!(
+    support::node::show(format_args!(
         "operator Ready and holding the Lease {:.1}s after helm install: {}",
         t.elapsed().as_secs_f64(),
         describe(leader)
-    );
+    ));
 
     // (b) The examples: issuer pods scheduled, probed and serving under `restricted`.
     restricted_namespace(&client, "identity", json!({})).await;
@@ -197,7 +197,11 @@ async fn chart_and_issuer_pods_run_on_a_real_node() {
     let identity_pods: Api<Pod> = Api::namespaced(client.clone(), "identity");
     let issuers = ready_pods(&identity_pods, "app.kubernetes.io/name=tessera-issuer", 1).await;
     let issuer = &issuers[0];
-    eprintln!("issuer Ready {:.1}s after the examples: {}", t.elapsed().as_secs_f64(), describe(issuer));
+    support::node::show(format_args!(
+        "issuer Ready {:.1}s after the examples: {}",
+        t.elapsed().as_secs_f64(),
+        describe(issuer)
+    ));
     let c = &issuer.spec.as_ref().unwrap().containers[0];
     assert!(c.startup_probe.is_some() && c.readiness_probe.is_some() && c.liveness_probe.is_some());
     let cs = &issuer.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
@@ -240,7 +244,10 @@ async fn chart_and_issuer_pods_run_on_a_real_node() {
     let jwks = get_json(&http, &format!("{via_service}/v1/keys")).await;
     assert!(kids(&jwks).contains(&jwt_kid(&access)), "the token's kid is in the JWKS");
     token(via_pod.clone()).await;
-    eprintln!("discovery, JWKS and client_credentials answered via Service {cluster_ip} and pod {}", pod_ip(issuer));
+    support::node::show(format_args!(
+        "discovery, JWKS and client_credentials answered via Service {cluster_ip} and pod {}",
+        pod_ip(issuer)
+    ));
 
     // (c) Deleting a pod: its container exits on SIGTERM well inside the grace period.
     let victim = ready_pods(&identity_pods, "app.kubernetes.io/name=tessera-issuer", 1).await.remove(0);
@@ -271,14 +278,14 @@ async fn chart_and_issuer_pods_run_on_a_real_node() {
             )
         })
         .unwrap_or_else(|| "(no SIGTERM line in kubelet.log)".to_owned());
-    eprintln!(
+    support::node::show(format_args!(
         "pod deletion: container {id} exited {} ms after the delete, {after_sigterm}; the pod object was gone after {} ms",
         exited.as_millis(),
         gone.as_millis()
-    );
+    ));
     assert!(exited <= Duration::from_secs(5), "the issuer took {exited:?} to exit on SIGTERM");
     let replacement = ready_pods(&identity_pods, "app.kubernetes.io/name=tessera-issuer", 1).await.remove(0);
-    eprintln!("replacement: {}", describe(&replacement));
+    support::node::show(format_args!("replacement: {}", describe(&replacement)));
     token(format!("http://{}:8080/oauth2/payments", pod_ip(&replacement))).await;
 
     let keys: Api<Secret> = Api::namespaced(client.clone(), "identity");
@@ -300,9 +307,13 @@ async fn chart_and_issuer_pods_run_on_a_real_node() {
     servers.patch("payments", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "identity");
     let replicas = rolled_out(&deployments, &identity_pods, "payments-issuer", 2).await;
-    eprintln!("Redis at {}: 2 replicas rolled out in {:.1}s", redis.bind, t.elapsed().as_secs_f64());
+    support::node::show(format_args!(
+        "Redis at {}: 2 replicas rolled out in {:.1}s",
+        redis.bind,
+        t.elapsed().as_secs_f64()
+    ));
     for p in &replicas {
-        eprintln!("  {}", describe(p));
+        support::node::show(format_args!("  {}", describe(p)));
     }
     let bases: Vec<String> = replicas.iter().map(|p| format!("http://{}:8080/oauth2/payments", pod_ip(p))).collect();
 
@@ -314,11 +325,11 @@ async fn chart_and_issuer_pods_run_on_a_real_node() {
     assert!(redeemed.1["access_token"].is_string() && redeemed.1["id_token"].is_string());
     let replay = redeem(&http, &bases[0], &code).await;
     assert_eq!((replay.0, replay.1["error"].as_str()), (400, Some("invalid_grant")), "the code replayed on pod 0");
-    eprintln!(
+    support::node::show(format_args!(
         "authorization code issued by {} redeemed by {} (replay on the first: invalid_grant)",
         replicas[0].name_any(),
         replicas[1].name_any()
-    );
+    ));
 
     // A manual rotation reaches every running pod through its Secret watch within a second.
     // The emergency form (rotate-revoke): a plain rotate waits until the Next key has been
@@ -352,11 +363,11 @@ async fn chart_and_issuer_pods_run_on_a_real_node() {
     }
     let secret_seen = secret_seen.unwrap();
     let latencies: Vec<Duration> = pod_seen.iter().map(|s| s.unwrap().saturating_duration_since(secret_seen)).collect();
-    eprintln!(
+    support::node::show(format_args!(
         "rotation: the Secret changed {} ms after the annotation; the new kid served by each replica {:?} ms after that (polled every 20 ms)",
         secret_seen.duration_since(t).as_millis(),
         latencies.iter().map(Duration::as_millis).collect::<Vec<_>>()
-    );
+    ));
     assert!(latencies.iter().all(|l| *l <= Duration::from_secs(1)), "the new key reached the pods after {latencies:?}");
 
     // (e) kubectl drain of the node: the issuer's PDB (maxUnavailable 1) lets one pod go and
@@ -389,13 +400,13 @@ async fn chart_and_issuer_pods_run_on_a_real_node() {
     .unwrap();
     let during_drain = ready_pods(&identity_pods, "app.kubernetes.io/name=tessera-issuer", 1).await;
     let stats = load.stop().await;
-    eprintln!(
+    support::node::show(format_args!(
         "kubectl drain ({:.1}s, {}): {} issuer pod(s) still Ready: {}; load through the Service: {stats}",
         t.elapsed().as_secs_f64(),
         if drained { "completed" } else { "timed out" },
         during_drain.len(),
         during_drain.iter().map(describe).collect::<Vec<_>>().join(" | ")
-    );
+    ));
     assert!(!drained, "the drain must not complete while the PDB forbids the last issuer's eviction:\n{drain_out}");
     assert!(drain_out.contains("disruption budget"), "kubectl drain said:\n{drain_out}");
     assert_eq!(during_drain.len(), 1, "the PDB keeps exactly one issuer pod");
@@ -448,19 +459,19 @@ async fn chart_and_issuer_pods_run_on_a_real_node() {
     let issuers_after = rolled_out(&deployments, &identity_pods, "payments-issuer", 2).await;
     let stats = load.stop().await;
     let new_leader = leader_on(&leases, &system_pods, Some(&new_image)).await;
-    eprintln!(
+    support::node::show(format_args!(
         "helm upgrade to {new_tag}: issuers rolled in {:.1}s; load through the Service: {stats}",
         t.elapsed().as_secs_f64()
-    );
+    ));
     for p in std::iter::once(&new_leader).chain(&issuers_after) {
-        eprintln!("  {}", describe(p));
+        support::node::show(format_args!("  {}", describe(p)));
     }
     stats.assert_every_request_answered("during the helm upgrade");
     drop(redis);
 
     let problems = tokio::task::spawn_blocking(move || node.stop()).await.unwrap();
     assert!(problems.is_empty(), "the host was not restored:\n{}", problems.join("\n"));
-    eprintln!("tests/node.rs done in {:.1}s", started.elapsed().as_secs_f64());
+    support::node::show(format_args!("tests/node.rs done in {:.1}s", started.elapsed().as_secs_f64()));
 }
 
 /// The Ready operator pod holding the Lease (a standby reports not-ready), of `image` if given.

@@ -16,6 +16,13 @@ use std::{
 
 use super::repo_root;
 
+/// A line on stderr past libtest's capture (which takes `eprintln!`), so that CI's log shows
+/// where the pods ran (pod IPs, container ids) and the host check even when the test passes.
+pub fn show(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 pub const NODE_NAME: &str = "tessera-node";
 /// The host's end of the veth pair to the node's network namespace (tools/kube-testenv/node.go):
 /// pods reach the host there, e.g. a redis-server listening on it.
@@ -119,11 +126,11 @@ impl Node {
             }
         };
         let (containerd, node_dir) = node.expect("kube-testenv printed no NODE line");
-        eprintln!(
+        show(format_args!(
             "kube-testenv --node ready at {url} in {:.1}s (node {NODE_NAME}, containerd {containerd}, logs {})",
             started.elapsed().as_secs_f64(),
             node_dir.display()
-        );
+        ));
         Node { kubeconfig, url, data_dir, node_dir, containerd, stdin: Some(stdin), child: Some(child), before }
     }
 
@@ -141,12 +148,12 @@ impl Node {
             archive.display(),
             String::from_utf8_lossy(&out.stderr)
         );
-        eprintln!(
+        show(format_args!(
             "imported {} in {:.1}s: {}",
             archive.display(),
             started.elapsed().as_secs_f64(),
             String::from_utf8_lossy(&out.stdout).trim()
-        );
+        ));
     }
 
     /// A second name for an image already imported (`ctr images tag`).
@@ -212,7 +219,9 @@ impl Node {
         }
         problems.extend(self.before.differences(&HostSnapshot::take()));
         if problems.is_empty() {
-            eprintln!("host state restored and checked (sysctls, iptables, mounts, /var dirs, cgroups, links, routes)");
+            show(format_args!(
+                "host state restored and checked (sysctls, iptables, mounts, /var dirs, cgroups, links, routes)"
+            ));
             // The logs are for a failure; a passing run leaves nothing behind.
             if !std::thread::panicking() {
                 let _ = std::fs::remove_dir_all(&self.data_dir);
@@ -230,7 +239,7 @@ impl Drop for Node {
         }
         let text = format!("the host was not restored after the node:\n{}", problems.join("\n"));
         if std::thread::panicking() {
-            eprintln!("{text}");
+            show(format_args!("{text}"));
         } else {
             panic!("{text}");
         }
@@ -373,10 +382,10 @@ pub fn build_image(name: &str) -> PathBuf {
         .expect("running scripts/image (python3)");
     assert!(out.status.success(), "scripts/image failed");
     let archive = out_dir.join("tessera.tar");
-    eprintln!(
+    show(format_args!(
         "scripts/image: {name} ({} MB) in {:.1}s",
         std::fs::metadata(&archive).unwrap().len() / 1_000_000,
         started.elapsed().as_secs_f64()
-    );
+    ));
     archive
 }
