@@ -379,12 +379,8 @@ spec:
     assert!(!went_to_consent(&r, &s), "the server's own client was asked for consent");
 }
 
-// --- item 12 ---
-
-#[tokio::test]
-async fn logout_without_a_valid_id_token_hint_asks_before_ending_the_session() {
-    let extra = [
-        r#"---
+/// Everyone may sign in to any client with authorization_code for `openid payments:read`.
+const PEOPLE_SIGN_IN: &str = r#"---
 apiVersion: tessera.dev/v1alpha1
 kind: AccessPolicy
 metadata: { name: people, namespace: identity }
@@ -393,8 +389,14 @@ spec:
   clients: { all: true }
   rules:
     - { name: people, grantTypes: [authorization_code], scopes: [openid, payments:read], users: { everyone: true } }
-"#
-        .to_owned(),
+"#;
+
+// --- item 12 ---
+
+#[tokio::test]
+async fn logout_without_a_valid_id_token_hint_asks_before_ending_the_session() {
+    let extra = [
+        PEOPLE_SIGN_IN.to_owned(),
         client(
             "identity",
             "web",
@@ -457,17 +459,7 @@ spec:
 #[tokio::test]
 async fn a_signed_in_persons_authorizations_are_not_charged_to_the_sources_sign_in_limit() {
     let extra = [
-        r#"---
-apiVersion: tessera.dev/v1alpha1
-kind: AccessPolicy
-metadata: { name: people, namespace: identity }
-spec:
-  serverRef: { name: payments }
-  clients: { all: true }
-  rules:
-    - { name: people, grantTypes: [authorization_code], scopes: [openid, payments:read], users: { everyone: true } }
-"#
-        .to_owned(),
+        PEOPLE_SIGN_IN.to_owned(),
         client("identity", "web", "", &format!("  grantTypes: [authorization_code]\n  redirectUris: [{WEB_REDIRECT}]")),
     ]
     .concat();
