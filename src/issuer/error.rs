@@ -168,18 +168,77 @@ impl IntoResponse for OAuthError {
                 );
             }
             Challenge::Bearer => {
-                let v = format!(
-                    "Bearer realm=\"tessera\", error=\"{}\", error_description=\"{}\"",
-                    self.code, self.description
-                );
-                if let Ok(v) = HeaderValue::from_str(&v) {
-                    h.insert(header::WWW_AUTHENTICATE, v);
-                }
+                h.insert(header::WWW_AUTHENTICATE, bearer_challenge(self.code, &self.description));
             }
         }
         if let Some(secs) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
+    }
+}
+
+/// `WWW-Authenticate: Bearer` with the error (RFC 6750 §3): the description as a quoted string,
+/// left out if it cannot be one (a control character).
+fn bearer_challenge(code: &str, description: &str) -> HeaderValue {
+    let quoted = description.replace('\\', "\\\\").replace('"', "\\\"");
+    let full = format!("Bearer realm=\"tessera\", error=\"{code}\", error_description=\"{quoted}\"");
+    HeaderValue::from_str(&full)
+        .or_else(|_| HeaderValue::from_str(&format!("Bearer realm=\"tessera\", error=\"{code}\"")))
+        .unwrap_or_else(|_| HeaderValue::from_static("Bearer realm=\"tessera\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(e: OAuthError) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+        let resp = e.into_response();
+        let (parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 1 << 16).await.expect("a body");
+        (parts.status, parts.headers, serde_json::from_slice(&bytes).expect("JSON"))
+    }
+
+    #[tokio::test]
+    async fn the_detail_reaches_the_log_only_never_the_client() {
+        let e = OAuthError::temporarily_unavailable("no signing key is active")
+            .with_detail("server team-a/orders cannot sign: operator-only detail");
+        let (status, headers, body) = answer(e).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            serde_json::json!({"error": "temporarily_unavailable", "error_description": "no signing key is active"})
+        );
+        for (_, v) in &headers {
+            assert!(!v.to_str().unwrap_or("").contains("operator-only"), "{v:?}");
+        }
+        assert_eq!(headers[header::CACHE_CONTROL], "no-store");
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_asks_the_client_to_retry_and_keeps_its_cause_for_the_operator() {
+        let e = OAuthError::from(crate::store::StoreError("redis: connection refused".into()));
+        assert!(e.detail.as_deref().is_some_and(|d| d.contains("connection refused")));
+        let (status, headers, body) = answer(e).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(headers[header::RETRY_AFTER], crate::store::RETRY_AFTER_SECS.to_string().as_str());
+        assert!(!body.to_string().contains("redis"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn challenges_follow_the_kind_of_authentication() {
+        let (status, headers, _) = answer(OAuthError::invalid_client("client authentication failed")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Basic realm=\"tessera\", charset=\"UTF-8\"");
+        let (status, headers, _) = answer(OAuthError::insufficient_scope("needs \"openid\"")).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(
+            headers[header::WWW_AUTHENTICATE],
+            r#"Bearer realm="tessera", error="insufficient_scope", error_description="needs \"openid\"""#
+        );
+        let (_, headers, _) = answer(OAuthError::invalid_token("bad\ntoken")).await;
+        assert_eq!(headers[header::WWW_AUTHENTICATE], r#"Bearer realm="tessera", error="invalid_token""#);
+        let (_, headers, _) = answer(OAuthError::invalid_grant("no challenge")).await;
+        assert!(!headers.contains_key(header::WWW_AUTHENTICATE));
     }
 }

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::OAuthError;
 use super::form::Form;
-use super::grants::{self, TokenResponse};
+use super::grants::{self, GrantRequest, TokenResponse};
 use super::{Incoming, Issuer, Served, client_auth};
 use crate::api::GrantType;
 
@@ -52,11 +52,11 @@ async fn handle(issuer: &Issuer, served: &Served, req: &Incoming) -> Result<Toke
         return Err(OAuthError::unauthorized_client(format!("client may not use grant type {}", grant.as_str())));
     }
     let now = req.now;
-    match grant {
-        GrantType::ClientCredentials => grants::client_credentials(issuer, served, client, &form, now).await,
-        GrantType::TokenExchange => grants::token_exchange(issuer, served, client, &form, now).await,
-        GrantType::RefreshToken => grants::refresh_token(issuer, served, client, &form, now).await,
-        GrantType::AuthorizationCode => grants::authorization_code(issuer, served, client, &form, now).await,
-        GrantType::DeviceCode => grants::device_code(issuer, served, client, &form, now).await,
+    match GrantRequest::parse(grant, &form)? {
+        GrantRequest::ClientCredentials(r) => grants::client_credentials(served, client, r, now),
+        GrantRequest::TokenExchange(r) => grants::token_exchange(issuer, served, client, r, now).await,
+        GrantRequest::RefreshToken(r) => grants::refresh_token(issuer, served, client, r, now).await,
+        GrantRequest::AuthorizationCode(r) => grants::authorization_code(issuer, served, client, r, now).await,
+        GrantRequest::DeviceCode(r) => grants::device_code(issuer, served, client, r, now).await,
     }
 }

@@ -92,3 +92,34 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::Error;
+    use kube::runtime::finalizer::Error as Finalizer;
+
+    #[test]
+    fn reconcile_errors_are_counted_by_the_name_of_their_kind() {
+        let m = Metrics::default();
+        let keys = || Error::InvalidKeySet {
+            namespace: "team-a".into(),
+            name: "orders-keys".into(),
+            source: crate::keys::KeyError::Generate,
+        };
+        m.error("AuthorizationServer", &keys());
+        m.error("AuthorizationServer", &Error::Finalizer(Box::new(Finalizer::ApplyFailed(keys()))));
+        m.error("AuthClient", &Error::CachesNotReady);
+        m.error("AuthClient", &Error::Finalizer(Box::new(Finalizer::UnnamedObject)));
+        let text = m.render();
+        for line in [
+            r#"tessera_operator_reconcile_errors_total{kind="AuthorizationServer",reason="InvalidKeySet"} 2"#,
+            r#"tessera_operator_reconcile_errors_total{kind="AuthClient",reason="CachesNotReady"} 1"#,
+            r#"tessera_operator_reconcile_errors_total{kind="AuthClient",reason="Finalizer"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
+        // A label never carries the error's text (a Secret's name, an API message).
+        assert!(!text.contains("orders-keys"), "{text}");
+    }
+}

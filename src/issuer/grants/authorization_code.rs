@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use super::TokenResponse;
 use super::person::{Person, Refresh, mint_for_person, revoke_family};
+use super::request::AuthorizationCode;
 use crate::api::{AuthMethod, GrantType};
 use crate::config::ClientConfig;
 use crate::issuer::access_token::new_jti;
 use crate::issuer::error::OAuthError;
-use crate::issuer::form::Form;
 use crate::issuer::protocol::{Approval, is_pkce_value, random, redirect_uri_matches, same, sha256_b64};
 use crate::issuer::{Issuer, Served};
 use crate::store::CodeKind;
@@ -47,10 +47,10 @@ pub async fn authorization_code(
     issuer: &Issuer,
     served: &Served,
     client: &ClientConfig,
-    form: &Form,
+    request: AuthorizationCode<'_>,
     now: jiff::Timestamp,
 ) -> Result<TokenResponse, OAuthError> {
-    let code = form.require("code")?;
+    let code = request.code;
     let (ts, now) = (now, now.as_second());
     let reused =
         || OAuthError::invalid_grant("authorization code was already used; the tokens issued with it are revoked");
@@ -75,7 +75,7 @@ pub async fn authorization_code(
     // From here the code is spent, whatever the outcome.
     issuer.store.take_code(served.scope(), CodeKind::Authorization, code, now).await?;
 
-    check_redemption(&approval, client, form)?;
+    check_redemption(&approval, client, &request)?;
     mint_for_person(
         issuer,
         served,
@@ -98,11 +98,11 @@ pub async fn authorization_code(
 
 /// Whether `client` may redeem the code of `approval` with this request: the same client, the
 /// redirect URI of the authorization request, and the PKCE verifier of its challenge.
-fn check_redemption(approval: &Approval, client: &ClientConfig, form: &Form) -> Result<(), OAuthError> {
+fn check_redemption(approval: &Approval, client: &ClientConfig, request: &AuthorizationCode) -> Result<(), OAuthError> {
     if approval.client_id != client.client_id {
         return Err(OAuthError::invalid_grant("authorization code was issued to another client"));
     }
-    match (&approval.redirect_uri, form.get("redirect_uri")) {
+    match (&approval.redirect_uri, request.redirect_uri) {
         (Some(expected), Some(given)) if expected == given => {}
         (Some(_), _) => {
             return Err(OAuthError::invalid_grant("redirect_uri must be the one of the authorization request"));
@@ -112,7 +112,7 @@ fn check_redemption(approval: &Approval, client: &ClientConfig, form: &Form) -> 
         }
         (None, _) => {}
     }
-    match (&approval.code_challenge, form.get("code_verifier")) {
+    match (&approval.code_challenge, request.code_verifier) {
         (Some(challenge), Some(verifier)) => {
             if !is_pkce_value(verifier) {
                 return Err(OAuthError::invalid_grant("code_verifier must be 43 to 128 characters of [A-Za-z0-9-._~]"));

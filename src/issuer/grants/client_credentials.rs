@@ -1,27 +1,24 @@
 //! `client_credentials`: the client acts for itself; `sub` is its client id.
 
-use super::TokenResponse;
-use super::{Minting, mint, parse_scope};
+use super::request::ClientCredentials;
+use super::{Minting, TokenResponse, mint};
 use crate::api::GrantType;
 use crate::config::ClientConfig;
+use crate::issuer::Served;
 use crate::issuer::error::OAuthError;
-use crate::issuer::form::Form;
-use crate::issuer::{Issuer, Served};
 
-pub async fn client_credentials(
-    _issuer: &Issuer,
+pub fn client_credentials(
     served: &Served,
     client: &ClientConfig,
-    form: &Form,
+    request: ClientCredentials,
     now: jiff::Timestamp,
 ) -> Result<TokenResponse, OAuthError> {
-    let scopes = parse_scope(form.get("scope"))?;
     mint(
         served,
         Minting {
             client,
             grant: GrantType::ClientCredentials,
-            scopes,
+            scopes: request.scope,
             sub: client.client_id.clone(),
             subject: None,
             now,

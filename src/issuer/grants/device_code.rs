@@ -2,10 +2,10 @@
 
 use super::TokenResponse;
 use super::person::{Person, Refresh, mint_for_person};
+use super::request::DeviceCode;
 use crate::api::GrantType;
 use crate::config::ClientConfig;
 use crate::issuer::error::OAuthError;
-use crate::issuer::form::Form;
 use crate::issuer::protocol::{Decision, DeviceState, decision_key, random};
 use crate::issuer::{Issuer, Served};
 use crate::store::CodeKind;
@@ -14,10 +14,10 @@ pub async fn device_code(
     issuer: &Issuer,
     served: &Served,
     client: &ClientConfig,
-    form: &Form,
+    request: DeviceCode<'_>,
     now: jiff::Timestamp,
 ) -> Result<TokenResponse, OAuthError> {
-    let code = form.require("device_code")?;
+    let code = request.device_code;
     let (ts, now) = (now, now.as_second());
     let s = served.scope();
     let expired = || OAuthError::new_code("expired_token", "the device code has expired; start again on the device");

@@ -5,6 +5,7 @@ mod client_credentials;
 mod device_code;
 mod person;
 mod refresh_token;
+mod request;
 mod token_exchange;
 
 pub use authorization_code::authorization_code;
@@ -12,6 +13,7 @@ pub use client_credentials::client_credentials;
 pub use device_code::device_code;
 pub use person::{FamilyGrant, parse_refresh_token, revoke_family};
 pub use refresh_token::refresh_token;
+pub use request::GrantRequest;
 pub use token_exchange::token_exchange;
 
 use serde::Serialize;

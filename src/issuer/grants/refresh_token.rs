@@ -1,14 +1,13 @@
 //! `refresh_token`: rotation on every use; a token already rotated away revokes its family.
 
 use super::TokenResponse;
-use super::parse_scope;
 use super::person::{
     FamilyGrant, Person, Refresh, family_marker, mint_for_person, new_refresh_secret, parse_refresh_token,
     revoke_family,
 };
+use super::request::RefreshToken;
 use crate::config::ClientConfig;
 use crate::issuer::error::OAuthError;
-use crate::issuer::form::Form;
 use crate::issuer::{Issuer, Served};
 use crate::store::Rotation;
 
@@ -16,10 +15,10 @@ pub async fn refresh_token(
     issuer: &Issuer,
     served: &Served,
     client: &ClientConfig,
-    form: &Form,
+    request: RefreshToken<'_>,
     now: jiff::Timestamp,
 ) -> Result<TokenResponse, OAuthError> {
-    let presented = form.require("refresh_token")?;
+    let presented = request.refresh_token;
     let unknown = || OAuthError::invalid_grant("refresh token is unknown, expired or revoked");
     let (family, secret, issued_at) = parse_refresh_token(presented).ok_or_else(unknown)?;
     let (ts, now) = (now, now.as_second());
@@ -53,7 +52,7 @@ pub async fn refresh_token(
         revoke_family(issuer, served, family, now).await?;
         return Err(OAuthError::invalid_grant("refresh token expired through inactivity"));
     }
-    let scopes = match parse_scope(form.get("scope"))? {
+    let scopes = match request.scope {
         Some(asked) if asked.iter().all(|a| grant.scopes.contains(a)) => asked,
         Some(_) => return Err(OAuthError::invalid_scope("a refresh may only ask for scopes of the original grant")),
         None => grant.scopes.clone(),

@@ -3,23 +3,16 @@
 
 use serde_json::Value;
 
-use super::TokenResponse;
-use super::{Minting, mint, parse_scope};
+use super::request::{ACCESS_TOKEN_TYPE, TokenExchange};
+use super::{Minting, TokenResponse, mint};
 use crate::api::GrantType;
 use crate::config::ClientConfig;
 use crate::config::subjects::{SERVICE_ACCOUNT_PREFIX, exchanged_subject};
 use crate::issuer::error::OAuthError;
-use crate::issuer::form::Form;
 use crate::issuer::trust::{KeySource, TrustError};
 use crate::issuer::{Issuer, Served};
 use crate::keys::jwt::{self, Alg, JwtError};
 
-const JWT_TYPES: [&str; 3] = [
-    "urn:ietf:params:oauth:token-type:jwt",
-    "urn:ietf:params:oauth:token-type:id_token",
-    "urn:ietf:params:oauth:token-type:access_token",
-];
-const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// Algorithms accepted for subject tokens of trusted issuers.
 const SUBJECT_ALGS: [Alg; 4] = [Alg::RS256, Alg::PS256, Alg::ES256, Alg::EdDSA];
 
@@ -31,23 +24,11 @@ pub async fn token_exchange(
     issuer: &Issuer,
     served: &Served,
     client: &ClientConfig,
-    form: &Form,
+    request: TokenExchange<'_>,
     now: jiff::Timestamp,
 ) -> Result<TokenResponse, OAuthError> {
-    let token = form.require("subject_token")?;
-    let token_type = form.require("subject_token_type")?;
-    if !JWT_TYPES.contains(&token_type) {
-        return Err(OAuthError::invalid_request("subject_token_type must be a JWT token type"));
-    }
-    if form.get("actor_token").is_some() {
-        return Err(OAuthError::invalid_request("actor_token is not supported"));
-    }
-    if let Some(t) = form.get("requested_token_type")
-        && t != ACCESS_TOKEN_TYPE
-    {
-        return Err(OAuthError::invalid_request("only access tokens can be requested"));
-    }
-    for aud in ["audience", "resource"].into_iter().filter_map(|p| form.get(p)) {
+    let token = request.subject_token;
+    for aud in &request.targets {
         if !served.config.audiences.iter().any(|a| a == aud) {
             return Err(OAuthError {
                 code: "invalid_target",
@@ -93,7 +74,7 @@ pub async fn token_exchange(
         .filter(|s| !s.is_empty())
         .ok_or_else(|| OAuthError::invalid_grant("subject_token has no sub"))?;
     let sub = exchanged_sub(trusted.kubernetes, iss, sub)?;
-    let scopes = parse_scope(form.get("scope"))?;
+    let scopes = request.scope;
     let mut resp = mint(
         served,
         Minting { client, grant: GrantType::TokenExchange, scopes, sub, subject: Some(verified.claims), now },

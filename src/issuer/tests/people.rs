@@ -522,6 +522,20 @@ async fn code_flow_with_pkce_gives_id_token_userinfo_and_rotating_refresh_tokens
 }
 
 #[tokio::test]
+async fn a_malformed_refresh_request_is_refused_before_the_refresh_token_rotates() {
+    let h = harness().await;
+    let mut b = Browser::default();
+    let code = spa_code(&h, &mut b, "openid offline_access").await;
+    let (_, t) = redeem_spa(&h, &code).await;
+    let rt = t["refresh_token"].as_str().unwrap().to_owned();
+    let bad = [("grant_type", "refresh_token"), ("client_id", SPA), ("refresh_token", rt.as_str()), ("scope", "a\"b")];
+    let (s, e) = token(&h, &bad, None).await;
+    assert_eq!((s, e["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_scope")));
+    let (s, t2) = token(&h, &[("grant_type", "refresh_token"), ("client_id", SPA), ("refresh_token", &rt)], None).await;
+    assert_eq!(s, StatusCode::OK, "the refused request spent nothing: {t2}");
+}
+
+#[tokio::test]
 async fn consent_is_asked_for_required_scopes_and_remembered() {
     let h = harness().await;
     let mut b = Browser::default();
