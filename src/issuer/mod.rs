@@ -349,17 +349,16 @@ async fn browse(issuer: &Issuer, served: &Served, endpoint: Endpoint, req: &Inco
         Err(e) => return browser::error_page(&e),
     };
     let post = req.method == Method::POST;
-    let h = &req.headers;
     match endpoint {
-        Endpoint::Authorize => browser::authorize::authorize(issuer, served, req.source, h, &form).await,
-        Endpoint::Login if post => browser::login::submit(issuer, served, req.source, h, &form).await,
-        Endpoint::Login => browser::login::page(issuer, served, h, &form).await,
-        Endpoint::LoginUpstream => browser::upstream::start(issuer, served, req.source, h, &form).await,
-        Endpoint::LoginCallback => browser::upstream::callback(issuer, served, h, &form).await,
-        Endpoint::Consent if post => browser::consent::submit(issuer, served, h, &form).await,
-        Endpoint::Consent => browser::consent::page(issuer, served, h, &form).await,
-        Endpoint::Logout => browser::logout::logout(issuer, served, h, &form, post).await,
-        Endpoint::Device if post => browser::device::submit(issuer, served, req.source, h, &form).await,
+        Endpoint::Authorize => browser::authorize::authorize(issuer, served, req, &form).await,
+        Endpoint::Login if post => browser::login::submit(issuer, served, req, &form).await,
+        Endpoint::Login => browser::login::page(issuer, served, req, &form).await,
+        Endpoint::LoginUpstream => browser::upstream::start(issuer, served, req, &form).await,
+        Endpoint::LoginCallback => browser::upstream::callback(issuer, served, req, &form).await,
+        Endpoint::Consent if post => browser::consent::submit(issuer, served, req, &form).await,
+        Endpoint::Consent => browser::consent::page(issuer, served, req, &form).await,
+        Endpoint::Logout => browser::logout::logout(issuer, served, req, &form, post).await,
+        Endpoint::Device if post => browser::device::submit(issuer, served, req, &form).await,
         Endpoint::Device => browser::device::page(served, &form),
         _ => OAuthError::not_found().into_response(),
     }
@@ -370,11 +369,6 @@ fn store_optional(query: Option<&str>) -> bool {
 }
 
 pub use health::KUBELET_READINESS_PATH;
-
-/// Current Unix time in seconds.
-pub(crate) fn unix_now() -> i64 {
-    jiff::Timestamp::now().as_second()
-}
 
 #[cfg(test)]
 mod tests;
