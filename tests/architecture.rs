@@ -1,7 +1,8 @@
 //! The shape of the source tree, checked: the import graph between modules has no cycle and
 //! no arrow that runs up the rooms' layers (docs/architecture.md draws them), and the
 //! operator's and the issuer's production code has no file over 500 lines and no function
-//! over 80. Pure and fast: it reads `src/` as text, with no dependency and no build.
+//! over 80, and the issuer reads the clock only where `CLOCK_READERS` says. Pure and fast: it
+//! reads `src/` as text, with no dependency and no build.
 //!
 //! Nodes of the graph: a top-level room (`src/config/**` is `config`), except inside
 //! `src/operator` and `src/issuer`, where every file is a module of its own. An import is
@@ -32,6 +33,17 @@ const SPLIT_ROOMS: &[&str] = &["operator", "issuer"];
 
 const MAX_FILE_LINES: usize = 500;
 const MAX_FN_LINES: usize = 80;
+
+/// The production files of `src/issuer` that may read the clock, and why. Everything else is
+/// handed the time of its request (`Incoming::now`, `Incoming::at`) or of its caller, so one
+/// request sees one time.
+const CLOCK_READERS: &[(&str, &str)] = &[
+    ("issuer/mod.rs", "the dispatcher: reads the clock once per request (Incoming) and per /readyz probe"),
+    ("issuer/token.rs", "for now: the client's rate limit (spec.rateLimit), until it counts with Incoming::at"),
+];
+
+/// The paths whose `::now` reads a clock (jiff's and std's); `unix_now` read it too.
+const CLOCKS: &[&str] = &["Timestamp", "Zoned", "SystemTime", "Instant"];
 
 /// One source file: its module path (`["issuer", "browser", "authorize"]`) and its code with
 /// comments, strings and test items blanked out (line numbers kept).
@@ -612,6 +624,56 @@ fn operator_and_issuer_files_and_functions_stay_small() {
     assert!(report.is_empty(), "\n{}\n", report.join("\n"));
 }
 
+/// The lines of `code` (already without comments, strings and tests) that read a clock:
+/// `Timestamp::now`, `Instant::now` and the like, called or not, and any `unix_now`.
+fn clock_reads(code: &str) -> Vec<usize> {
+    let (tokens, lines) = tokenize(code);
+    let mut out: Vec<usize> = (0..tokens.len())
+        .filter(|&i| {
+            tokens[i] == "unix_now"
+                || (CLOCKS.contains(&tokens[i].as_str())
+                    && tokens.get(i + 1).is_some_and(|t| t == "::")
+                    && tokens.get(i + 2).is_some_and(|t| t == "now"))
+        })
+        .map(|i| lines[i])
+        .collect();
+    out.dedup();
+    out
+}
+
+/// The issuer reads the clock once per request, at dispatch, and passes it down: a handler
+/// that read its own would see another time than the rest of its request.
+#[test]
+fn the_issuer_reads_the_clock_only_where_clock_readers_says() {
+    let mut report = Vec::new();
+    let mut readers = BTreeSet::new();
+    for s in production_sources() {
+        if s.module[0] != "issuer" {
+            continue;
+        }
+        let lines = clock_reads(&s.code);
+        let path = s.path.to_string_lossy().replace('\\', "/");
+        if lines.is_empty() {
+            continue;
+        }
+        readers.insert(path.clone());
+        if CLOCK_READERS.iter().any(|(allowed, _)| *allowed == path) {
+            continue;
+        }
+        for line in lines {
+            report.push(format!(
+                "src/{path}:{line}: reads the clock; take the request's time (Incoming::now, Incoming::at) or the caller's"
+            ));
+        }
+    }
+    for (allowed, _) in CLOCK_READERS {
+        if !readers.contains(*allowed) {
+            report.push(format!("src/{allowed} no longer reads the clock: take it out of CLOCK_READERS"));
+        }
+    }
+    assert!(report.is_empty(), "\n{}\n", report.join("\n"));
+}
+
 /// One test convention: every `#[cfg(test)] mod` of production code is `mod tests`, and no
 /// test file is named otherwise (`people_tests.rs`, `x_tests/`).
 #[test]
@@ -671,4 +733,10 @@ fn the_checker_reads_use_trees_relative_paths_and_skips_tests() {
     );
     let fns = functions("fn short() {\n}\nfn long() -> Vec<u8> {\n\n\n}\n");
     assert_eq!(fns, [("short".into(), 1, 2), ("long".into(), 3, 4)]);
+    let clocked = strip_test_items(&blank_comments_and_strings(
+        "let a = std::time::Instant::now();\nlet b = jiff::Timestamp::now().as_second(); // Instant::now()\n\
+         let c = req.now;\nlet d = \"SystemTime::now()\";\nlet e = unix_now();\nlet f = Instant::now;\n\
+         #[cfg(test)]\nmod tests { fn t() { let _ = Instant::now(); } }\n",
+    ));
+    assert_eq!(clock_reads(&clocked), [1, 2, 5, 6]);
 }

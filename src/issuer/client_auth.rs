@@ -2,7 +2,7 @@
 //! client_secret_post, private_key_jwt, a Kubernetes ServiceAccount token as RFC 7523
 //! client assertion, or none for public clients.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
 use base64::Engine;
@@ -80,7 +80,7 @@ pub async fn authenticate<'a>(
     form: &Form,
 ) -> Result<&'a ClientConfig, OAuthError> {
     let failures = &issuer.auth_failures;
-    let now = Instant::now();
+    let now = req.at;
     let server = format!("{}/{}", served.config.namespace, served.config.name);
     let source = format!("{server}/{}", source_key(req.source));
     // Checked first and cheaply: a source that keeps failing costs no verification at all.

@@ -17,10 +17,10 @@ pub const KUBELET_READINESS_PATH: &str = "/readyz?store=optional";
 
 /// Ready when every server can sign and token state answers: while the store is down the
 /// replica says so (503), though stateless grants still work on it. With `store_optional`
-/// the store outage answers 200 `degraded: ...` (what the kubelet probes).
-pub async fn readyz(issuer: &Issuer, store_optional: bool) -> Response {
+/// the store outage answers 200 `degraded: ...` (what the kubelet probes). `now` is when the
+/// probe arrived.
+pub async fn readyz(issuer: &Issuer, store_optional: bool, now: jiff::Timestamp) -> Response {
     let servers = issuer.servers.load();
-    let now = jiff::Timestamp::now();
     if servers.is_empty() {
         return (StatusCode::SERVICE_UNAVAILABLE, "no config loaded yet\n").into_response();
     }

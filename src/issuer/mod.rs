@@ -25,6 +25,7 @@ pub mod watch;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -229,7 +230,7 @@ impl Issuer {
             .route(
                 "/readyz",
                 axum::routing::get(|State(issuer): State<Arc<Issuer>>, request: Request| async move {
-                    health::readyz(&issuer, store_optional(request.uri().query())).await
+                    health::readyz(&issuer, store_optional(request.uri().query()), jiff::Timestamp::now()).await
                 }),
             )
             .fallback(dispatch)
@@ -274,6 +275,8 @@ pub(crate) struct Incoming {
     pub query: String,
     /// The clock, read once when the request arrived: every time its handling needs.
     pub now: jiff::Timestamp,
+    /// The monotonic clock, read with `now`: what the rate limits count with.
+    pub at: Instant,
 }
 
 impl Incoming {
@@ -292,7 +295,7 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
     let source = parts.extensions.get::<ConnectInfo<Peer>>().map(|c| c.0.0.ip());
     match parts.uri.path() {
         "/livez" => return health::livez(),
-        "/readyz" => return health::readyz(&issuer, store_optional(parts.uri.query())).await,
+        "/readyz" => return health::readyz(&issuer, store_optional(parts.uri.query()), jiff::Timestamp::now()).await,
         _ => {}
     }
     let Some((served, endpoint)) = issuer.route(parts.uri.path()) else {
@@ -307,8 +310,8 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
             Err(_) => return browser::pages::error(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "request too large"),
         };
         let query = parts.uri.query().unwrap_or_default().to_owned();
-        let (headers, method, now) = (parts.headers, parts.method, jiff::Timestamp::now());
-        let incoming = Incoming { source, headers, body, method, query, now };
+        let (headers, method, now, at) = (parts.headers, parts.method, jiff::Timestamp::now(), Instant::now());
+        let incoming = Incoming { source, headers, body, method, query, now, at };
         return browse(&issuer, &served, endpoint, &incoming).await;
     }
     let origin = cors::allowed_origin(&served.config, &parts.headers);
@@ -323,8 +326,8 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
         Err(_) => return cors::decorate(OAuthError::too_large().into_response(), origin),
     };
     let query = parts.uri.query().unwrap_or_default().to_owned();
-    let (headers, method, now) = (parts.headers, parts.method, jiff::Timestamp::now());
-    let incoming = Incoming { source, headers, body, method, query, now };
+    let (headers, method, now, at) = (parts.headers, parts.method, jiff::Timestamp::now(), Instant::now());
+    let incoming = Incoming { source, headers, body, method, query, now, at };
     let response = match endpoint {
         Endpoint::OpenIdConfiguration => discovery::openid_configuration(&served, incoming.now),
         Endpoint::AuthorizationServerMetadata => discovery::authorization_server_metadata(&served, incoming.now),
@@ -346,17 +349,16 @@ async fn browse(issuer: &Issuer, served: &Served, endpoint: Endpoint, req: &Inco
         Err(e) => return browser::error_page(&e),
     };
     let post = req.method == Method::POST;
-    let h = &req.headers;
     match endpoint {
-        Endpoint::Authorize => browser::authorize::authorize(issuer, served, req.source, h, &form).await,
-        Endpoint::Login if post => browser::login::submit(issuer, served, req.source, h, &form).await,
-        Endpoint::Login => browser::login::page(issuer, served, h, &form).await,
-        Endpoint::LoginUpstream => browser::upstream::start(issuer, served, req.source, h, &form).await,
-        Endpoint::LoginCallback => browser::upstream::callback(issuer, served, h, &form).await,
-        Endpoint::Consent if post => browser::consent::submit(issuer, served, h, &form).await,
-        Endpoint::Consent => browser::consent::page(issuer, served, h, &form).await,
-        Endpoint::Logout => browser::logout::logout(issuer, served, h, &form, post).await,
-        Endpoint::Device if post => browser::device::submit(issuer, served, req.source, h, &form).await,
+        Endpoint::Authorize => browser::authorize::authorize(issuer, served, req, &form).await,
+        Endpoint::Login if post => browser::login::submit(issuer, served, req, &form).await,
+        Endpoint::Login => browser::login::page(issuer, served, req, &form).await,
+        Endpoint::LoginUpstream => browser::upstream::start(issuer, served, req, &form).await,
+        Endpoint::LoginCallback => browser::upstream::callback(issuer, served, req, &form).await,
+        Endpoint::Consent if post => browser::consent::submit(issuer, served, req, &form).await,
+        Endpoint::Consent => browser::consent::page(issuer, served, req, &form).await,
+        Endpoint::Logout => browser::logout::logout(issuer, served, req, &form, post).await,
+        Endpoint::Device if post => browser::device::submit(issuer, served, req, &form).await,
         Endpoint::Device => browser::device::page(served, &form),
         _ => OAuthError::not_found().into_response(),
     }
@@ -367,11 +369,6 @@ fn store_optional(query: Option<&str>) -> bool {
 }
 
 pub use health::KUBELET_READINESS_PATH;
-
-/// Current Unix time in seconds.
-pub(crate) fn unix_now() -> i64 {
-    jiff::Timestamp::now().as_second()
-}
 
 #[cfg(test)]
 mod tests;

@@ -65,7 +65,10 @@ struct Bucket {
 
 impl Bucket {
     fn refill(&mut self, limit: &Limit, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        // A request's instant is read when it arrives, so one that arrived first may reach the
+        // bucket last: the bucket's time never goes back, or that span would refill twice.
+        let now = now.max(self.at);
+        let elapsed = now.duration_since(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * limit.rate()).min(limit.burst());
         self.at = now;
     }
@@ -138,7 +141,7 @@ impl RateLimiter {
         b.refill(limit, now);
         let out = f(b);
         let missing = (limit.burst() - b.tokens).max(0.0);
-        b.full_at = now + Duration::from_secs_f64((missing / limit.rate()).min(86_400.0 * 365.0));
+        b.full_at = b.at + Duration::from_secs_f64((missing / limit.rate()).min(86_400.0 * 365.0));
         out
     }
 
@@ -213,6 +216,20 @@ mod tests {
         assert_eq!(r.allows("src", &limit, t0), Err(10));
         assert!(r.allows("src", &limit, t0 + Duration::from_secs(10)).is_ok());
         assert!(r.is_full("src", t0 + Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn a_request_that_reaches_the_bucket_late_refills_nothing_twice() {
+        let r = RateLimiter::default();
+        let limit = Limit::one_every(1, Duration::from_secs(10));
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(5);
+        assert!(r.check("c", &limit, later).is_ok());
+        // The request of t0 arrived first and reaches the bucket second: it finds it empty.
+        assert_eq!(r.check("c", &limit, t0), Err(10));
+        // The token comes back 10 s after `later`, not 10 s after t0.
+        assert!(r.check("c", &limit, t0 + Duration::from_secs(10)).is_err());
+        assert!(r.check("c", &limit, later + Duration::from_secs(10)).is_ok());
     }
 
     #[test]

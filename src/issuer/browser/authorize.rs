@@ -1,10 +1,6 @@
 //! `/v1/authorize`: authorization code flow only. Client and redirect URI problems are shown
 //! on our page; everything after is redirected to the client with `iss` (RFC 9207).
 
-use std::net::IpAddr;
-use std::time::Instant;
-
-use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::{Flow, Pending, Step, error_page, error_redirect, load_session, proceed, random, redirect, sha256_b64};
@@ -16,7 +12,7 @@ use crate::issuer::form::Form;
 use crate::issuer::protocol::{is_pkce_value, parse_scope, redirect_uri_matches};
 use crate::issuer::rate_limit::{Limit, source_key};
 use crate::issuer::trust::{KeySource, TOKEN_PATH_WAIT, TrustError};
-use crate::issuer::{Issuer, Served, unix_now};
+use crate::issuer::{Incoming, Issuer, Served};
 use crate::keys::jwt::{self, JwtError};
 use crate::store::CodeKind;
 
@@ -59,14 +55,15 @@ const JWT_CLAIMS: [&str; 6] = ["iss", "aud", "exp", "iat", "nbf", "jti"];
 /// The parameters of a signed request object (`request` by value: RFC 9101, OpenID Connect
 /// Core §6.1) over those of the query: signed by the client with a key it registered
 /// (`authentication.jwks` / `jwksUri`, as for private_key_jwt), `iss` the client id, `aud` this
-/// issuer, not expired; `alg: none` is refused. A non-string claim (`claims`, `max_age`) is
-/// read as its JSON text.
+/// issuer, not expired at `now`; `alg: none` is refused. A non-string claim (`claims`,
+/// `max_age`) is read as its JSON text.
 async fn request_object(
     issuer: &Issuer,
     served: &Served,
     client: &ClientConfig,
     object: &str,
     query: &Form,
+    now: i64,
 ) -> Result<Form, OAuthError> {
     let invalid = |why: &str| OAuthError::new_code("invalid_request_object", why.to_owned());
     if object.len() > MAX_REQUEST_OBJECT {
@@ -78,7 +75,7 @@ async fn request_object(
         typ: None,
         issuer: &client.client_id,
         audiences: Some(&audiences),
-        clock: Some(jwt::Clock { now: unix_now(), leeway_secs: 30 }),
+        clock: Some(jwt::Clock { now, leeway_secs: 30 }),
     };
     let why = |e: JwtError| match e {
         JwtError::Algorithm(_) => {
@@ -127,13 +124,7 @@ async fn request_object(
     Ok(Form::from_pairs(params))
 }
 
-pub async fn authorize(
-    issuer: &Issuer,
-    served: &Served,
-    source: Option<IpAddr>,
-    headers: &HeaderMap,
-    form: &Form,
-) -> Response {
+pub async fn authorize(issuer: &Issuer, served: &Served, req: &Incoming, form: &Form) -> Response {
     // Errors our page shows: who is asking and where to send the answer. A state too long to
     // keep cannot be echoed either, so it is refused on our page too.
     if let Some(e) = too_long(form, "redirect_uri", MAX_REDIRECT_URI).or_else(|| too_long(form, "state", MAX_STATE)) {
@@ -150,7 +141,7 @@ pub async fn authorize(
     // redirect URI when that one is registered, else they are shown here.
     let merged;
     let form = match form.get("request") {
-        Some(object) => match request_object(issuer, served, client, object, form).await {
+        Some(object) => match request_object(issuer, served, client, object, form, req.now.as_second()).await {
             Ok(f) => {
                 merged = f;
                 &merged
@@ -175,13 +166,13 @@ pub async fn authorize(
         nonce,
         code_challenge: None,
     };
-    let source = format!("{}|{}", served.scope().prefix(), source_key(source));
+    let source = format!("{}|{}", served.scope().prefix(), source_key(req.source));
     match validate(served, client, form) {
         Ok(v) => {
             if let Flow::Authorize { code_challenge, .. } = &mut flow {
                 *code_challenge = v.code_challenge.clone();
             }
-            match start(issuer, served, headers, client, flow.clone(), v, &source).await {
+            match start(issuer, served, req, client, flow.clone(), v, &source).await {
                 Ok(r) => r,
                 Err(e) if e.status == axum::http::StatusCode::TOO_MANY_REQUESTS => too_many_sign_ins(&e),
                 Err(e) if e.status.is_server_error() => error_page(&e),
@@ -320,13 +311,13 @@ fn too_many_sign_ins(e: &OAuthError) -> Response {
 async fn start(
     issuer: &Issuer,
     served: &Served,
-    headers: &HeaderMap,
+    req: &Incoming,
     client: &ClientConfig,
     flow: Flow,
     v: Validated,
     source: &str,
 ) -> Result<Response, OAuthError> {
-    let (browser, new_browser) = super::browser_id(headers)?;
+    let (browser, new_browser) = super::browser_id(&req.headers)?;
     let pending = Pending {
         client_id: client.client_id.clone(),
         scopes: v.scopes,
@@ -340,7 +331,7 @@ async fn start(
         csrf: random(24)?,
         browser: sha256_b64(&browser),
     };
-    let mut response = begin(issuer, served, headers, pending, Some(source)).await?;
+    let mut response = begin(issuer, served, req, pending, Some(source)).await?;
     if new_browser {
         super::set_browser_cookie(served, &mut response, &browser);
     }
@@ -357,25 +348,25 @@ async fn start(
 pub async fn begin(
     issuer: &Issuer,
     served: &Served,
-    headers: &HeaderMap,
+    req: &Incoming,
     pending: Pending,
     source: Option<&str>,
 ) -> Result<Response, OAuthError> {
-    let now = unix_now();
-    let session = load_session(issuer, served, headers).await?;
+    let now = req.now.as_second();
+    let session = load_session(issuer, served, &req.headers, now).await?;
     let fresh =
-        session.filter(|(_, s)| !pending.prompt_login && pending.max_age.is_none_or(|m| now - s.auth_time <= m));
+        session.filter(|s| !pending.prompt_login && pending.max_age.is_none_or(|m| now - s.session.auth_time <= m));
     if let (None, false, Some(source)) = (&fresh, pending.prompt_none, source) {
         issuer
             .sign_in_starts
-            .check(source, &SIGN_INS_PER_SOURCE, Instant::now())
+            .check(source, &SIGN_INS_PER_SOURCE, req.at)
             .map_err(|wait| OAuthError::too_many_failures(wait, "too many sign-ins were started from this address"))?;
     }
     let id = random(24)?;
     let value = serde_json::to_vec(&pending).map_err(|_| OAuthError::server_error("request"))?;
     issuer.store.put_code(served.scope(), CodeKind::Request, &id, &value, now + super::REQUEST_TTL_SECS, now).await?;
     match fresh {
-        Some((sid, s)) => Ok(proceed(issuer, served, &id, &pending, &sid, &s, Step::Continue).await),
+        Some(signed) => Ok(proceed(issuer, served, &id, &pending, &signed, Step::Continue, now).await),
         None if pending.prompt_none => {
             let _ = issuer.store.take_code(served.scope(), CodeKind::Request, &id, now).await;
             Err(OAuthError::new_code("login_required", "the user is not signed in"))

@@ -2,11 +2,10 @@
 //! consent if needed, then the end. `/v1/consent` is the page (GET) where the person allows
 //! or denies what the application asked for, and the answer (POST).
 
-use axum::http::HeaderMap;
 use axum::response::Response;
 
 use super::{
-    Flow, Pending, Session, error_page, error_redirect, finish, finish_denied, load_session, pages, redirect,
+    Flow, Pending, Session, SignedIn, error_page, error_redirect, finish, finish_denied, load_session, pages, redirect,
     save_session, sign_in_of, with_query,
 };
 use crate::api::{Consent, Endpoint, GrantType};
@@ -14,7 +13,7 @@ use crate::config::ClientConfig;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
 use crate::issuer::protocol::sha256_b64;
-use crate::issuer::{Issuer, Served, unix_now};
+use crate::issuer::{Incoming, Issuer, Served};
 use crate::policy::{Denial, Grant, TokenRequest};
 use crate::store::CodeKind;
 
@@ -23,33 +22,35 @@ pub const CONSENT_TTL_SECS: i64 = 180 * 24 * 3600;
 /// Asked for by a third-party client, this scope shows the consent page every time.
 const OFFLINE_ACCESS: &str = "offline_access";
 
-pub async fn page(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form) -> Response {
-    let (id, pending) = match sign_in_of(issuer, served, headers, form, false).await {
+pub async fn page(issuer: &Issuer, served: &Served, req: &Incoming, form: &Form) -> Response {
+    let (id, pending) = match sign_in_of(issuer, served, req, form, false).await {
         Ok(p) => p,
         Err(e) => return error_page(&e),
     };
-    match load_session(issuer, served, headers).await {
-        Ok(Some((sid, session))) => proceed(issuer, served, id, &pending, &sid, &session, Step::ShowConsent).await,
+    let now = req.now.as_second();
+    match load_session(issuer, served, &req.headers, now).await {
+        Ok(Some(signed)) => proceed(issuer, served, id, &pending, &signed, Step::ShowConsent, now).await,
         Ok(None) => error_page(&OAuthError::invalid_request("you are no longer signed in; start again")),
         Err(e) => error_page(&e),
     }
 }
 
-pub async fn submit(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form) -> Response {
-    let (id, pending) = match sign_in_of(issuer, served, headers, form, true).await {
+pub async fn submit(issuer: &Issuer, served: &Served, req: &Incoming, form: &Form) -> Response {
+    let (id, pending) = match sign_in_of(issuer, served, req, form, true).await {
         Ok(p) => p,
         Err(e) => return error_page(&e),
     };
-    let (sid, session) = match load_session(issuer, served, headers).await {
+    let now = req.now.as_second();
+    let signed = match load_session(issuer, served, &req.headers, now).await {
         Ok(Some(s)) => s,
         Ok(None) => return error_page(&OAuthError::invalid_request("you are no longer signed in; start again")),
         Err(e) => return error_page(&e),
     };
     match form.get("decision") {
-        Some("allow") => proceed(issuer, served, id, &pending, &sid, &session, Step::Consented).await,
+        Some("allow") => proceed(issuer, served, id, &pending, &signed, Step::Consented, now).await,
         Some("deny") => {
             let e = OAuthError::access_denied("the user did not allow this application");
-            finish_denied(issuer, served, id, &pending, &e).await
+            finish_denied(issuer, served, id, &pending, &e, now).await
         }
         _ => error_page(&OAuthError::invalid_request("decision must be allow or deny")),
     }
@@ -73,24 +74,25 @@ pub async fn proceed(
     served: &Served,
     request_id: &str,
     pending: &Pending,
-    session_id: &str,
-    session: &Session,
+    signed: &SignedIn,
     step: Step,
+    now: i64,
 ) -> Response {
+    let session = &signed.session;
     let consented = step == Step::Consented;
     let Some(client) = served.config.client(&pending.client_id) else {
         return error_page(&OAuthError::invalid_request("the application is no longer registered"));
     };
     let grant = match policy_grant(served, client, pending, session) {
         Ok(g) => g,
-        Err(e) => return finish_denied(issuer, served, request_id, pending, &e).await,
+        Err(e) => return finish_denied(issuer, served, request_id, pending, &e, now).await,
     };
     // First-party clients (the server's namespace, or `spec.trustedClients`): consent for
     // Required scopes, once per session. Third-party ones: for every scope, once per person.
     let remembered = if client.trusted {
         session.consents.get(&client.client_id).cloned().unwrap_or_default()
     } else {
-        match remembered_consent(issuer, served, &session.user.sub, &client.client_id).await {
+        match remembered_consent(issuer, served, &session.user.sub, &client.client_id, now).await {
             Ok(r) => r,
             Err(e) => return error_page(&e),
         }
@@ -101,17 +103,17 @@ pub async fn proceed(
     {
         if pending.prompt_none {
             let e = OAuthError::new_code("consent_required", "the user has not allowed this application yet");
-            return finish_denied(issuer, served, request_id, pending, &e).await;
+            return finish_denied(issuer, served, request_id, pending, &e, now).await;
         }
         if step == Step::Continue {
             return redirect(&with_query(&served.endpoint(Endpoint::Consent), &[("request", request_id.to_owned())]));
         }
         return consent_page(served, client, session, pending, request_id, &grant.scopes);
     }
-    if consented && let Err(e) = record_consent(issuer, served, client, session_id, session, remembered, &grant).await {
+    if consented && let Err(e) = record_consent(issuer, served, client, signed, remembered, &grant, now).await {
         return error_page(&e);
     }
-    match finish(issuer, served, request_id, pending, session, &grant.scopes).await {
+    match finish(issuer, served, request_id, pending, session, &grant.scopes, now).await {
         Ok(r) => r,
         Err(e) => match e.status {
             s if s.is_server_error() => error_page(&e),
@@ -194,11 +196,12 @@ async fn record_consent(
     issuer: &Issuer,
     served: &Served,
     client: &ClientConfig,
-    session_id: &str,
-    session: &Session,
+    signed: &SignedIn,
     remembered: Vec<String>,
     grant: &Grant,
+    now: i64,
 ) -> Result<(), OAuthError> {
+    let session = &signed.session;
     if !client.trusted {
         let mut allowed = remembered;
         for s in &grant.scopes {
@@ -206,7 +209,7 @@ async fn record_consent(
                 allowed.push(s.clone());
             }
         }
-        return remember_consent(issuer, served, &session.user.sub, &client.client_id, &allowed).await;
+        return remember_consent(issuer, served, &session.user.sub, &client.client_id, &allowed, now).await;
     }
     let mut updated = session.clone();
     let granted = updated.consents.entry(client.client_id.clone()).or_default();
@@ -215,7 +218,7 @@ async fn record_consent(
             granted.push(s.clone());
         }
     }
-    save_session(issuer, served, session_id, &updated).await
+    save_session(issuer, served, &signed.id, &updated, now).await
 }
 
 /// Whether the person must be asked before `scopes` are granted: a first-party client only
@@ -240,15 +243,17 @@ fn consent_key(sub: &str, client_id: &str) -> String {
     sha256_b64(&format!("{sub}\n{client_id}"))
 }
 
-/// The scopes person `sub` allowed third-party client `client_id`, from any replica.
+/// The scopes person `sub` allowed third-party client `client_id` (and not expired at
+/// `now`), from any replica.
 async fn remembered_consent(
     issuer: &Issuer,
     served: &Served,
     sub: &str,
     client_id: &str,
+    now: i64,
 ) -> Result<Vec<String>, OAuthError> {
     let key = consent_key(sub, client_id);
-    let raw = issuer.store.get_code(served.scope(), CodeKind::Consent, &key, unix_now()).await?;
+    let raw = issuer.store.get_code(served.scope(), CodeKind::Consent, &key, now).await?;
     Ok(raw.and_then(|r| serde_json::from_slice(&r).ok()).unwrap_or_default())
 }
 
@@ -258,8 +263,9 @@ async fn remember_consent(
     sub: &str,
     client_id: &str,
     scopes: &[String],
+    now: i64,
 ) -> Result<(), OAuthError> {
-    let (key, now) = (consent_key(sub, client_id), unix_now());
+    let key = consent_key(sub, client_id);
     let value = serde_json::to_vec(scopes).map_err(|_| OAuthError::server_error("consent"))?;
     // Replaced whole, with a fresh expiry: the latest answer is the one that counts.
     issuer.store.take_code(served.scope(), CodeKind::Consent, &key, now).await?;

@@ -5,11 +5,10 @@
 //! two store entries, so a poll and an approval never overwrite each other; the decision is
 //! taken once, atomically, by the poll that redeems it.
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -19,7 +18,7 @@ use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
 use crate::issuer::protocol::{Decision, DeviceState, decision_key, parse_scope};
 use crate::issuer::rate_limit::{Limit, RateLimiter, source_key};
-use crate::issuer::{Incoming, Issuer, Served, client_auth, unix_now};
+use crate::issuer::{Incoming, Issuer, Served, client_auth};
 use crate::store::CodeKind;
 
 pub const DEVICE_CODE_TTL_SECS: i64 = 600;
@@ -113,7 +112,7 @@ async fn authorize_inner(issuer: &Issuer, served: &Served, req: &Incoming) -> Re
         return Err(OAuthError::access_denied("this authorization server has no identity sources; nobody can sign in"));
     }
     let scopes = parse_scope(form.get("scope"))?;
-    let now = unix_now();
+    let now = req.now.as_second();
     let until = now + DEVICE_CODE_TTL_SECS;
     let device_code = random(32)?;
     let state =
@@ -149,13 +148,7 @@ pub fn page(served: &Served, form: &Form) -> Response {
 }
 
 /// `POST /v1/device`: a user code typed; sign in (or use the session) and approve.
-pub async fn submit(
-    issuer: &Issuer,
-    served: &Served,
-    source: Option<IpAddr>,
-    headers: &HeaderMap,
-    form: &Form,
-) -> Response {
+pub async fn submit(issuer: &Issuer, served: &Served, req: &Incoming, form: &Form) -> Response {
     let action = served.endpoint(Endpoint::Device);
     let typed = form.get("user_code").unwrap_or_default();
     let Some(code) = normalize(typed) else {
@@ -163,9 +156,8 @@ pub async fn submit(
     };
     let limits = &issuer.user_code_limits;
     let server = format!("{}/{}", served.config.namespace, served.config.name);
-    let source = format!("{server}/{}", source_key(source));
-    let at = Instant::now();
-    if let Err(wait) = limits.allows(&server, &source, at) {
+    let source = format!("{server}/{}", source_key(req.source));
+    if let Err(wait) = limits.allows(&server, &source, req.at) {
         let mut r = pages::error(
             axum::http::StatusCode::TOO_MANY_REQUESTS,
             "Too many wrong codes were typed. Wait a little and try again.",
@@ -173,13 +165,13 @@ pub async fn submit(
         r.headers_mut().insert(header::RETRY_AFTER, wait.into());
         return r;
     }
-    let now = unix_now();
+    let now = req.now.as_second();
     // The code is spent once typed, taken atomically: of browsers typing it at the same time
     // on any replicas, one goes on; nobody else can approve or deny it.
     let device_code = match issuer.store.take_code(served.scope(), CodeKind::UserCode, &code, now).await {
         Ok(Some(v)) => String::from_utf8(v).unwrap_or_default(),
         Ok(None) => {
-            limits.wrong_code(&server, &source, at);
+            limits.wrong_code(&server, &source, req.at);
             return pages::device_entry(
                 &action,
                 typed,
@@ -197,7 +189,7 @@ pub async fn submit(
         return pages::device_entry(&action, typed, Some("That code has expired. Start again on your device."));
     };
     let result = async {
-        let (browser, new_browser) = super::browser_id(headers)?;
+        let (browser, new_browser) = super::browser_id(&req.headers)?;
         let pending = Pending {
             client_id: state.client_id.clone(),
             scopes: state.scopes.clone(),
@@ -211,7 +203,7 @@ pub async fn submit(
             csrf: random(24)?,
             browser: sha256_b64(&browser),
         };
-        let mut r = super::authorize::begin(issuer, served, headers, pending, None).await?;
+        let mut r = super::authorize::begin(issuer, served, req, pending, None).await?;
         if new_browser {
             super::set_browser_cookie(served, &mut r, &browser);
         }
@@ -237,14 +229,15 @@ async fn decide(
     if stored { Ok(()) } else { Err(OAuthError::invalid_request("this device code was already answered")) }
 }
 
+/// Approves `device_code` at `now` for the person of `session`, with `scopes`.
 pub async fn approve(
     issuer: &Issuer,
     served: &Served,
     device_code: &str,
     session: &Session,
     scopes: &[String],
+    now: i64,
 ) -> Result<(), OAuthError> {
-    let now = unix_now();
     let state = issuer
         .store
         .get_code(served.scope(), CodeKind::Device, device_code, now)
@@ -269,8 +262,8 @@ pub async fn approve(
     decide(issuer, served, device_code, &Decision::Approved(Box::new(approval)), state.until, now).await
 }
 
-pub async fn deny(issuer: &Issuer, served: &Served, device_code: &str) -> Result<(), OAuthError> {
-    let now = unix_now();
+/// Denies `device_code` at `now`: its next poll answers `access_denied`.
+pub async fn deny(issuer: &Issuer, served: &Served, device_code: &str, now: i64) -> Result<(), OAuthError> {
     decide(issuer, served, device_code, &Decision::Denied, now + DEVICE_CODE_TTL_SECS, now).await
 }
 

@@ -1,10 +1,9 @@
 //! The login page and static users' password sign-in.
 
-use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use axum::http::{HeaderMap, header};
+use axum::http::header;
 use axum::response::Response;
 use base64::Engine;
 use tokio::sync::Semaphore;
@@ -15,7 +14,7 @@ use crate::config::StaticUser;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
 use crate::issuer::rate_limit::{Limit, RateLimiter, source_key};
-use crate::issuer::{Issuer, Served};
+use crate::issuer::{Incoming, Issuer, Served};
 use crate::policy::UserInfo;
 
 /// Sign-in attempts per submitted username, known or not (normalised: trimmed, lower case),
@@ -127,8 +126,8 @@ fn stand_in_argon2(parsed: argon2::password_hash::PasswordHash<'_>) -> String {
     }
 }
 
-pub async fn page(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form) -> Response {
-    match sign_in_of(issuer, served, headers, form, false).await {
+pub async fn page(issuer: &Issuer, served: &Served, req: &Incoming, form: &Form) -> Response {
+    match sign_in_of(issuer, served, req, form, false).await {
         Ok((id, p)) => render(served, id, &p.client_id, &p.csrf, None, ""),
         Err(e) => error_page(&e),
     }
@@ -196,14 +195,8 @@ pub fn user_info(u: &StaticUser) -> UserInfo {
     }
 }
 
-pub async fn submit(
-    issuer: &Issuer,
-    served: &Served,
-    source: Option<IpAddr>,
-    headers: &HeaderMap,
-    form: &Form,
-) -> Response {
-    let (id, pending) = match sign_in_of(issuer, served, headers, form, true).await {
+pub async fn submit(issuer: &Issuer, served: &Served, req: &Incoming, form: &Form) -> Response {
+    let (id, pending) = match sign_in_of(issuer, served, req, form, true).await {
         Ok(p) => p,
         Err(e) => return error_page(&e),
     };
@@ -217,13 +210,12 @@ pub async fn submit(
     // password check of the same cost.
     let limits = &issuer.sign_in_limits;
     let server = format!("{}/{}", served.config.namespace, served.config.name);
-    let source = format!("{server}/{}", source_key(source));
-    let now = Instant::now();
+    let source = format!("{server}/{}", source_key(req.source));
     let name = format!("{server}/{}", normalized(username));
     let limited = limits
         .failures_by_source
-        .allows(&source, &FAILURES_PER_SOURCE, now)
-        .and_then(|()| limits.by_name.check(&name, &ATTEMPTS_PER_NAME, now));
+        .allows(&source, &FAILURES_PER_SOURCE, req.at)
+        .and_then(|()| limits.by_name.check(&name, &ATTEMPTS_PER_NAME, req.at));
     if let Err(wait) = limited {
         let mut r = pages::error(
             axum::http::StatusCode::TOO_MANY_REQUESTS,
@@ -236,18 +228,19 @@ pub async fn submit(
     let hash = user.map_or(stand_in, |u| u.password_hash.as_str());
     let ok = verify_password(&limits.checks, password, hash.to_owned()).await && user.is_some();
     if !ok {
-        limits.failures_by_source.charge(&source, &FAILURES_PER_SOURCE, now);
+        limits.failures_by_source.charge(&source, &FAILURES_PER_SOURCE, req.at);
     }
     let Some(user) = user.filter(|_| ok) else {
         tracing::info!(target: "tessera::audit", server = %served.config.name, "sign-in failed: wrong username or password");
         return render(served, id, &pending.client_id, &pending.csrf, Some("Wrong username or password."), username);
     };
-    let (sid, session, cookie) = match start_session(issuer, served, user_info(user), "static").await {
+    let now = req.now.as_second();
+    let (signed, cookie) = match start_session(issuer, served, user_info(user), "static", now).await {
         Ok(s) => s,
         Err(e) => return error_page(&e),
     };
-    tracing::info!(target: "tessera::audit", server = %served.config.name, sub = %session.user.sub, idp = "static", "signed in");
-    let mut r = proceed(issuer, served, id, &pending, &sid, &session, Step::Continue).await;
+    tracing::info!(target: "tessera::audit", server = %served.config.name, sub = %signed.session.user.sub, idp = "static", "signed in");
+    let mut r = proceed(issuer, served, id, &pending, &signed, Step::Continue, now).await;
     r.headers_mut().append(header::SET_COOKIE, cookie);
     r
 }

@@ -1,7 +1,7 @@
 //! `/v1/logout`: RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0). Without a valid
 //! `id_token_hint` the person is asked first (§2), so a cross-site link cannot sign them out.
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::Response;
 use serde_json::Value;
 
@@ -9,13 +9,14 @@ use super::{end_session, error_page, load_session, pages, redirect, same, sessio
 use crate::api::Endpoint;
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
-use crate::issuer::{Issuer, Served};
+use crate::issuer::{Incoming, Issuer, Served};
 use crate::keys::jwt;
 
-/// The client an ID token we signed was issued to; expired tokens are fine here.
-fn hinted_client(served: &Served, hint: &str) -> Option<String> {
+/// The client an ID token we signed was issued to, if its key is still published at `now`;
+/// expired tokens are fine here.
+fn hinted_client(served: &Served, hint: &str, now: jiff::Timestamp) -> Option<String> {
     let kid = jwt::peek(hint).ok()?.header.kid?;
-    let key = served.keys.public_jwk(&kid, jiff::Timestamp::now())?;
+    let key = served.keys.public_jwk(&kid, now)?;
     let rules = jwt::Rules {
         algorithms: jwt::OWN_ALGS,
         typ: None,
@@ -134,8 +135,8 @@ fn refuse(e: &OAuthError) -> Response {
     }
 }
 
-pub async fn logout(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form, post: bool) -> Response {
-    let hint = form.get("id_token_hint").map(|h| hinted_client(served, h).ok_or(()));
+pub async fn logout(issuer: &Issuer, served: &Served, req: &Incoming, form: &Form, post: bool) -> Response {
+    let hint = form.get("id_token_hint").map(|h| hinted_client(served, h, req.now).ok_or(()));
     let has_hint = matches!(hint, Some(Ok(_)));
     let registered = |client: &str, uri: &str| {
         served.config.client(client).map(|c| c.post_logout_redirect_uris.iter().any(|r| r == uri))
@@ -144,8 +145,8 @@ pub async fn logout(issuer: &Issuer, served: &Served, headers: &HeaderMap, form:
         Ok((_, target)) => target,
         Err(refusal) => return pages::logout_error(StatusCode::BAD_REQUEST, refusal.message()),
     };
-    let session = match load_session(issuer, served, headers).await {
-        Ok(s) => s.map(|(sid, _)| sid),
+    let session = match load_session(issuer, served, &req.headers, req.now.as_second()).await {
+        Ok(s) => s.map(|s| s.id),
         Err(e) => return refuse(&e),
     };
     if logout_step(has_hint, session.as_deref(), post, form.get("confirm")) == LogoutStep::Confirm {
@@ -158,7 +159,7 @@ pub async fn logout(issuer: &Issuer, served: &Served, headers: &HeaderMap, form:
         }
         return pages::logout_confirm(&served.endpoint(Endpoint::Logout), &hidden, session.is_some());
     }
-    let clear = match end_session(issuer, served, session_cookie(headers)).await {
+    let clear = match end_session(issuer, served, session_cookie(&req.headers), req.now.as_second()).await {
         Ok(c) => c,
         Err(e) => return refuse(&e),
     };

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::error::OAuthError;
 pub use super::protocol::Approval;
 use super::protocol::{random, same, sha256_b64};
-use super::{Issuer, Served, unix_now};
+use super::{Incoming, Issuer, Served};
 use crate::issuer::acr;
 use crate::issuer::claims_request::ClaimsRequest;
 use crate::policy::UserInfo;
@@ -137,6 +137,13 @@ pub struct Session {
     pub consents: std::collections::BTreeMap<String, Vec<String>>,
 }
 
+/// The session of a request: its id (the session cookie) and what is stored under it.
+#[derive(Clone, Debug)]
+pub struct SignedIn {
+    pub id: String,
+    pub session: Session,
+}
+
 /// The browser id cookie of the request, or a new one to set.
 pub fn browser_id(headers: &HeaderMap) -> Result<(String, bool), OAuthError> {
     match cookie(headers, BROWSER_COOKIE) {
@@ -149,13 +156,15 @@ pub fn set_browser_cookie(served: &Served, r: &mut Response, id: &str) {
     r.headers_mut().append(header::SET_COOKIE, set_cookie(served, BROWSER_COOKIE, id, None));
 }
 
+/// The sign-in `id`, if it has not expired at `now` and this browser started it.
 pub async fn load_pending(
     issuer: &Issuer,
     served: &Served,
     headers: &HeaderMap,
     id: &str,
+    now: i64,
 ) -> Result<Pending, OAuthError> {
-    let raw = issuer.store.get_code(served.scope(), CodeKind::Request, id, unix_now()).await?;
+    let raw = issuer.store.get_code(served.scope(), CodeKind::Request, id, now).await?;
     let pending: Pending = raw.and_then(|r| serde_json::from_slice(&r).ok()).ok_or_else(|| {
         OAuthError::invalid_request("this sign-in has expired or is unknown; start again from the application")
     })?;
@@ -168,50 +177,50 @@ pub async fn load_pending(
     Ok(pending)
 }
 
-/// The sign-in a page or form continues (its `request` parameter), bound to this browser;
-/// a form (`with_csrf`) must also echo the sign-in's CSRF token.
+/// The sign-in a page or form continues (its `request` parameter), bound to the browser of
+/// `req`; a form (`with_csrf`) must also echo the sign-in's CSRF token.
 pub async fn sign_in_of<'f>(
     issuer: &Issuer,
     served: &Served,
-    headers: &HeaderMap,
+    req: &Incoming,
     form: &'f crate::issuer::form::Form,
     with_csrf: bool,
 ) -> Result<(&'f str, Pending), OAuthError> {
     let id = form
         .get("request")
         .ok_or_else(|| OAuthError::invalid_request("request is required; start again from the application"))?;
-    let pending = load_pending(issuer, served, headers, id).await?;
+    let pending = load_pending(issuer, served, &req.headers, id, req.now.as_second()).await?;
     if with_csrf && !same(form.get("csrf").unwrap_or_default(), &pending.csrf) {
         return Err(OAuthError::invalid_request("the form has expired; start again from the application"));
     }
     Ok((id, pending))
 }
 
-/// The session of the request, if it is signed in and not expired.
+/// The session of the request, if it is signed in and not expired at `now`.
 pub async fn load_session(
     issuer: &Issuer,
     served: &Served,
     headers: &HeaderMap,
-) -> Result<Option<(String, Session)>, OAuthError> {
+    now: i64,
+) -> Result<Option<SignedIn>, OAuthError> {
     let Some(id) = cookie(headers, SESSION_COOKIE) else { return Ok(None) };
-    let now = unix_now();
     let raw = issuer.store.get_code(served.scope(), CodeKind::Session, &sha256_b64(id), now).await?;
     Ok(raw
         .and_then(|r| serde_json::from_slice::<Session>(&r).ok())
         .filter(|s| s.until > now)
-        .map(|s| (id.to_owned(), s)))
+        .map(|session| SignedIn { id: id.to_owned(), session }))
 }
 
-/// Starts a session; returns the cookie to set.
+/// Starts a session signed in at `now`; returns the cookie to set.
 pub async fn start_session(
     issuer: &Issuer,
     served: &Served,
     user: UserInfo,
     idp: &str,
-) -> Result<(String, Session, HeaderValue), OAuthError> {
+    now: i64,
+) -> Result<(SignedIn, HeaderValue), OAuthError> {
     let identity =
         served.config.identity.as_ref().ok_or_else(|| OAuthError::access_denied("sign-in is not enabled"))?;
-    let now = unix_now();
     let lifetime = i64::try_from(identity.session_lifetime_secs).unwrap_or(8 * 3600);
     let session =
         Session { user, auth_time: now, idp: idp.to_owned(), until: now + lifetime, consents: Default::default() };
@@ -219,19 +228,24 @@ pub async fn start_session(
     let value = serde_json::to_vec(&session).map_err(|_| OAuthError::server_error("session"))?;
     issuer.store.put_code(served.scope(), CodeKind::Session, &sha256_b64(&id), &value, session.until, now).await?;
     let cookie = set_cookie(served, SESSION_COOKIE, &id, Some(lifetime));
-    Ok((id, session, cookie))
+    Ok((SignedIn { id, session }, cookie))
 }
 
-pub async fn save_session(issuer: &Issuer, served: &Served, id: &str, s: &Session) -> Result<(), OAuthError> {
+pub async fn save_session(issuer: &Issuer, served: &Served, id: &str, s: &Session, now: i64) -> Result<(), OAuthError> {
     let value = serde_json::to_vec(s).map_err(|_| OAuthError::server_error("session"))?;
-    issuer.store.update_code(served.scope(), CodeKind::Session, &sha256_b64(id), &value, unix_now()).await?;
+    issuer.store.update_code(served.scope(), CodeKind::Session, &sha256_b64(id), &value, now).await?;
     Ok(())
 }
 
 /// Ends the session of `id` and returns the cookie that clears it.
-pub async fn end_session(issuer: &Issuer, served: &Served, id: Option<&str>) -> Result<HeaderValue, OAuthError> {
+pub async fn end_session(
+    issuer: &Issuer,
+    served: &Served,
+    id: Option<&str>,
+    now: i64,
+) -> Result<HeaderValue, OAuthError> {
     if let Some(id) = id {
-        issuer.store.take_code(served.scope(), CodeKind::Session, &sha256_b64(id), unix_now()).await?;
+        issuer.store.take_code(served.scope(), CodeKind::Session, &sha256_b64(id), now).await?;
     }
     Ok(set_cookie(served, SESSION_COOKIE, "", Some(0)))
 }
@@ -285,6 +299,8 @@ fn sign_in_acr(user: &UserInfo, pending: &Pending) -> Result<String, OAuthError>
     Ok(acr::acr_for(&user.amr, &wanted))
 }
 
+/// Ends a sign-in at `now` with what the person was granted: a code for the client, or the
+/// device approved.
 async fn finish(
     issuer: &Issuer,
     served: &Served,
@@ -292,8 +308,8 @@ async fn finish(
     pending: &Pending,
     session: &Session,
     scopes: &[String],
+    now: i64,
 ) -> Result<Response, OAuthError> {
-    let now = unix_now();
     // The request is single-use: whoever takes it finishes it.
     if issuer.store.take_code(served.scope(), CodeKind::Request, request_id, now).await?.is_none() {
         return Err(OAuthError::invalid_request("this sign-in has already finished"));
@@ -323,7 +339,7 @@ async fn finish(
             Ok(redirect(&with_query(redirect_uri, &params)))
         }
         Flow::Device { device_code } => {
-            device::approve(issuer, served, device_code, session, scopes).await?;
+            device::approve(issuer, served, device_code, session, scopes, now).await?;
             Ok(pages::message("Device connected", "You may close this window and return to your device."))
         }
     }
@@ -336,10 +352,11 @@ async fn finish_denied(
     request_id: &str,
     pending: &Pending,
     e: &OAuthError,
+    now: i64,
 ) -> Response {
-    let _ = issuer.store.take_code(served.scope(), CodeKind::Request, request_id, unix_now()).await;
+    let _ = issuer.store.take_code(served.scope(), CodeKind::Request, request_id, now).await;
     if let Flow::Device { device_code } = &pending.flow {
-        let _ = device::deny(issuer, served, device_code).await;
+        let _ = device::deny(issuer, served, device_code, now).await;
         e.log();
         return pages::message("Device not connected", &e.description);
     }

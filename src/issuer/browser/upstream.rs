@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderMap, header};
+use axum::http::header;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -16,7 +16,7 @@ use crate::config::{StandardClaims, UpstreamConfig};
 use crate::issuer::error::OAuthError;
 use crate::issuer::form::Form;
 use crate::issuer::trust::KeySource;
-use crate::issuer::{Issuer, Served, unix_now};
+use crate::issuer::{Incoming, Issuer, Served};
 use crate::keys::jwt;
 use crate::outbound::fetch::REQUEST_TIMEOUT;
 use crate::outbound::{DocumentCache, Fetch, FetchError, Fetcher, Need, Reach};
@@ -94,17 +94,11 @@ fn callback_uri(served: &Served) -> String {
 }
 
 /// `/v1/login/upstream?request=..&upstream=..`: off to the upstream's authorization endpoint.
-pub async fn start(
-    issuer: &Issuer,
-    served: &Served,
-    source: Option<std::net::IpAddr>,
-    headers: &HeaderMap,
-    form: &Form,
-) -> Response {
+pub async fn start(issuer: &Issuer, served: &Served, req: &Incoming, form: &Form) -> Response {
     // Each start stores an upstream state: counted with the sign-ins of its source.
-    let key = format!("{}|{}", served.scope().prefix(), crate::issuer::rate_limit::source_key(source));
+    let key = format!("{}|{}", served.scope().prefix(), crate::issuer::rate_limit::source_key(req.source));
     let limit = super::authorize::SIGN_INS_PER_SOURCE;
-    if let Err(wait) = issuer.sign_in_starts.check(&key, &limit, std::time::Instant::now()) {
+    if let Err(wait) = issuer.sign_in_starts.check(&key, &limit, req.at) {
         let mut r = super::pages::error(
             axum::http::StatusCode::TOO_MANY_REQUESTS,
             "too many sign-ins were started from this address; try again later",
@@ -112,20 +106,16 @@ pub async fn start(
         r.headers_mut().insert(axum::http::header::RETRY_AFTER, wait.into());
         return r;
     }
-    match start_inner(issuer, served, headers, form).await {
+    match start_inner(issuer, served, req, form).await {
         Ok(r) => r,
         Err(e) => error_page(&e),
     }
 }
 
-async fn start_inner(
-    issuer: &Issuer,
-    served: &Served,
-    headers: &HeaderMap,
-    form: &Form,
-) -> Result<Response, OAuthError> {
+async fn start_inner(issuer: &Issuer, served: &Served, req: &Incoming, form: &Form) -> Result<Response, OAuthError> {
+    let now = req.now.as_second();
     let id = form.require("request")?;
-    let pending = load_pending(issuer, served, headers, id).await?;
+    let pending = load_pending(issuer, served, &req.headers, id, now).await?;
     let name = form.require("upstream")?;
     let u = served
         .config
@@ -145,7 +135,6 @@ async fn start_inner(
         browser: pending.browser.clone(),
     };
     let value = serde_json::to_vec(&sent).map_err(|_| OAuthError::server_error("state"))?;
-    let now = unix_now();
     let until = now + super::REQUEST_TTL_SECS;
     issuer.store.put_code(served.scope(), CodeKind::UpstreamState, &state, &value, until, now).await?;
     let location = with_query(
@@ -165,12 +154,13 @@ async fn start_inner(
 }
 
 /// `/v1/login/callback`: the upstream's answer.
-pub async fn callback(issuer: &Issuer, served: &Served, headers: &HeaderMap, form: &Form) -> Response {
+pub async fn callback(issuer: &Issuer, served: &Served, req: &Incoming, form: &Form) -> Response {
+    let now = req.now.as_second();
     let state = match form.require("state") {
         Ok(s) => s,
         Err(e) => return error_page(&e),
     };
-    let sent = match issuer.store.take_code(served.scope(), CodeKind::UpstreamState, state, unix_now()).await {
+    let sent = match issuer.store.take_code(served.scope(), CodeKind::UpstreamState, state, now).await {
         Ok(Some(v)) => serde_json::from_slice::<Sent>(&v).ok(),
         Ok(None) => None,
         Err(e) => return error_page(&e.into()),
@@ -178,7 +168,7 @@ pub async fn callback(issuer: &Issuer, served: &Served, headers: &HeaderMap, for
     let Some(sent) = sent else {
         return error_page(&OAuthError::invalid_request("this sign-in has expired or was already used; start again"));
     };
-    let pending = match load_pending(issuer, served, headers, &sent.request).await {
+    let pending = match load_pending(issuer, served, &req.headers, &sent.request, now).await {
         Ok(p) if super::same(&p.browser, &sent.browser) => p,
         Ok(_) => return error_page(&OAuthError::invalid_request("this sign-in was started in another browser")),
         Err(e) => return error_page(&e),
@@ -188,24 +178,31 @@ pub async fn callback(issuer: &Issuer, served: &Served, headers: &HeaderMap, for
             "access_denied" => OAuthError::access_denied("the sign-in provider refused the sign-in"),
             _ => OAuthError::access_denied(format!("the sign-in provider answered {err}")),
         };
-        let _ = issuer.store.take_code(served.scope(), CodeKind::Request, &sent.request, unix_now()).await;
+        let _ = issuer.store.take_code(served.scope(), CodeKind::Request, &sent.request, now).await;
         return super::error_redirect(served, &pending.flow, &e);
     }
-    let user = match signed_in_user(issuer, served, &sent, form).await {
+    let user = match signed_in_user(issuer, served, &sent, form, now).await {
         Ok(u) => u,
         Err(e) => return error_page(&e),
     };
-    let (sid, session, cookie) = match start_session(issuer, served, user, &sent.upstream).await {
+    let (signed, cookie) = match start_session(issuer, served, user, &sent.upstream, now).await {
         Ok(s) => s,
         Err(e) => return error_page(&e),
     };
-    tracing::info!(target: "tessera::audit", server = %served.config.name, sub = %session.user.sub, idp = %sent.upstream, "signed in");
-    let mut r = proceed(issuer, served, &sent.request, &pending, &sid, &session, Step::Continue).await;
+    tracing::info!(target: "tessera::audit", server = %served.config.name, sub = %signed.session.user.sub, idp = %sent.upstream, "signed in");
+    let mut r = proceed(issuer, served, &sent.request, &pending, &signed, Step::Continue, now).await;
     r.headers_mut().append(header::SET_COOKIE, cookie);
     r
 }
 
-async fn signed_in_user(issuer: &Issuer, served: &Served, sent: &Sent, form: &Form) -> Result<UserInfo, OAuthError> {
+/// The person the upstream signed in: its code redeemed, its ID token verified at `now`.
+async fn signed_in_user(
+    issuer: &Issuer,
+    served: &Served,
+    sent: &Sent,
+    form: &Form,
+    now: i64,
+) -> Result<UserInfo, OAuthError> {
     let code = form.require("code")?;
     let u = served
         .config
@@ -251,7 +248,7 @@ async fn signed_in_user(issuer: &Issuer, served: &Served, sent: &Sent, form: &Fo
         typ: None,
         issuer: &u.issuer,
         audiences: Some(&audiences),
-        clock: Some(jwt::Clock { now: unix_now(), leeway_secs: 60 }),
+        clock: Some(jwt::Clock { now, leeway_secs: 60 }),
     };
     let source = KeySource::Issuer { issuer: &u.issuer, jwks_uri: m.jwks_uri.as_deref() };
     let verified = issuer.trust.verify(id_token, source, &rules, REQUEST_TIMEOUT).await.map_err(|e| {
