@@ -37,10 +37,8 @@ const MAX_FN_LINES: usize = 80;
 /// The production files of `src/issuer` that may read the clock, and why. Everything else is
 /// handed the time of its request (`Incoming::now`, `Incoming::at`) or of its caller, so one
 /// request sees one time.
-const CLOCK_READERS: &[(&str, &str)] = &[
-    ("issuer/mod.rs", "the dispatcher: reads the clock once per request (Incoming) and per /readyz probe"),
-    ("issuer/token.rs", "for now: the client's rate limit (spec.rateLimit), until it counts with Incoming::at"),
-];
+const CLOCK_READERS: &[(&str, &str)] =
+    &[("issuer/mod.rs", "the dispatcher: reads the clock once per request (Incoming) and per /readyz probe")];
 
 /// The paths whose `::now` reads a clock (jiff's and std's); `unix_now` read it too.
 const CLOCKS: &[&str] = &["Timestamp", "Zoned", "SystemTime", "Instant"];

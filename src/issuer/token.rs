@@ -1,7 +1,5 @@
 //! `/v1/token`: client authentication first, then the grant's handler.
 
-use std::time::Instant;
-
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
@@ -44,7 +42,7 @@ async fn handle(issuer: &Issuer, served: &Served, req: &Incoming) -> Result<Toke
     let client = client_auth::authenticate(issuer, served, req, &form).await?;
     if let Some(limit) = &served.config.rate_limit {
         let key = format!("{}/{}/{}", served.config.namespace, served.config.name, client.client_id);
-        issuer.limiter.check(&key, &limit.into(), Instant::now()).map_err(OAuthError::slow_down)?;
+        issuer.limiter.check(&key, &limit.into(), req.at).map_err(OAuthError::slow_down)?;
     }
     let grant = GrantType::parse(grant)
         .ok_or_else(|| OAuthError::unsupported_grant_type(format!("grant type {grant} is not supported")))?;
