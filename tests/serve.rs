@@ -79,12 +79,15 @@ async fn has_scope(s: &Serve, scope: &str) -> bool {
         .any(|k| k.as_str() == Some(scope))
 }
 
-/// Waits up to 15 s for `check`.
+/// Waits up to 15 s for `check`; on failure shows serve's log.
 macro_rules! eventually {
-    ($what:expr, $check:expr) => {{
+    ($serve:expr, $what:expr, $check:expr) => {{
         let deadline = Instant::now() + Duration::from_secs(15);
         while !$check {
-            assert!(Instant::now() < deadline, "{}: not within 15 s", $what);
+            if Instant::now() >= deadline {
+                let log = std::fs::read_to_string(&$serve.log).unwrap_or_default();
+                panic!("{}: not within 15 s; serve's log:\n{log}", $what);
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }};
@@ -110,11 +113,11 @@ async fn serve_picks_up_changed_files_keeps_the_last_good_config_and_rotated_key
 
     // A new resource: served without a restart.
     std::fs::write(s.files.path().join("60-audit.yaml"), AUDIT_SCOPE).unwrap();
-    eventually!("the new scope is served", has_scope(&s, "payments:audit").await);
+    eventually!(s, "the new scope is served", has_scope(&s, "payments:audit").await);
 
     // A bad edit: the last good config stays, and the log names the file and the reason.
     std::fs::write(s.files.path().join("70-broken.yaml"), "kind: AuthScope\nspec: [not, a, map\n").unwrap();
-    eventually!("the bad edit is reported", std::fs::read_to_string(&s.log).unwrap().contains("70-broken.yaml"));
+    eventually!(s, "the bad edit is reported", std::fs::read_to_string(&s.log).unwrap().contains("70-broken.yaml"));
     let log = std::fs::read_to_string(&s.log).unwrap();
     assert!(log.contains("the last good config stays"), "{log}");
     assert!(has_scope(&s, "payments:audit").await, "a bad edit dropped the last good config");
@@ -133,7 +136,7 @@ async fn serve_picks_up_changed_files_keeps_the_last_good_config_and_rotated_key
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(said.contains("revoked"), "{said}");
-    eventually!("serve publishes the rotated keys", {
+    eventually!(s, "serve publishes the rotated keys", {
         let now = kids(&s).await;
         now.len() == 2 && now.iter().filter(|k| before.contains(k)).count() == 1
     });

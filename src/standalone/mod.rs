@@ -182,7 +182,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), StandaloneError> {
         }
         issuer.replace(s);
     }
-    let running = Running { fingerprint: fingerprint(&options.files, &state, &configs), configs, next_due };
+    // No fingerprint yet: the first look reads everything again, so a file written while this
+    // start read the files and keys is not missed.
+    let running = Running { fingerprint: 0, configs, next_due };
     tokio::spawn(reload_forever(issuer.clone(), state, options.files.clone(), options.reload_interval, running));
     let bound = crate::listener::bind(options.listen, options.tls_dir.clone(), options.connections)
         .await
@@ -193,8 +195,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), StandaloneError> {
     Ok(())
 }
 
-/// The configs `serve` serves, what its files and key state looked like when they were built,
-/// and when the keys change next.
+/// The configs `serve` serves, what its files and key state looked like just before they were
+/// read for them (0 before the first look), and when the keys change next.
 struct Running {
     fingerprint: u64,
     configs: Vec<crate::config::ServerConfig>,
@@ -296,7 +298,10 @@ async fn reload_forever(
                 if failed_at != Some(seen) {
                     failed_at = None;
                 }
-                running = Running { fingerprint: fingerprint(&files, &state, &configs), configs, next_due };
+                // What was seen before reading, not a fresh look: a file written while this
+                // reload read (`tessera rotate`, an editor) differs from it and is read next time.
+                // Serve's own key writes differ too, and cost one more reload.
+                running = Running { fingerprint: seen, configs, next_due };
                 tracing::info!("config and keys reloaded");
             }
             Err(e) => {
