@@ -280,6 +280,13 @@ pub(crate) struct Incoming {
 }
 
 impl Incoming {
+    /// The request whose body is in, with the clocks read now: once, for all its handling.
+    fn arrived(source: Option<IpAddr>, parts: axum::http::request::Parts, body: Bytes) -> Self {
+        let query = parts.uri.query().unwrap_or_default().to_owned();
+        let (headers, method) = (parts.headers, parts.method);
+        Self { source, headers, body, method, query, now: jiff::Timestamp::now(), at: Instant::now() }
+    }
+
     /// The parameters of a browser request: the query of a GET, the form body of a POST.
     fn params(&self) -> Result<form::Form, OAuthError> {
         if self.method == Method::POST {
@@ -309,10 +316,7 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
             Ok(b) => b,
             Err(_) => return browser::pages::error(axum::http::StatusCode::PAYLOAD_TOO_LARGE, "request too large"),
         };
-        let query = parts.uri.query().unwrap_or_default().to_owned();
-        let (headers, method, now, at) = (parts.headers, parts.method, jiff::Timestamp::now(), Instant::now());
-        let incoming = Incoming { source, headers, body, method, query, now, at };
-        return browse(&issuer, &served, endpoint, &incoming).await;
+        return browse(&issuer, &served, endpoint, &Incoming::arrived(source, parts, body)).await;
     }
     let origin = cors::allowed_origin(&served.config, &parts.headers);
     if parts.method == Method::OPTIONS {
@@ -325,9 +329,7 @@ async fn dispatch(State(issuer): State<Arc<Issuer>>, request: Request) -> Respon
         Ok(b) => b,
         Err(_) => return cors::decorate(OAuthError::too_large().into_response(), origin),
     };
-    let query = parts.uri.query().unwrap_or_default().to_owned();
-    let (headers, method, now, at) = (parts.headers, parts.method, jiff::Timestamp::now(), Instant::now());
-    let incoming = Incoming { source, headers, body, method, query, now, at };
+    let incoming = Incoming::arrived(source, parts, body);
     let response = match endpoint {
         Endpoint::OpenIdConfiguration => discovery::openid_configuration(&served, incoming.now),
         Endpoint::AuthorizationServerMetadata => discovery::authorization_server_metadata(&served, incoming.now),
